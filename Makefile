@@ -1,0 +1,39 @@
+# Every target works from a fresh clone on a machine with only Python 3.11 and pip.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install demo test dev down status doctor clean
+
+$(INSTALLED): setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install --quiet -e '.[local,dev]'
+	$(BIN)/python -m pip check
+	touch $@
+
+install: $(INSTALLED)
+
+## make demo: start the embedded stack and materialize the whole asset graph on the sample partitions
+demo: install
+	$(BIN)/movie-platform up
+	$(BIN)/movie-platform demo
+
+## make test: the whole suite against real services (embedded, or the ones the env vars name)
+test: install
+	$(BIN)/python -m pytest
+
+## make dev: embedded stack + Dagster UI on http://127.0.0.1:3000 (Ctrl-C stops it)
+dev: install
+	$(BIN)/movie-platform dev
+
+## make down: stop everything the embedded stack started
+down:
+	@if [ -x $(BIN)/movie-platform ]; then $(BIN)/movie-platform down; else echo "nothing to stop: no .venv"; fi
+
+status doctor: install
+	$(BIN)/movie-platform $@
+
+clean: down
+	rm -rf .movie_platform

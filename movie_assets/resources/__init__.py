@@ -1,0 +1,1 @@
+"""One resource or IO manager per module."""

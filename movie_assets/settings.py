@@ -1,0 +1,84 @@
+"""Connection settings read from the environment, shared by the CLI, resources and notebooks.
+
+One place knows the env var names of the design contract, so no module (or
+notebook) copies connection code. Secrets are redacted before anything is printed.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+S3_TEST_BUCKET = "movie-platform"
+DEFAULT_TMDB_BASE_URL = "https://api.themoviedb.org/3"
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_url: str | None
+    db_schema: str
+    redis_url: str | None
+    storage_url: str | None
+    s3_endpoint_url: str | None
+    mlflow_tracking_uri: str | None
+    tmdb_base_url: str
+    tmdb_source: str
+    partition_start: str
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_region: str | None = None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        has_tmdb_credentials = bool(env.get("TMDB_API_KEY") or env.get("TMDB_READ_ACCESS_TOKEN"))
+        return cls(
+            db_url=env.get("MOVIE_DB_URL") or None,
+            db_schema=env.get("MOVIE_DB_SCHEMA") or "public",
+            redis_url=env.get("MOVIE_REDIS_URL") or None,
+            storage_url=env.get("MOVIE_STORAGE_URL") or None,
+            s3_endpoint_url=env.get("MOVIE_S3_ENDPOINT_URL") or None,
+            mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
+            tmdb_base_url=env.get("TMDB_BASE_URL") or DEFAULT_TMDB_BASE_URL,
+            tmdb_source=env.get("TMDB_SOURCE") or ("api" if has_tmdb_credentials else "sample"),
+            partition_start=env.get("MOVIE_PARTITION_START") or "1990-01-01",
+            aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+            aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            aws_region=env.get("AWS_DEFAULT_REGION") or None,
+        )
+
+    def object_root(self):
+        """The object store root as a UPath, with this environment's S3 endpoint and credentials."""
+        from movie_assets.resources.object_store import object_root
+
+        return object_root(
+            self.storage_url, self.s3_endpoint_url, self.aws_access_key_id, self.aws_secret_access_key, self.aws_region
+        )
+
+
+def database_url(url: str, database: str) -> str:
+    """The same server URL pointing at another database (data, dagster, mlflow live side by side)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+
+
+def dagster_storage_url(url: str) -> str:
+    """SQLAlchemy URL for Dagster/MLflow storage.
+
+    With a bare ``postgresql://`` SQLAlchemy 2 picks psycopg 3, and Dagster runs then
+    fail on ``NOTIFY run_events, $1`` and stay NOT_STARTED; psycopg2 is what they expect.
+    """
+    return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql+psycopg2://", url)
+
+
+def redact_url(url: str | None) -> str:
+    """Hide passwords and API keys/tokens in a URL before it reaches a log or an error."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password:
+        netloc = netloc.replace(f":{parts.password}@", ":***@")
+    query = re.sub(r"(?i)(api_key|access_token|token|password|secret)=[^&]*", r"\1=***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

@@ -1,0 +1,78 @@
+"""`up` is idempotent, `status`/`env` tell the truth, `doctor` explains a dead service."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+from movie_assets.local_stack import _alive
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "movie_assets.cli", *args], capture_output=True, text=True, env=env, timeout=180
+    )
+
+
+def processes_of(state_dir) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if str(state_dir) in cmdline and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(proc)
+    return found
+
+
+def test_up_twice_starts_no_duplicates(test_stack, stack_env):
+    before = {row["name"]: row["pid"] for row in test_stack.status()}
+    count_before = len(processes_of(test_stack.state_dir))
+    messages = []
+    assert test_stack.up(log=messages.append) == stack_env
+    after = {row["name"]: row["pid"] for row in test_stack.status()}
+    assert after == before
+    assert len(processes_of(test_stack.state_dir)) == count_before
+    assert sum("already running" in m for m in messages) == 3, messages
+
+
+def test_env_configures_a_shell(test_stack, stack_env):
+    env = {**os.environ, "MOVIE_PLATFORM_STATE_DIR": str(test_stack.state_dir)}
+    script = (
+        f'eval "$({sys.executable} -m movie_assets.cli env)" && '
+        'python -c "import os; print(os.environ[\'MOVIE_DB_URL\'], os.environ[\'DAGSTER_HOME\'])" && '
+        "dagster instance info"
+    )
+    clean = {k: v for k, v in env.items() if not k.startswith(("MOVIE_DB", "DAGSTER_HOME", "MLFLOW", "MOVIE_REDIS"))}
+    clean["PATH"] = f"{os.path.dirname(sys.executable)}:{clean['PATH']}"
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=clean, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert stack_env["MOVIE_DB_URL"] in result.stdout
+    assert "PostgresRunStorage" in result.stdout, "the Dagster instance must store runs in PostgreSQL"
+
+
+def test_doctor_all_green_then_explains_dead_postgres(test_stack, stack_env):
+    env = {**os.environ, **stack_env}
+    healthy = cli("doctor", env=env)
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    assert healthy.stdout.count("OK  ") == 5
+
+    pg_pid = next(row["pid"] for row in test_stack.status() if row["name"] == "postgres")
+    os.kill(pg_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _alive(pg_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        broken = cli("doctor", env=env)
+        assert broken.returncode == 1
+        assert "Traceback" not in broken.stdout + broken.stderr
+        line = next(line for line in broken.stdout.splitlines() if "postgres" in line)
+        assert line.startswith("FAIL") and "movie-platform up" in line and "MOVIE_DB_URL" in line, line
+        status = cli("status", env={**env, "MOVIE_PLATFORM_STATE_DIR": str(test_stack.state_dir)})
+        assert any(l.startswith("postgres") and "stopped" in l for l in status.stdout.splitlines()), status.stdout
+    finally:
+        # `up` recovers from the crash: it removes the stale postmaster.pid and restarts postgres.
+        assert test_stack.up(log=print) == stack_env
+    assert cli("doctor", env=env).returncode == 0

