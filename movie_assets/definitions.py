@@ -1,4 +1,14 @@
-"""The code location: wires assets, checks, resources, schedules and sensors. Nothing else lives here."""
+"""The code location: wires assets, checks, resources, schedules and jobs. Nothing else lives here."""
 import dagster as dg
 
-defs = dg.Definitions(assets=[], resources={})
+from movie_assets.assets import ingest
+from movie_assets.resources.wiring import build_resources
+from movie_assets.restore import restore_movies_raw_from_backup
+from movie_assets.schedules import daily_recent_months, refresh_recent_months_job
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([ingest]),
+    jobs=[refresh_recent_months_job, restore_movies_raw_from_backup],
+    schedules=[daily_recent_months],
+    resources=build_resources(),
+)

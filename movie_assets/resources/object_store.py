@@ -5,6 +5,14 @@ and `file:///folder` behave the same to every caller.
 """
 from __future__ import annotations
 
+import io
+import os
+import uuid
+
+import dagster as dg
+import pandas as pd
+from dagster_aws.s3 import S3Resource
+from pydantic import Field
 from upath import UPath
 
 
@@ -29,3 +37,109 @@ def object_root(
     if region_name:
         options["client_kwargs"] = {"region_name": region_name}
     return UPath(storage_url, **options)
+
+
+def partition_month(partition_key: str) -> str:
+    """`2024-03-01` -> `2024-03`: the release_month folder of the object-store layout."""
+    return partition_key[:7]
+
+
+class ObjectStore(dg.ConfigurableResource):
+    """The object-store root (`MOVIE_STORAGE_URL`); with an `s3://` root, dagster-aws's S3
+    resource supplies endpoint, credentials and region."""
+
+    storage_url: str
+    s3: S3Resource = Field(default_factory=S3Resource)
+
+    @property
+    def root(self) -> UPath:
+        return object_root(
+            self.storage_url, self.s3.endpoint_url, self.s3.aws_access_key_id, self.s3.aws_secret_access_key, self.s3.region_name
+        )
+
+    def path_for(self, template: str, partition_key: str | None = None) -> UPath:
+        return self.root / template.format(release_month=partition_month(partition_key) if partition_key else "")
+
+
+class ObjectStoreIOManager(dg.ConfigurableIOManager):
+    """Objects under the object store, one per partition, at the asset's `object_path` template.
+
+    The asset returns `{partition_key: bytes | DataFrame}` (DataFrames become Parquet),
+    so a single-run backfill over many months writes one object per month, which
+    Dagster's stock UPathIOManager refuses. Local writes go to a temp file and are
+    renamed into place; an S3 PUT is atomic by itself.
+    """
+
+    store: ObjectStore
+
+    def path_for(self, template: str, partition_key: str | None) -> UPath:
+        return self.store.path_for(template, partition_key)
+
+    def handle_output(self, context: dg.OutputContext, obj) -> None:
+        template = _template(context)
+        items = obj if context.has_asset_partitions else {None: obj}
+        if context.has_asset_partitions and set(items) != set(context.asset_partition_keys):
+            missing = sorted(set(context.asset_partition_keys) - set(items))
+            extra = sorted(set(items) - set(context.asset_partition_keys))
+            raise dg.DagsterInvariantViolationError(
+                f"{context.asset_key.to_user_string()} must return one object per partition of the run; missing {missing[:3]}, unexpected {extra[:3]}"
+            )
+        written, total = [], 0
+        for key, value in sorted(items.items(), key=lambda kv: kv[0] or ""):
+            data = _serialize(value, template)
+            write_atomically(self.path_for(template, key), data)
+            written.append(str(self.path_for(template, key)))
+            total += len(data)
+        context.add_output_metadata({
+            "objects": len(written),
+            "bytes": total,
+            "path": dg.MetadataValue.path(written[0] if len(written) == 1 else str(self.path_for(template, None).parent.parent)),
+        })
+
+    def load_input(self, context: dg.InputContext):
+        template = _template(context.upstream_output)
+        if not context.has_asset_partitions:
+            return _deserialize(self.path_for(template, None).read_bytes(), template)
+        loaded = {}
+        for key in context.asset_partition_keys:
+            path = self.path_for(template, key)
+            if not path.exists():
+                raise FileNotFoundError(
+                    f"object store has no {path} for {context.asset_key.to_user_string()} partition {key}; materialize that partition first"
+                )
+            loaded[key] = _deserialize(path.read_bytes(), template)
+        return loaded
+
+
+def write_atomically(path: UPath, data: bytes) -> None:
+    """Readers see the old object or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.protocol in ("", "file", "local"):
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp.path, path.path)
+    else:
+        path.write_bytes(data)
+
+
+def _template(context: dg.OutputContext) -> str:
+    template = (context.definition_metadata or {}).get("object_path")
+    if not template:
+        raise dg.DagsterInvariantViolationError(f"asset {context.asset_key.to_user_string()} has no `object_path` metadata")
+    return str(template.value if hasattr(template, "value") else template)
+
+
+def _serialize(value, template: str) -> bytes:
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, pd.DataFrame) and template.endswith(".parquet"):
+        buffer = io.BytesIO()
+        value.to_parquet(buffer, index=False)
+        return buffer.getvalue()
+    raise TypeError(f"cannot store {type(value).__name__} at {template}: return bytes, or a DataFrame for .parquet")
+
+
+def _deserialize(data: bytes, template: str):
+    if template.endswith(".parquet"):
+        return pd.read_parquet(io.BytesIO(data))
+    return data

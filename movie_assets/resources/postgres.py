@@ -1,0 +1,271 @@
+"""PostgreSQL: the structured-data hub. One resource for connections, one IO manager for tables.
+
+Every write replaces a partition window atomically: DELETE the window, then COPY the
+new rows, in one transaction. Re-runs never duplicate and a failed write leaves the
+previous rows. Bulk paths go through COPY with CSV built by Arrow (C speed on both
+sides); tables get explicit DDL from the asset's `dagster/column_schema`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+from contextlib import contextmanager
+from typing import Iterator, Mapping
+
+import dagster as dg
+import pandas as pd
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from psycopg import sql
+
+from movie_assets.settings import redact_url
+
+COPY_CHUNK_BYTES = 8 << 20
+ARROW_TYPES = {
+    "bigint": pa.int64(),
+    "integer": pa.int64(),
+    "smallint": pa.int64(),
+    "double precision": pa.float64(),
+    "real": pa.float64(),
+    "text": pa.string(),
+    "date": pa.date32(),
+    "boolean": pa.bool_(),
+    "timestamp with time zone": pa.timestamp("us", tz="UTC"),
+    "jsonb": pa.string(),
+}
+
+
+class PostgresError(RuntimeError):
+    """PostgreSQL could not be reached or refused a write; names the table and partition."""
+
+
+def columns_of(schema: dg.TableSchema) -> dict[str, str]:
+    """{column: SQL type} from a Dagster TableSchema whose column types are SQL types."""
+    return {column.name: column.type for column in schema.columns}
+
+
+def table_schema(columns: Mapping[str, str], descriptions: Mapping[str, str] | None = None) -> dg.TableSchema:
+    descriptions = descriptions or {}
+    return dg.TableSchema(columns=[dg.TableColumn(n, t, description=descriptions.get(n)) for n, t in columns.items()])
+
+
+class PostgresDatabase(dg.ConfigurableResource):
+    """Connections to the data database (`MOVIE_DB_URL`, schema `MOVIE_DB_SCHEMA`)."""
+
+    url: str
+    db_schema: str = "public"
+
+    @contextmanager
+    def connect(self, purpose: str = "") -> Iterator[psycopg.Connection]:
+        try:
+            conn = psycopg.connect(self.url, connect_timeout=10)
+        except psycopg.OperationalError as exc:
+            raise PostgresError(
+                f"PostgreSQL at {redact_url(self.url)} is unreachable{' while ' + purpose if purpose else ''}: "
+                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}. "
+                "Start it (`movie-platform up`) or fix MOVIE_DB_URL, then re-run; nothing was written."
+            ) from None
+        try:
+            with conn:
+                yield conn
+        finally:
+            conn.close()
+
+    def ident(self, table: str) -> sql.Composed:
+        return sql.SQL("{}.{}").format(sql.Identifier(self.db_schema), sql.Identifier(table))
+
+    def ensure_table(self, conn: psycopg.Connection, table: str, columns: Mapping[str, str], partition_column: str | None) -> None:
+        conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(self.db_schema)))
+        ddl = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in columns.items())
+        conn.execute(sql.SQL("create table if not exists {} ({})").format(self.ident(table), ddl))
+        if partition_column:
+            conn.execute(sql.SQL("create index if not exists {} on {} ({})").format(
+                sql.Identifier(f"{table}_{partition_column}_idx"), self.ident(table), sql.Identifier(partition_column)))
+
+    def replace_rows(
+        self,
+        table: str,
+        columns: Mapping[str, str],
+        frame: pd.DataFrame,
+        partition_column: str | None = None,
+        window: tuple[dt.date, dt.date] | None = None,
+    ) -> int:
+        """Replace the rows of `window` (or the whole table) with `frame` in one transaction."""
+        label = f"{table} {window[0]}..{window[1]}" if window else table
+        if window and partition_column and len(frame):
+            values = pd.to_datetime(frame[partition_column]).dt.date
+            outside = frame[(values < window[0]) | (values >= window[1])]
+            if len(outside):
+                raise PostgresError(
+                    f"{len(outside)} rows for {table} have {partition_column} outside {window[0]}..{window[1]} "
+                    f"(e.g. {outside[partition_column].iloc[0]}); refusing a write the next re-run would lose."
+                )
+        with self.connect(f"writing {label}") as conn:
+            self.ensure_table(conn, table, columns, partition_column)
+            with conn.transaction():
+                if window and partition_column:
+                    conn.execute(
+                        sql.SQL("delete from {} where {col} >= %s and {col} < %s").format(self.ident(table), col=sql.Identifier(partition_column)),
+                        (window[0], window[1]),
+                    )
+                else:
+                    conn.execute(sql.SQL("delete from {}").format(self.ident(table)))
+                copy_frame(conn, self.ident(table), columns, frame)
+        return len(frame)
+
+    def read_rows(
+        self,
+        table: str,
+        columns: Mapping[str, str],
+        partition_column: str | None = None,
+        window: tuple[dt.date, dt.date] | None = None,
+    ) -> pd.DataFrame:
+        label = f"{table} {window[0]}..{window[1]}" if window else table
+        select = sql.SQL(", ").join(_select_expression(n, t) for n, t in columns.items())
+        query = sql.SQL("select {} from {}").format(select, self.ident(table))
+        if window and partition_column:
+            # COPY takes no bind parameters: the bounds go in as quoted literals.
+            query += sql.SQL(" where {col} >= {start} and {col} < {end}").format(
+                col=sql.Identifier(partition_column), start=sql.Literal(window[0]), end=sql.Literal(window[1]))
+        with self.connect(f"reading {label}") as conn:
+            self.ensure_table(conn, table, columns, partition_column)
+            return read_query(conn, query, columns)
+
+
+def copy_frame(conn: psycopg.Connection, target: sql.Composable, columns: Mapping[str, str], frame: pd.DataFrame) -> None:
+    """COPY a frame into `target` as CSV written by Arrow (nulls unquoted, strings quoted)."""
+    if frame.empty:
+        return
+    table = _to_arrow(frame, columns)
+    buffer = io.BytesIO()
+    pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+    names = sql.SQL(", ").join(sql.Identifier(n) for n in columns)
+    statement = sql.SQL("copy {} ({}) from stdin (format csv)").format(target, names)
+    view = buffer.getbuffer()
+    with conn.cursor().copy(statement) as copy:
+        for offset in range(0, len(view), COPY_CHUNK_BYTES):
+            copy.write(view[offset:offset + COPY_CHUNK_BYTES])
+
+
+def read_query(conn: psycopg.Connection, query: sql.Composable, columns: Mapping[str, str]) -> pd.DataFrame:
+    """Run `query` through COPY TO STDOUT and parse the CSV with Arrow into typed pandas columns."""
+    buffer = io.BytesIO()
+    statement = sql.SQL("copy ({}) to stdout (format csv, header true)").format(query)
+    with conn.cursor().copy(statement) as copy:
+        for block in copy:
+            buffer.write(block)
+    if buffer.tell() == 0:
+        return _empty_frame(columns)
+    buffer.seek(0)
+    types = {n: ARROW_TYPES.get(t, pa.string()) for n, t in columns.items()}
+    table = pacsv.read_csv(
+        buffer,
+        convert_options=pacsv.ConvertOptions(
+            column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False,
+            true_values=["t"], false_values=["f"],
+        ),
+    )
+    frame = table.to_pandas(types_mapper=_pandas_type)
+    for name, sql_type in columns.items():
+        if sql_type.endswith("[]"):
+            frame[name] = [json.loads(v) if v is not None else None for v in frame[name]]
+    return frame
+
+
+def _select_expression(name: str, sql_type: str) -> sql.Composable:
+    # Arrays come back as JSON so that Arrow/pandas parse them without a Postgres-literal parser.
+    if sql_type.endswith("[]"):
+        return sql.SQL("array_to_json({col})::text as {col}").format(col=sql.Identifier(name))
+    # ISO 8601 with a `Z`, which Arrow parses into a UTC timestamp.
+    if sql_type == "timestamp with time zone":
+        return sql.SQL("""to_char({col} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as {col}""").format(col=sql.Identifier(name))
+    return sql.Identifier(name)
+
+
+def _to_arrow(frame: pd.DataFrame, columns: Mapping[str, str]) -> pa.Table:
+    arrays = []
+    for name, sql_type in columns.items():
+        values = frame[name]
+        if sql_type.endswith("[]"):
+            arrays.append(pa.array([_pg_array(v) for v in values], pa.string()))
+        elif sql_type == "jsonb":
+            arrays.append(pa.array([v if v is None or isinstance(v, str) else json.dumps(v, separators=(",", ":")) for v in values], pa.string()))
+        elif sql_type == "date":
+            arrays.append(pa.array(pd.to_datetime(values).dt.date, pa.date32()))
+        elif sql_type == "timestamp with time zone":
+            arrays.append(pa.array(pd.to_datetime(values, utc=True), pa.timestamp("us", tz="UTC")))
+        else:
+            arrays.append(pa.array(values, ARROW_TYPES.get(sql_type, pa.string()), from_pandas=True))
+    return pa.Table.from_arrays(arrays, names=list(columns))
+
+
+def _pg_array(values) -> str | None:
+    if values is None or (isinstance(values, float) and pd.isna(values)):
+        return None
+    items = []
+    for v in values:
+        if isinstance(v, str):
+            items.append('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        else:
+            items.append(str(v))
+    return "{" + ",".join(items) + "}"
+
+
+def _pandas_type(arrow_type: pa.DataType):
+    if pa.types.is_integer(arrow_type):
+        return pd.Int64Dtype()
+    if pa.types.is_floating(arrow_type):
+        return pd.Float64Dtype()
+    if pa.types.is_boolean(arrow_type):
+        return pd.BooleanDtype()
+    return None
+
+
+def _empty_frame(columns: Mapping[str, str]) -> pd.DataFrame:
+    return pd.DataFrame({n: pd.Series(dtype=object) for n in columns})
+
+
+class PostgresIOManager(dg.ConfigurableIOManager):
+    """Stores an asset's DataFrame in the table named after the asset, one partition window at a time.
+
+    The asset declares its columns as `dagster/column_schema` metadata (SQL types) and,
+    when partitioned, the date column that holds the partition (`partition_column`,
+    default `release_month`). Partition ranges (single-run backfills) work the same way.
+    """
+
+    database: PostgresDatabase
+
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+        table, columns, partition_column, window = self._target(context)
+        started = dt.datetime.now()
+        rows = self.database.replace_rows(table, columns, obj, partition_column, window)
+        seconds = (dt.datetime.now() - started).total_seconds()
+        context.add_output_metadata({
+            "table": f"{self.database.db_schema}.{table}",
+            "dagster/row_count": rows,
+            "rows_per_second": round(rows / seconds) if seconds > 0 else rows,
+        })
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        table, columns, partition_column, window = self._target(context.upstream_output, context)
+        return self.database.read_rows(table, columns, partition_column, window)
+
+    @staticmethod
+    def _target(output: dg.OutputContext, input_context: dg.InputContext | None = None):
+        metadata = output.definition_metadata or {}
+        schema = metadata.get("dagster/column_schema")
+        if schema is None:
+            raise dg.DagsterInvariantViolationError(
+                f"asset {output.asset_key.to_user_string()} stores to PostgreSQL but declares no dagster/column_schema"
+            )
+        columns = columns_of(schema.schema if hasattr(schema, "schema") else schema)
+        table = output.asset_key.path[-1]
+        partitioned = (input_context or output).has_asset_partitions
+        partition_column = metadata.get("partition_column", "release_month") if partitioned else None
+        window = None
+        if partitioned:
+            time_window = (input_context or output).asset_partitions_time_window
+            window = (time_window.start.date(), time_window.end.date())
+        return table, columns, partition_column, window

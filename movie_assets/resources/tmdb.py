@@ -1,0 +1,279 @@
+"""TMDB as a Dagster resource: the real API client and the offline sample, interchangeable.
+
+Assets ask for `TmdbSource.crawl(window)` and never learn which one they got. Both
+return (discover list item, details document) pairs; `movie_records` turns them
+into rows, so the sample walks the same parsing and validation path as the API.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import random
+import threading
+import time
+from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import dagster as dg
+import requests
+from pydantic import Field
+
+from movie_assets.settings import redact_url
+
+PAGE_SIZE = 20
+MAX_PAGES = 500  # TMDB refuses pages past 500: at most 10,000 results per discover query
+MAX_RESULTS = PAGE_SIZE * MAX_PAGES
+
+Window = tuple[dt.date, dt.date]  # [start, end): end is exclusive
+Pair = tuple[dict, Optional[dict]]
+
+
+class TmdbError(RuntimeError):
+    """TMDB answered with an error we cannot retry away."""
+
+
+class TmdbAuthError(TmdbError):
+    """401: the key or token is missing or wrong."""
+
+
+@dataclass
+class CrawlStats:
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    pages: int = 0
+    windows: int = 0
+    listed: int = 0
+    duplicates: int = 0
+    details_missing: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+
+@dataclass
+class Crawl:
+    pairs: list[Pair]
+    stats: CrawlStats
+
+
+class TmdbSource(dg.ConfigurableResource, ABC):
+    """Where movies come from. `crawl` returns every movie released in [start, end)."""
+
+    @abstractmethod
+    def crawl(self, window: Window, log: Callable[[str], None] = print) -> Crawl: ...
+
+    @property
+    def description(self) -> str:
+        return type(self).__name__
+
+
+class RateLimiter:
+    """A token bucket shared by the threads of one run (the `tmdb_api` pool shares it across runs)."""
+
+    def __init__(self, per_second: float, burst: int = 1):
+        self.interval = 1.0 / per_second
+        self.burst = burst
+        self._next = time.monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self._next = max(self._next, now - self.interval * (self.burst - 1))
+            wait = self._next - now
+            self._next += self.interval
+        if wait > 0:
+            time.sleep(wait)
+
+    def pause(self, seconds: float) -> None:
+        """After a 429, hold every thread back, not only the one that was refused."""
+        with self._lock:
+            self._next = max(self._next, time.monotonic() + seconds)
+
+
+class TmdbApiClient(TmdbSource):
+    """Real HTTP against TMDB (or anything that speaks its wire format)."""
+
+    base_url: str = "https://api.themoviedb.org/3"
+    api_key: Optional[str] = Field(default=None, description="TMDB v3 API key (sent as the api_key query parameter)")
+    read_access_token: Optional[str] = Field(default=None, description="TMDB v4 read access token (sent as a Bearer header)")
+    requests_per_second: float = Field(default=35.0, description="client-side limit; TMDB allows about 40-50/s")
+    max_workers: int = Field(default=8, description="concurrent requests inside one run")
+    max_retries: int = 6
+    backoff_base_s: float = 0.5
+    timeout_s: float = 15.0
+
+    @property
+    def description(self) -> str:
+        return f"TMDB API at {self.base_url}"
+
+    def crawl(self, window: Window, log: Callable[[str], None] = print) -> Crawl:
+        if not (self.api_key or self.read_access_token):
+            raise TmdbAuthError(
+                "TMDB credentials are missing: set TMDB_API_KEY (v3 key) or TMDB_READ_ACCESS_TOKEN (v4 read "
+                "access token), or set TMDB_SOURCE=sample to use the offline sample."
+            )
+        http = _Http(self)
+        stats = http.stats
+        with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="tmdb") as pool:
+            items = self._discover(http, pool, window, log)
+            unique: dict[int, dict] = {}
+            for item in items:
+                unique.setdefault(item.get("id"), item)
+            stats.add(listed=len(items), duplicates=len(items) - len(unique))
+            log(f"TMDB {window[0]}..{window[1]}: {len(unique)} movies listed ({stats.pages} pages, "
+                f"{len(items) - len(unique)} duplicates); fetching details")
+            details = list(pool.map(lambda movie_id: http.get_json(f"/movie/{movie_id}", allow_404=True), unique))
+        stats.add(details_missing=sum(d is None for d in details))
+        return Crawl(list(zip(unique.values(), details)), stats)
+
+    def _discover(self, http: "_Http", pool: ThreadPoolExecutor, window: Window, log) -> list[dict]:
+        """All list items of the window; windows over TMDB's 10,000-result cap are split, never truncated."""
+        start, end = window
+        params = {
+            "primary_release_date.gte": start.isoformat(),
+            "primary_release_date.lte": (end - dt.timedelta(days=1)).isoformat(),
+            "sort_by": "primary_release_date.asc",
+            "include_adult": "false",
+            "include_video": "false",
+        }
+        first = http.get_json("/discover/movie", {**params, "page": 1})
+        http.stats.add(pages=1, windows=1)
+        total_results = int(first.get("total_results") or 0)
+        if total_results > MAX_RESULTS:
+            days = (end - start).days
+            if days <= 1:
+                raise TmdbError(
+                    f"TMDB lists {total_results} movies for the single day {start}, more than the "
+                    f"{MAX_RESULTS} one query can page through; refusing to store a truncated day."
+                )
+            middle = start + dt.timedelta(days=days // 2)
+            log(f"TMDB {start}..{end}: {total_results} results exceed the {MAX_PAGES}-page cap; splitting at {middle}")
+            return self._discover(http, pool, (start, middle), log) + self._discover(http, pool, (middle, end), log)
+        total_pages = min(int(first.get("total_pages") or 1), MAX_PAGES)
+        rest = list(pool.map(lambda page: http.get_json("/discover/movie", {**params, "page": page}), range(2, total_pages + 1)))
+        http.stats.add(pages=len(rest))
+        return [item for page in [first, *rest] for item in page.get("results", [])]
+
+
+class _Http:
+    """One crawl's HTTP session: rate limit, retries with backoff and jitter, redacted errors."""
+
+    def __init__(self, client: TmdbApiClient):
+        self.client = client
+        self.stats = CrawlStats()
+        self.limiter = RateLimiter(client.requests_per_second)
+        self.session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=client.max_workers)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers["Accept"] = "application/json"
+        if client.read_access_token:
+            self.session.headers["Authorization"] = f"Bearer {client.read_access_token}"
+
+    def get_json(self, path: str, params: dict | None = None, allow_404: bool = False) -> dict | None:
+        url = self.client.base_url.rstrip("/") + path
+        params = dict(params or {})
+        if self.client.api_key and not self.client.read_access_token:
+            params["api_key"] = self.client.api_key
+        for attempt in range(self.client.max_retries + 1):
+            self.limiter.acquire()
+            self.stats.add(requests=1)
+            try:
+                response = self.session.get(url, params=params, timeout=self.client.timeout_s)
+            except requests.RequestException as exc:
+                problem, wait = f"{type(exc).__name__}", self._backoff(attempt)
+            else:
+                if response.status_code == 200:
+                    return response.json()
+                if response.status_code == 404 and allow_404:
+                    return None
+                if response.status_code == 401:
+                    raise TmdbAuthError(
+                        f"TMDB refused the credentials (401: {_status_message(response)}). Set TMDB_API_KEY to a valid "
+                        "v3 key or TMDB_READ_ACCESS_TOKEN to a valid v4 read access token, or TMDB_SOURCE=sample."
+                    )
+                if response.status_code == 429:
+                    self.stats.add(throttled=1)
+                    wait = _retry_after(response) or self._backoff(attempt)
+                    self.limiter.pause(wait)
+                    problem = "429 Too Many Requests"
+                elif response.status_code >= 500:
+                    problem, wait = f"{response.status_code} {_status_message(response)}", self._backoff(attempt)
+                else:
+                    raise TmdbError(f"TMDB {response.status_code} for {self._safe(response.url)}: {_status_message(response)}")
+            if attempt == self.client.max_retries:
+                raise TmdbError(
+                    f"TMDB still failing after {attempt + 1} attempts for {self._safe(url)} ({problem}); "
+                    "check TMDB_BASE_URL and TMDB's status, then re-run the partition."
+                )
+            self.stats.add(retries=1)
+            time.sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter, capped at 30 s."""
+        return min(30.0, self.client.backoff_base_s * 2**attempt) * random.uniform(0.5, 1.0)
+
+    def _safe(self, url: str) -> str:
+        text = redact_url(url)
+        for secret in (self.client.api_key, self.client.read_access_token):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    try:
+        return max(0.0, float(response.headers.get("Retry-After", "")))
+    except ValueError:
+        return None
+
+
+def _status_message(response: requests.Response) -> str:
+    try:
+        return str(response.json().get("status_message", response.reason))
+    except ValueError:
+        return response.reason or ""
+
+
+class TmdbSampleSource(TmdbSource):
+    """The deterministic offline catalogue of `tmdb_sample`, paged like the API (duplicates included)."""
+
+    movies_per_month: int = Field(default=130, description="catalogue size per release month")
+
+    @property
+    def description(self) -> str:
+        return f"TMDB sample ({self.movies_per_month} movies/month)"
+
+    def crawl(self, window: Window, log: Callable[[str], None] = print) -> Crawl:
+        from movie_assets.tmdb_sample import movies_for_month
+
+        start, end = window
+        months, month = [], start.replace(day=1)
+        while month < end:
+            months.append(month)
+            month = (month + dt.timedelta(days=32)).replace(day=1)
+        movies = [m for month in months for m in movies_for_month(month, self.movies_per_month)
+                  if start.isoformat() <= m.details["release_date"] < end.isoformat()]
+        pairs: list[Pair] = []
+        stats = CrawlStats(windows=1)
+        for number, first in enumerate(range(0, len(movies), PAGE_SIZE)):
+            page = movies[first:first + PAGE_SIZE]
+            if number and number % 3 == 0:
+                # TMDB repeats items across pages when popularity shifts mid-crawl.
+                page = [movies[first - 1], *page]
+                stats.add(duplicates=1)
+            pairs += [(m.list_item, m.details) for m in page]
+            stats.add(pages=1)
+        stats.add(listed=len(pairs))
+        log(f"TMDB sample {start}..{end}: {len(movies)} movies in {stats.pages} pages")
+        return Crawl(pairs, stats)
