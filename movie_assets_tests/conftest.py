@@ -65,3 +65,56 @@ def s3_stack_env(s3_stack: Stack):
 @pytest.fixture
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture
+def database(stack_env, request):
+    """A PostgresDatabase on a schema of its own, dropped afterwards: tests never see each other's rows."""
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+
+    from movie_assets.resources.postgres import PostgresDatabase
+
+    schema = f"test_{request.node.name[:30].lower().replace('[', '_').replace(']', '').replace('-', '_')}_{uuid.uuid4().hex[:6]}"
+    yield PostgresDatabase(url=stack_env["MOVIE_DB_URL"], db_schema=schema)
+    with psycopg.connect(stack_env["MOVIE_DB_URL"], autocommit=True) as conn:
+        conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema)))
+
+
+@pytest.fixture
+def object_store(tmp_path):
+    from movie_assets.resources.object_store import ObjectStore
+
+    return ObjectStore(storage_url=(tmp_path / "objects").as_uri())
+
+
+@pytest.fixture
+def s3_object_store(s3_stack_env, request):
+    """An ObjectStore on the S3 API server, under a prefix of its own."""
+    import uuid
+
+    from dagster_aws.s3 import S3Resource
+
+    from movie_assets.resources.object_store import ObjectStore
+
+    s3 = S3Resource(
+        endpoint_url=s3_stack_env["MOVIE_S3_ENDPOINT_URL"], aws_access_key_id=s3_stack_env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=s3_stack_env["AWS_SECRET_ACCESS_KEY"], region_name=s3_stack_env["AWS_DEFAULT_REGION"],
+    )
+    return ObjectStore(storage_url=f"{s3_stack_env['MOVIE_STORAGE_URL']}/tests/{uuid.uuid4().hex[:8]}", s3=s3)
+
+
+def platform_resources(database, object_store, tmdb) -> dict:
+    """The resources of definitions.py, pointed at the test's schema, store and TMDB source."""
+    from movie_assets.resources.object_store import ObjectStoreIOManager
+    from movie_assets.resources.postgres import PostgresIOManager
+
+    return {
+        "tmdb": tmdb,
+        "database": database,
+        "postgres_io_manager": PostgresIOManager(database=database),
+        "object_store": object_store,
+        "object_store_io_manager": ObjectStoreIOManager(store=object_store),
+    }

@@ -24,6 +24,7 @@ from movie_assets.settings import redact_url
 PAGE_SIZE = 20
 MAX_PAGES = 500  # TMDB refuses pages past 500: at most 10,000 results per discover query
 MAX_RESULTS = PAGE_SIZE * MAX_PAGES
+MAX_LISTING_PASSES = 2  # extra passes over the pages when fewer movies were listed than TMDB counted
 
 Window = tuple[dt.date, dt.date]  # [start, end): end is exclusive
 Pair = tuple[dict, Optional[dict]]
@@ -47,6 +48,7 @@ class CrawlStats:
     listed: int = 0
     duplicates: int = 0
     details_missing: int = 0
+    missing_listings: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -159,9 +161,20 @@ class TmdbApiClient(TmdbSource):
             log(f"TMDB {start}..{end}: {total_results} results exceed the {MAX_PAGES}-page cap; splitting at {middle}")
             return self._discover(http, pool, (start, middle), log) + self._discover(http, pool, (middle, end), log)
         total_pages = min(int(first.get("total_pages") or 1), MAX_PAGES)
-        rest = list(pool.map(lambda page: http.get_json("/discover/movie", {**params, "page": page}), range(2, total_pages + 1)))
-        http.stats.add(pages=len(rest))
-        return [item for page in [first, *rest] for item in page.get("results", [])]
+        pages = [first]
+        for attempt in range(MAX_LISTING_PASSES):
+            needed = range(2, total_pages + 1) if attempt == 0 else range(1, total_pages + 1)
+            pages += list(pool.map(lambda page: http.get_json("/discover/movie", {**params, "page": page}), needed))
+            http.stats.add(pages=len(needed))
+            listed = len({item.get("id") for page in pages for item in page.get("results", [])})
+            if listed >= total_results:
+                break
+            # Paging under a shifting order repeats some items and pushes others past the last page.
+            log(f"TMDB {start}..{end}: listed {listed} of {total_results} movies; paging again ({attempt + 2}/{MAX_LISTING_PASSES + 1})")
+        else:
+            http.stats.add(missing_listings=total_results - listed)
+            log(f"WARNING TMDB {start}..{end}: {total_results - listed} of {total_results} movies never appeared in the listing")
+        return [item for page in pages for item in page.get("results", [])]
 
 
 class _Http:

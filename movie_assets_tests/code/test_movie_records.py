@@ -1,0 +1,61 @@
+"""Merging and validating TMDB documents: repairs what the details fix, rejects the rest with a reason."""
+import datetime as dt
+
+from movie_assets.movie_records import RAW_COLUMNS, merge, to_frame, validate, validate_month
+
+JAN = (dt.date(2024, 1, 1), dt.date(2024, 2, 1))
+NOW = dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc)
+
+
+def details(**overrides):
+    doc = {"id": 7, "title": "Heat", "release_date": "2024-01-15", "vote_average": 7.5, "vote_count": 100,
+           "budget": 0, "revenue": 0, "runtime": 120, "genres": [{"id": 80, "name": "Crime"}], "original_language": "en"}
+    return {**doc, **overrides}
+
+
+def test_details_repair_list_item_defects():
+    item = {"id": 7, "title": None, "release_date": "", "vote_count": "100", "genre_ids": [80]}
+    row, reason = validate(merge(item, details()), JAN)
+    assert reason is None
+    assert row["title"] == "Heat" and row["release_date"] == dt.date(2024, 1, 15)
+    assert row["vote_count"] == 100 and row["genre_ids"] == [80] and row["genres"] == ["Crime"]
+
+
+def test_number_sent_as_string_is_parsed_when_details_are_missing():
+    row, reason = validate(merge({**details(), "vote_count": "42"}, None), JAN)
+    assert reason is None and row["vote_count"] == 42
+
+
+def test_list_item_fills_what_details_lack():
+    row, _ = validate(merge({"id": 7, "popularity": 3.5}, {k: v for k, v in details().items()}), JAN)
+    assert row["popularity"] == 3.5
+
+
+def test_rejects_carry_a_reason():
+    cases = {
+        "title is missing": details(title=""),
+        "vote_average 11.0 is outside 0..10": details(vote_average=11.0),
+        "runtime is negative": details(runtime=-5),
+        "release_date is missing": details(release_date=""),
+        "outside the requested window": details(release_date="2024-02-02"),
+        "vote_count is not a number": details(vote_count="many"),
+        "id is not an integer": details(id=None),
+    }
+    for expected, doc in cases.items():
+        row, reason = validate(doc, JAN)
+        assert row is None and expected in reason, (expected, reason)
+
+
+def test_validate_month_dedupes_and_files_rejects_under_the_crawled_month():
+    pairs = [({"id": 1}, details(id=1)), ({"id": 1}, details(id=1)), ({"id": 2}, details(id=2, title=""))]
+    month = validate_month(pairs, JAN, NOW)
+    assert [r["movie_id"] for r in month.rows] == [1]
+    assert len(month.rejects) == 1 and month.rejects[0]["release_month"] == dt.date(2024, 1, 1)
+    assert month.rejects[0]["payload"]["id"] == 2
+
+
+def test_to_frame_has_the_table_columns_in_order():
+    month = validate_month([({"id": 1}, details(id=1))], JAN, NOW)
+    frame = to_frame(month.rows, RAW_COLUMNS)
+    assert list(frame.columns) == list(RAW_COLUMNS)
+    assert str(frame["vote_count"].dtype) == "Int64"

@@ -1,0 +1,184 @@
+"""movies_raw and movies_raw_backup against real PostgreSQL, a real object store and the local TMDB server."""
+import datetime as dt
+import hashlib
+import os
+import subprocess
+import sys
+
+import dagster as dg
+import pandas as pd
+import psycopg
+import pytest
+from psycopg import sql
+
+from movie_assets.assets.ingest import RAW_BACKUP_PATH, movies_raw, movies_raw_backup
+from movie_assets.movie_records import RAW_COLUMNS, validate_month
+from movie_assets.resources.postgres import PostgresError
+from movie_assets.resources.tmdb import TmdbApiClient, TmdbSampleSource
+from movie_assets.restore import restore_movies_raw_from_backup
+from movie_assets.tmdb_sample import movies_for_month
+from movie_assets_tests.conftest import platform_resources
+from movie_assets_tests.tmdb_server import FakeTmdb, Faults, TmdbTestServer
+
+RANGE = ("2024-01-01", "2024-03-01")
+RANGE_TAGS = {"dagster/asset_partition_range_start": RANGE[0], "dagster/asset_partition_range_end": RANGE[1]}
+SECRET = "tmdb-secret-key-7f3a9"
+
+
+def materialize(resources, instance=None, tags=RANGE_TAGS, assets=(movies_raw, movies_raw_backup), raise_on_error=True):
+    return dg.materialize(list(assets), resources=resources, tags=tags, instance=instance or dg.DagsterInstance.ephemeral(),
+                          raise_on_error=raise_on_error)
+
+
+def table_checksum(database, table="movies_raw", exclude=("fetched_at",)) -> tuple[int, str]:
+    columns = [c for c in RAW_COLUMNS if c not in exclude]
+    query = sql.SQL("select {} from {} order by movie_id").format(sql.SQL(", ").join(map(sql.Identifier, columns)), database.ident(table))
+    with database.connect() as conn:
+        rows = conn.execute(query).fetchall()
+    return len(rows), hashlib.sha256(repr(rows).encode()).hexdigest()
+
+
+def expected_rows(months: list[str]) -> tuple[set[int], int]:
+    ids, rejects = set(), 0
+    for key in months:
+        start = dt.date.fromisoformat(key)
+        window = (start, (start + dt.timedelta(days=32)).replace(day=1))
+        movies = movies_for_month(start)
+        result = validate_month([(m.list_item, m.details) for m in movies], window, dt.datetime.now(dt.timezone.utc))
+        ids |= {r["movie_id"] for r in result.rows}
+        rejects += len(result.rejects)
+    return ids, rejects
+
+
+def test_range_materializes_in_one_run_from_the_sample(database, object_store):
+    result = materialize(platform_resources(database, object_store, TmdbSampleSource()))
+    assert result.success
+    # One run materialized every partition of the range, for both assets.
+    for node in ("movies_raw", "movies_raw_backup"):
+        partitions = sorted(m.partition for m in result.asset_materializations_for_node(node))
+        assert partitions == ["2024-01-01", "2024-02-01", "2024-03-01"], node
+    want_ids, want_rejects = expected_rows(["2024-01-01", "2024-02-01", "2024-03-01"])
+    with database.connect() as conn:
+        ids = [r[0] for r in conn.execute(sql.SQL("select movie_id from {}").format(database.ident("movies_raw")))]
+        rejected = conn.execute(sql.SQL("select count(*), count(distinct reason) from {}").format(database.ident("movies_rejected"))).fetchone()
+    assert sorted(ids) == sorted(want_ids)
+    assert rejected[0] == want_rejects > 0
+    for key in ("2024-01-01", "2024-02-01", "2024-03-01"):
+        assert object_store.path_for(RAW_BACKUP_PATH, key).exists()
+    materialization = result.asset_materializations_for_node("movies_raw")[0]
+    for field in ("rows", "rejected", "pages", "requests", "retries", "duration_s", "reject_reasons", "preview"):
+        assert field in materialization.metadata, field
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks == {"unique_movie_ids": True, "release_dates_inside_partition": True,
+                      "ids_and_titles_present": True, "rows_for_past_months": True}
+
+
+def test_local_tmdb_server_with_faults_and_no_secret_in_the_event_log(database, object_store, monkeypatch):
+    months = ["2024-01-01", "2024-02-01", "2024-03-01"]
+    movies = [m for key in months for m in movies_for_month(dt.date.fromisoformat(key))]
+    faults = Faults(throttle_every=9, retry_after_s=0, error_every=13, duplicate_every_page=3)
+    monkeypatch.setenv("TMDB_API_KEY", SECRET)
+    instance = dg.DagsterInstance.ephemeral()
+    with TmdbTestServer(FakeTmdb(movies, api_key=SECRET, faults=faults)) as server:
+        tmdb = TmdbApiClient(base_url=server.base_url, api_key=dg.EnvVar("TMDB_API_KEY"), backoff_base_s=0.01, requests_per_second=500)
+        result = materialize(platform_resources(database, object_store, tmdb), instance=instance)
+        assert server.fake.requests["429"] > 0 and server.fake.requests["5xx"] > 0
+    want_ids, want_rejects = expected_rows(months)
+    with database.connect() as conn:
+        ids = [r[0] for r in conn.execute(sql.SQL("select movie_id from {}").format(database.ident("movies_raw")))]
+        rejects = conn.execute(sql.SQL("select count(*) from {}").format(database.ident("movies_rejected"))).fetchone()[0]
+    assert sorted(ids) == sorted(want_ids) and rejects == want_rejects
+    logs = instance.all_logs(result.run_id)
+    assert logs and not any(SECRET in str(record) for record in logs)
+
+
+def test_401_fails_the_run_once_with_a_clear_message_and_no_secret(database, object_store, monkeypatch):
+    monkeypatch.setenv("TMDB_API_KEY", SECRET)
+    instance = dg.DagsterInstance.ephemeral()
+    with TmdbTestServer(FakeTmdb(movies_for_month(dt.date(2024, 1, 1)), api_key="the-right-key")) as server:
+        tmdb = TmdbApiClient(base_url=server.base_url, api_key=dg.EnvVar("TMDB_API_KEY"))
+        result = materialize(platform_resources(database, object_store, tmdb), instance=instance, raise_on_error=False)
+        assert server.fake.requests["401"] == 1, "no retries after a 401, neither in the client nor by the retry policy"
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "TMDB_API_KEY" in failure.event_specific_data.error.message
+    assert not any(SECRET in str(record) for record in instance.all_logs(result.run_id))
+
+
+def test_rematerializing_gives_identical_rows(database, object_store):
+    resources = platform_resources(database, object_store, TmdbSampleSource())
+    materialize(resources)
+    first = table_checksum(database)
+    first_backup = object_store.path_for(RAW_BACKUP_PATH, "2024-02-01").read_bytes()
+    materialize(resources)
+    assert table_checksum(database) == first
+    assert first[0] > 300
+    assert len(object_store.path_for(RAW_BACKUP_PATH, "2024-02-01").read_bytes()) > 0 and first_backup
+
+
+def test_failed_write_leaves_the_previous_rows_intact(database):
+    window = (dt.date(2024, 1, 1), dt.date(2024, 2, 1))
+    good = pd.DataFrame({"movie_id": [1, 2], "title": ["A", "B"], "release_month": [window[0]] * 2, "genre_ids": [[1], [2]]})
+    columns = {"movie_id": "bigint", "title": "text", "release_month": "date", "genre_ids": "integer[]"}
+    database.replace_rows("probe", columns, good, "release_month", window)
+    bad = pd.DataFrame({"movie_id": list(range(100, 50_100)), "title": ["x"] * 50_000, "release_month": [window[0]] * 50_000,
+                        "genre_ids": [[1]] * 49_999 + [["not-a-number"]]})
+    with pytest.raises(psycopg.Error):
+        database.replace_rows("probe", columns, bad, "release_month", window)
+    with database.connect() as conn:
+        rows = conn.execute(sql.SQL("select movie_id, title from {} order by 1").format(database.ident("probe"))).fetchall()
+    assert rows == [(1, "A"), (2, "B")]
+
+
+def test_rows_outside_the_partition_are_refused(database):
+    window = (dt.date(2024, 1, 1), dt.date(2024, 2, 1))
+    frame = pd.DataFrame({"movie_id": [1], "release_month": [dt.date(2024, 3, 1)]})
+    with pytest.raises(PostgresError, match="outside 2024-01-01..2024-02-01"):
+        database.replace_rows("probe", {"movie_id": "bigint", "release_month": "date"}, frame, "release_month", window)
+
+
+def test_unreachable_postgres_names_service_and_remedy():
+    from movie_assets.resources.postgres import PostgresDatabase
+
+    db = PostgresDatabase(url="postgresql://movie:hunter2@127.0.0.1:9/movies")
+    with pytest.raises(PostgresError) as error:
+        db.replace_rows("movies_raw", {"movie_id": "bigint"}, pd.DataFrame({"movie_id": [1]}))
+    message = str(error.value)
+    assert "PostgreSQL at postgresql://movie:***@127.0.0.1:9/movies is unreachable" in message
+    assert "MOVIE_DB_URL" in message and "hunter2" not in message
+
+
+@pytest.mark.parametrize("store_fixture", ["object_store", "s3_object_store"])
+def test_restore_rebuilds_movies_raw_from_the_backup(database, store_fixture, request):
+    store = request.getfixturevalue(store_fixture)
+    resources = platform_resources(database, store, TmdbSampleSource())
+    materialize(resources)
+    before = table_checksum(database, exclude=())
+    with database.connect() as conn:
+        conn.execute(sql.SQL("drop table {}").format(database.ident("movies_raw")))
+    result = restore_movies_raw_from_backup.execute_in_process(resources=resources, instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    assert table_checksum(database, exclude=()) == before
+    restored = [e.partition for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
+    assert restored == ["2024-01-01", "2024-02-01", "2024-03-01"]
+
+
+def test_cli_materializes_a_range_in_one_run_from_sample_and_local_server(stack_env, tmp_path, database):
+    base_env = {**os.environ, **stack_env, "MOVIE_DB_SCHEMA": database.db_schema, "MOVIE_STORAGE_URL": (tmp_path / "objects").as_uri(),
+                "DAGSTER_HOME": str(tmp_path / "home")}
+    (tmp_path / "home").mkdir()
+    command = [str(os.path.join(os.path.dirname(sys.executable), "dagster")), "asset", "materialize", "-m", "movie_assets",
+               "--select", "movies_raw,movies_raw_backup", "--partition-range", "2024-01-01...2024-06-01"]
+    sample = subprocess.run(command, capture_output=True, text=True, env={**base_env, "TMDB_SOURCE": "sample"}, timeout=600)
+    assert sample.returncode == 0, sample.stderr[-3000:]
+    sample_count = table_checksum(database)
+    months = [f"2024-{m:02d}-01" for m in range(1, 7)]
+    movies = [m for key in months for m in movies_for_month(dt.date.fromisoformat(key))]
+    with TmdbTestServer(FakeTmdb(movies, api_key=SECRET, faults=Faults(throttle_every=25, retry_after_s=0))) as server:
+        api_env = {**base_env, "TMDB_SOURCE": "api", "TMDB_BASE_URL": server.base_url, "TMDB_API_KEY": SECRET}
+        api = subprocess.run(command, capture_output=True, text=True, env=api_env, timeout=600)
+    assert api.returncode == 0, api.stderr[-3000:]
+    assert SECRET not in api.stdout + api.stderr
+    assert table_checksum(database) == sample_count, "API and sample must store the same movies"
+    assert sample_count[0] == len(expected_rows(months)[0])
+    assert api.stderr.count("RUN_START") <= 1 and "RUN_SUCCESS" in api.stderr

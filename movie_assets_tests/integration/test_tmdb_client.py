@@ -1,0 +1,104 @@
+"""The TMDB client over real HTTP against the local TMDB server (paging, faults, auth, rate limit)."""
+import datetime as dt
+import time
+
+import pytest
+
+from movie_assets.movie_records import validate_month
+from movie_assets.resources.tmdb import TmdbApiClient, TmdbAuthError, TmdbError
+from movie_assets.tmdb_sample import movies_for_month
+from movie_assets_tests.tmdb_server import FakeTmdb, Faults, TmdbTestServer, crowded_month
+
+MARCH = (dt.date(2024, 3, 1), dt.date(2024, 4, 1))
+NOW = dt.datetime.now(dt.timezone.utc)
+
+
+def client(server: TmdbTestServer, **overrides) -> TmdbApiClient:
+    settings = {"base_url": server.base_url, "api_key": "test-key", "requests_per_second": 2000.0,
+                "backoff_base_s": 0.02, "max_workers": 8}
+    return TmdbApiClient(**{**settings, **overrides})
+
+
+def expected_valid_ids(movies, window):
+    result = validate_month([(m.list_item, m.details) for m in movies], window, NOW)
+    return sorted(r["movie_id"] for r in result.rows), len(result.rejects)
+
+
+def test_every_movie_of_the_month_stored_once_despite_429_5xx_and_duplicates():
+    movies = movies_for_month(MARCH[0])
+    faults = Faults(throttle_every=7, retry_after_s=0, error_every=11, duplicate_every_page=2)
+    with TmdbTestServer(FakeTmdb(movies, faults=faults)) as server:
+        crawl = client(server).crawl(MARCH, log=lambda _: None)
+    result = validate_month(crawl.pairs, MARCH, NOW)
+    ids = [r["movie_id"] for r in result.rows]
+    want_ids, want_rejects = expected_valid_ids(movies, MARCH)
+    assert sorted(ids) == want_ids and len(ids) == len(set(ids))
+    assert len(result.rejects) == want_rejects > 0
+    stats = crawl.stats
+    assert stats.throttled > 0 and stats.retries >= stats.throttled and stats.duplicates > 0
+    assert server.fake.requests["429"] == stats.throttled and server.fake.requests["5xx"] > 0
+
+
+def test_v4_read_access_token_is_sent_as_bearer():
+    movies = movies_for_month(MARCH[0])[:30]
+    with TmdbTestServer(FakeTmdb(movies)) as server:
+        crawl = client(server, api_key=None, read_access_token="test-token").crawl(MARCH, log=lambda _: None)
+        assert not any("api_key" in url for url in server.fake.seen_urls)
+    assert len(crawl.pairs) == 30
+
+
+def test_month_over_the_500_page_cap_is_split_and_complete():
+    month = (dt.date(2024, 5, 1), dt.date(2024, 6, 1))
+    movies = crowded_month(month[0], 10_150)
+    with TmdbTestServer(FakeTmdb(movies)) as server:
+        crawl = client(server, max_workers=16).crawl(month, log=lambda _: None)
+        assert server.fake.requests["401"] == 0
+    ids = {pair[0]["id"] for pair in crawl.pairs}
+    assert len(ids) == 10_150 == len(crawl.pairs)
+    assert crawl.stats.windows >= 3, "the month must have been split below the cap"
+
+
+def test_401_fails_fast_with_the_variable_to_set_and_no_key():
+    with TmdbTestServer(FakeTmdb(movies_for_month(MARCH[0]))) as server:
+        with pytest.raises(TmdbAuthError) as error:
+            client(server, api_key="WRONG-SECRET-123").crawl(MARCH, log=lambda _: None)
+        assert sum(server.fake.requests.values()) == 1, "a 401 must not be retried"
+    message = str(error.value)
+    assert "TMDB_API_KEY" in message and "TMDB_READ_ACCESS_TOKEN" in message
+    assert "WRONG-SECRET-123" not in message
+
+
+def test_missing_credentials_say_what_to_set():
+    with pytest.raises(TmdbAuthError, match="TMDB_API_KEY"):
+        TmdbApiClient(base_url="http://127.0.0.1:9/3").crawl(MARCH)
+
+
+def test_retry_after_is_honoured():
+    movies = movies_for_month(MARCH[0])[:5]
+    with TmdbTestServer(FakeTmdb(movies, faults=Faults(throttle_every=2, retry_after_s=1))) as server:
+        started = time.monotonic()
+        crawl = client(server, max_workers=1).crawl(MARCH, log=lambda _: None)
+        elapsed = time.monotonic() - started
+    assert crawl.stats.throttled >= 2
+    assert elapsed >= crawl.stats.throttled * 1.0, "each 429 must wait its Retry-After second"
+
+
+def test_client_side_rate_limit_keeps_under_the_server_limit():
+    movies = movies_for_month(MARCH[0])[:60]
+    faults = Faults(max_requests_per_second=25)
+    with TmdbTestServer(FakeTmdb(movies, faults=faults)) as server:
+        started = time.monotonic()
+        crawl = client(server, requests_per_second=20.0, max_workers=8).crawl(MARCH, log=lambda _: None)
+        elapsed = time.monotonic() - started
+    assert crawl.stats.requests == 63  # 3 pages + 60 details
+    assert crawl.stats.requests / elapsed <= 21.0
+    assert crawl.stats.throttled == 0
+
+
+def test_persistent_5xx_gives_up_with_a_redacted_url():
+    movies = movies_for_month(MARCH[0])[:5]
+    with TmdbTestServer(FakeTmdb(movies, api_key="SECRET-KEY-XYZ", faults=Faults(error_every=1, error_attempts=100))) as server:
+        with pytest.raises(TmdbError) as error:
+            client(server, api_key="SECRET-KEY-XYZ", max_retries=2).crawl(MARCH, log=lambda _: None)
+    assert "after 3 attempts" in str(error.value)
+    assert "SECRET-KEY-XYZ" not in str(error.value)

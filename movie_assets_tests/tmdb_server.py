@@ -1,0 +1,193 @@
+"""A local HTTP server that speaks TMDB's wire format, with fault injection.
+
+It is the only stand-in in the suite: the outside world we cannot reach. The
+client is exercised over real HTTP: paging (20 per page, at most 500 pages),
+error bodies with `status_code`/`status_message`, 401 for a wrong key or token,
+404, 429 with `Retry-After`, 5xx, and items repeated across pages.
+"""
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import json
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from movie_assets.tmdb_sample import SampleMovie
+
+ERRORS = {
+    401: (7, "Invalid API key: You must be granted a valid key."),
+    404: (34, "The resource you requested could not be found."),
+    422: (22, "Invalid page: Pages start at 1 and max at 500. They are expected to be an integer."),
+    429: (25, "Your request count (41) is over the allowed limit of (40)."),
+    500: (11, "Internal error: Something went wrong, contact TMDb."),
+    503: (9, "Service offline: This service is temporarily offline, try again later."),
+}
+
+
+@dataclass
+class Faults:
+    """Which faults to inject; counters make them deterministic."""
+
+    throttle_every: int = 0  # every Nth distinct request is first answered 429 with Retry-After
+    retry_after_s: int = 1
+    error_every: int = 0  # every Nth distinct request is first answered 500/503 ...
+    error_attempts: int = 2  # ... this many times before it succeeds
+    duplicate_every_page: int = 0  # every Nth page repeats the last item of the previous page
+    latency_s: float = 0.0
+    max_requests_per_second: float = 0.0  # a real limit: over it -> 429
+
+
+@dataclass
+class FakeTmdb:
+    movies: list[SampleMovie]
+    api_key: str = "test-key"
+    read_access_token: str = "test-token"
+    faults: Faults = field(default_factory=Faults)
+    requests: Counter = field(default_factory=Counter)
+    seen_urls: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        self._lock = threading.Lock()
+        self._count = 0
+        self._window_start = time.monotonic()
+        self._window_count = 0
+        self._by_id = {m.details["id"]: m for m in self.movies}
+        self._served: set = set()
+        self._sequence: dict = {}
+        self._attempts: Counter = Counter()
+        self._sorted = sorted(self.movies, key=lambda m: (m.details["release_date"], m.details["id"]))
+        self._dates = [m.details["release_date"] for m in self._sorted]
+
+    # ---- request handling --------------------------------------------------------
+    def handle(self, path: str, query: dict[str, str], headers) -> tuple[int, dict, dict]:
+        request_key = (path, query.get("page"), query.get("primary_release_date.gte"), query.get("primary_release_date.lte"))
+        with self._lock:
+            self._count += 1
+            number = self._sequence.setdefault(request_key, len(self._sequence) + 1)
+            self._attempts[request_key] += 1
+            attempt = self._attempts[request_key]
+            self.seen_urls.append(path)
+            now = time.monotonic()
+            if now - self._window_start >= 1.0:
+                self._window_start, self._window_count = now, 0
+            self._window_count += 1
+            over_limit = self.faults.max_requests_per_second and self._window_count > self.faults.max_requests_per_second
+        if self.faults.latency_s:
+            time.sleep(self.faults.latency_s)
+        if not self._authorized(query, headers):
+            self.requests["401"] += 1
+            return self._error(401)
+        # Faults hit chosen requests on their first attempts, so retries always get through.
+        throttled = self.faults.throttle_every and number % self.faults.throttle_every == 0 and attempt == 1
+        if over_limit or throttled:
+            self.requests["429"] += 1
+            return self._error(429, {"Retry-After": str(self.faults.retry_after_s)})
+        erroring = self.faults.error_every and number % self.faults.error_every == 0
+        if erroring and attempt - (1 if self.faults.throttle_every and number % self.faults.throttle_every == 0 else 0) <= self.faults.error_attempts:
+            self.requests["5xx"] += 1
+            return self._error(500 if attempt % 2 else 503)
+        if path == "/3/discover/movie":
+            self.requests["discover"] += 1
+            return self._discover(query)
+        if path.startswith("/3/movie/"):
+            self.requests["details"] += 1
+            movie = self._by_id.get(int(path.rsplit("/", 1)[1]) if path.rsplit("/", 1)[1].isdigit() else -1)
+            return (200, movie.details, {}) if movie else self._error(404)
+        return self._error(404)
+
+    def _authorized(self, query, headers) -> bool:
+        bearer = headers.get("Authorization", "")
+        return query.get("api_key") == self.api_key or bearer == f"Bearer {self.read_access_token}"
+
+    def _discover(self, query: dict[str, str]) -> tuple[int, dict, dict]:
+        page = int(query.get("page", "1"))
+        if not 1 <= page <= 500:
+            return self._error(422)
+        gte = query.get("primary_release_date.gte", "0000-00-00")
+        lte = query.get("primary_release_date.lte", "9999-99-99")
+        lo = bisect.bisect_left(self._dates, gte)
+        hi = bisect.bisect_right(self._dates, lte)
+        matching = self._sorted[lo:hi]
+        start = (page - 1) * 20
+        every = self.faults.duplicate_every_page
+        with self._lock:
+            first_time = (gte, lte, page) not in self._served
+            self._served.add((gte, lte, page))
+        if every and first_time:
+            # Popularity shifted while the client paged: from this page on the list moved down
+            # by one per shift, so an item repeats and the tail slides past the last page.
+            start -= sum(1 for q in range(2, page + 1) if q % every == 0)
+        items = [m.list_item for m in matching[start:start + 20]]
+        total = len(matching)
+        body = {"page": page, "results": items, "total_pages": max(1, -(-total // 20)), "total_results": total}
+        return 200, body, {}
+
+    @staticmethod
+    def _error(status: int, headers: dict | None = None) -> tuple[int, dict, dict]:
+        code, message = ERRORS[status]
+        return status, {"success": False, "status_code": code, "status_message": message}, headers or {}
+
+
+class TmdbTestServer:
+    """Runs a FakeTmdb on 127.0.0.1 in a background thread; `base_url` ends in /3 like the API."""
+
+    def __init__(self, fake: FakeTmdb):
+        self.fake = fake
+        fake_ref = fake
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):  # noqa: N802 - http.server's naming
+                parts = urlsplit(self.path)
+                query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+                status, body, headers = fake_ref.handle(parts.path, query, self.headers)
+                payload = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json;charset=utf-8")
+                self.send_header("Content-Length", str(len(payload)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/3"
+
+    def __enter__(self) -> "TmdbTestServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def crowded_month(month_start: dt.date, count: int) -> list[SampleMovie]:
+    """`count` valid movies in one month: more than TMDB's 10,000-result cap when count > 10,000."""
+    days = ((month_start + dt.timedelta(days=32)).replace(day=1) - month_start).days
+    movies = []
+    for i in range(count):
+        release = (month_start + dt.timedelta(days=i % days)).isoformat()
+        details = {"id": 900_000_000 + i, "title": f"Crowded {i}", "original_title": f"Crowded {i}", "release_date": release,
+                   "original_language": "en", "genres": [{"id": 18, "name": "Drama"}], "popularity": 1.0,
+                   "vote_average": 6.0, "vote_count": 10, "budget": 0, "revenue": 0, "runtime": 90, "status": "Released",
+                   "adult": False, "overview": "", "imdb_id": None}
+        item = {k: details[k] for k in ("id", "title", "original_title", "release_date", "original_language",
+                                         "popularity", "vote_average", "vote_count", "adult", "overview")}
+        item["genre_ids"] = [18]
+        movies.append(SampleMovie(item, details))
+    return movies
