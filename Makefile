@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test dev down status doctor clean
+.PHONY: install demo test dev down status doctor clean bench
 
 $(INSTALLED): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,3 +37,8 @@ status doctor: install
 
 clean: down
 	rm -rf .movie_platform
+
+## make bench: performance suite (not part of make test); prints ratios against baselines
+bench: install
+	$(BIN)/movie-platform up
+	$(BIN)/python benchmarks/postgres_io.py

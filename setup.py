@@ -37,6 +37,8 @@ setup(
         # Feast's Redis online store does not accept redis-py 8.
         "redis>=4.2.2,<8",
         "psycopg[binary]>=3.1,<4",
+        # Bulk reads: libpq's binary COPY decoded straight into Arrow (in C).
+        "adbc-driver-postgresql>=1.1",
         # Dagster's instance storage (dagster-postgres) talks psycopg2.
         "psycopg2-binary",
         "requests",

@@ -12,3 +12,8 @@ def test_demo_exits_zero_and_prints_summary(test_stack, stack_env):
     assert "== summary ==" in out
     for part in ("postgres ", "object store ", "redis ", "mlflow "):
         assert part in out, part
+    # The stages that exist so far landed: 24 sample months of movies and their backups.
+    raw_line = next(line for line in out.splitlines() if line.strip().startswith("movies_raw "))
+    assert int(raw_line.split()[1].replace(",", "")) > 2_500
+    raw_objects = next(line for line in out.splitlines() if line.strip().startswith("raw/"))
+    assert int(raw_objects.split()[1]) == 24

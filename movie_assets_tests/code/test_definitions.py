@@ -1,0 +1,48 @@
+"""A snapshot of the code location: an accidental rename, regrouping or lost dependency shows up here."""
+import datetime as dt
+
+import dagster as dg
+
+from movie_assets.definitions import defs
+from movie_assets.schedules import daily_recent_months, recent_months
+
+EXPECTED_ASSETS = {
+    # key: (group, partitioned, upstream keys)
+    "movies_raw": ("ingestion", True, set()),
+    "movies_raw_backup": ("ingestion", True, {"movies_raw"}),
+}
+
+
+def test_asset_graph_snapshot():
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert keys == set(EXPECTED_ASSETS)
+    for name, (group, partitioned, parents) in EXPECTED_ASSETS.items():
+        node = graph.get(dg.AssetKey(name))
+        assert node.group_name == group, name
+        assert (node.partitions_def is not None) == partitioned, name
+        assert {p.to_user_string() for p in node.parent_keys} == parents, name
+        if partitioned:
+            assert node.backfill_policy == dg.BackfillPolicy.single_run(), name
+            assert node.partitions_def.get_first_partition_key() == "1990-01-01"
+
+
+def test_crawl_shares_the_tmdb_api_pool_and_has_checks():
+    spec = defs.get_assets_def("movies_raw")
+    assert spec.op.pool == "tmdb_api"
+    checks = {key.name for key in spec.check_keys}
+    assert checks == {"unique_movie_ids", "release_dates_inside_partition", "ids_and_titles_present", "rows_for_past_months"}
+
+
+def test_jobs_and_schedule_exist():
+    assert defs.get_job_def("restore_movies_raw_from_backup") is not None
+    assert defs.get_job_def("refresh_recent_months") is not None
+    assert daily_recent_months.default_status == dg.DefaultScheduleStatus.STOPPED
+
+
+def test_daily_schedule_refreshes_this_and_last_month():
+    assert recent_months(dt.date(2024, 3, 15)) == ["2024-02-01", "2024-03-01"]
+    assert recent_months(dt.date(2024, 1, 1)) == ["2023-12-01", "2024-01-01"]
+    context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2024, 3, 15, 3, 0))
+    requests = list(daily_recent_months(context))
+    assert [r.partition_key for r in requests] == ["2024-02-01", "2024-03-01"]
