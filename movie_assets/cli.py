@@ -7,7 +7,7 @@ import shlex
 import sys
 
 from movie_assets.local_stack import Stack, StackError
-from movie_assets.settings import Settings, redact_url
+from movie_assets.settings import Settings, redact_env_value, redact_url
 
 
 def stack_env() -> dict[str, str]:
@@ -17,7 +17,7 @@ def stack_env() -> dict[str, str]:
 
 def cmd_up(args: argparse.Namespace) -> int:
     env = Stack().up(with_s3=args.with_s3)
-    print("\n".join(f"{name}={redact_url(value) if '://' in value else value}" for name, value in sorted(env.items())))
+    print("\n".join(f"{name}={redact_env_value(name, value)}" for name, value in sorted(env.items())))
     print('\nConfigure this shell with:  eval "$(movie-platform env)"')
     return 0
 

@@ -109,11 +109,12 @@ def _mlflow_runs(settings: Settings) -> list[str]:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(settings.mlflow_tracking_uri)
+    where = redact_url(settings.mlflow_tracking_uri)
     experiment = client.get_experiment_by_name("movie_rating")
     if experiment is None:
-        return [f"mlflow {settings.mlflow_tracking_uri}: no `movie_rating` experiment yet"]
+        return [f"mlflow {where}: no `movie_rating` experiment yet"]
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
-        return [f"mlflow {settings.mlflow_tracking_uri}: experiment `movie_rating` has no runs"]
+        return [f"mlflow {where}: experiment `movie_rating` has no runs"]
     metrics = ", ".join(f"{k}={v:.3f}" for k, v in sorted(runs[0].data.metrics.items()))
-    return [f"mlflow {settings.mlflow_tracking_uri}: latest run {runs[0].info.run_id}: {metrics}"]
+    return [f"mlflow {where}: latest run {runs[0].info.run_id}: {metrics}"]

@@ -5,11 +5,12 @@ into a sentence that names the service, the URL (secrets redacted) and what to d
 """
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass
 from typing import Callable
 
-from movie_assets.settings import Settings, redact_url
+from movie_assets.settings import Settings, redact_text, redact_url
 
 TIMEOUT_S = 5
 
@@ -41,9 +42,10 @@ def check_redis(settings: Settings) -> str:
 
 
 def check_object_store(settings: Settings) -> str:
+    from movie_assets.resources.object_store import write_atomically
+
     probe = settings.object_root() / ".doctor" / f"{uuid.uuid4().hex}.txt"
-    probe.parent.mkdir(parents=True, exist_ok=True)
-    probe.write_text("ok")
+    write_atomically(probe, b"ok")
     assert probe.read_text() == "ok", "read back a different object than was written"
     probe.unlink()
     where = f" via {settings.s3_endpoint_url}" if settings.s3_endpoint_url else ""
@@ -82,16 +84,32 @@ def run_checks(settings: Settings) -> list[CheckResult]:
         try:
             results.append(CheckResult(service, True, check(settings)))
         except Exception as exc:  # noqa: BLE001 - every failure becomes one readable line
-            reason = redact_url(_first_line(exc))
+            reason = redact_text(_first_line(exc))
             results.append(CheckResult(service, False, f"unreachable at {redact_url(getattr(settings, SETTING_OF[service]))}: {reason} -> {remedy}"))
-    source = settings.tmdb_source
-    detail = (
-        f"TMDB API at {settings.tmdb_base_url}"
-        if source == "api"
-        else "sample source (deterministic, offline); set TMDB_API_KEY or TMDB_READ_ACCESS_TOKEN to crawl the real API"
-    )
-    results.append(CheckResult("tmdb", True, detail))
+    results.append(check_tmdb(settings))
     return results
+
+
+def check_tmdb(settings: Settings) -> CheckResult:
+    """The sample needs nothing; the API gets one authenticated request (GET /configuration)."""
+    if settings.tmdb_source != "api":
+        return CheckResult("tmdb", True, "sample source (deterministic, offline); set TMDB_API_KEY or TMDB_READ_ACCESS_TOKEN to crawl the real API")
+    import requests
+
+    key, token = os.environ.get("TMDB_API_KEY"), os.environ.get("TMDB_READ_ACCESS_TOKEN")
+    try:
+        response = requests.get(
+            settings.tmdb_base_url.rstrip("/") + "/configuration", timeout=TIMEOUT_S,
+            params={"api_key": key} if key and not token else None,
+            headers={"Authorization": f"Bearer {token}"} if token else None,
+        )
+    except requests.RequestException as exc:
+        return CheckResult("tmdb", False, f"unreachable at {settings.tmdb_base_url}: {type(exc).__name__} -> check TMDB_BASE_URL and the network")
+    if response.status_code == 401:
+        return CheckResult("tmdb", False, f"TMDB at {settings.tmdb_base_url} refused the credentials (401) -> set a valid TMDB_API_KEY or TMDB_READ_ACCESS_TOKEN")
+    if response.status_code != 200:
+        return CheckResult("tmdb", False, f"TMDB at {settings.tmdb_base_url} answered {response.status_code} -> check TMDB_BASE_URL")
+    return CheckResult("tmdb", True, f"TMDB API at {settings.tmdb_base_url}, credentials accepted")
 
 
 def _first_line(exc: Exception) -> str:

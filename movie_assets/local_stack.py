@@ -23,7 +23,7 @@ from typing import Mapping
 
 import psutil
 
-from movie_assets.settings import S3_TEST_BUCKET, dagster_storage_url, database_url
+from movie_assets.settings import S3_TEST_BUCKET, dagster_storage_url, database_url, redact_url
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,6 +96,9 @@ class Stack:
     def save(self, state: dict) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".tmp")
+        # It holds the env the stack hands out, credentials included: owner-only.
+        tmp.touch(mode=0o600)
+        tmp.chmod(0o600)
         tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
         tmp.replace(self.state_file)
 
@@ -149,7 +152,9 @@ class Stack:
                 services["mlflow"] = _asdict(Service("mlflow", env["MLFLOW_TRACKING_URI"], external=True))
             else:
                 start_mlflow = lambda: self._start_mlflow(env)  # noqa: E731
-                jobs["mlflow"] = pool.submit(self._ensure, services.get("mlflow"), "mlflow", start_mlflow, log)
+                # A running server keeps its artifact destination: restart it when the store changed.
+                jobs["mlflow"] = pool.submit(self._ensure, services.get("mlflow"), "mlflow", start_mlflow, log,
+                                             signature=mlflow_artifacts(env))
             for name, job in jobs.items():
                 services[name] = job.result()
         env.setdefault("MOVIE_REDIS_URL", services["redis"]["url"])
@@ -188,9 +193,14 @@ class Stack:
         return rows
 
     # ---- individual services -----------------------------------------------------
-    def _ensure(self, svc: dict | None, name: str, start, log) -> dict:
-        if svc and not svc.get("external") and _alive(svc.get("pid")) and _port_open(self.port(name)):
-            log(f"{name} already running (pid {svc['pid']}) at {svc['url']}")
+    def _ensure(self, svc: dict | None, name: str, start, log, signature: str | None = None) -> dict:
+        running = svc and not svc.get("external") and _alive(svc.get("pid"))
+        if running and svc.get("signature") != signature:
+            log(f"{name} runs with other settings ({svc.get('signature')} -> {signature}): restarting it")
+            _terminate(svc["pid"])
+            running = False
+        if running and _port_open(self.port(name)):
+            log(f"{name} already running (pid {svc['pid']}) at {redact_url(svc['url'])}")
             return svc
         if _port_open(self.port(name)):
             var = DEFAULT_PORTS[name][0]
@@ -199,8 +209,8 @@ class Stack:
                 f"Stop that process or set {var} to a free port."
             )
         t0 = time.monotonic()
-        svc = start()
-        log(f"started {name} (pid {svc['pid']}) at {_redact(svc['url'])} in {time.monotonic() - t0:.1f}s")
+        svc = {**start(), "signature": signature}
+        log(f"started {name} (pid {svc['pid']}) at {redact_url(svc['url'])} in {time.monotonic() - t0:.1f}s")
         return svc
 
     def _start_postgres(self) -> dict:
@@ -278,7 +288,7 @@ class Stack:
 
     def _start_mlflow(self, env: dict[str, str]) -> dict:
         port = self.port("mlflow")
-        artifacts = env["MOVIE_STORAGE_URL"].rstrip("/") + "/mlflow"
+        artifacts = mlflow_artifacts(env)
         backend = dagster_storage_url(database_url(env["MOVIE_DB_URL"], "mlflow"))
         cmd = [
             str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
@@ -319,6 +329,11 @@ class Stack:
             "telemetry:\n"
             "  enabled: false\n"
         )
+
+
+def mlflow_artifacts(env: dict[str, str]) -> str:
+    """Where the tracking server keeps artifacts: `mlflow/` under the object store."""
+    return env["MOVIE_STORAGE_URL"].rstrip("/") + "/mlflow"
 
 
 # ---- process helpers -------------------------------------------------------------
@@ -424,7 +439,3 @@ def _create_bucket(endpoint: str, bucket: str) -> None:
         s3.create_bucket(Bucket=bucket)
 
 
-def _redact(url: str) -> str:
-    from movie_assets.settings import redact_url
-
-    return redact_url(url)

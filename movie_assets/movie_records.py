@@ -13,6 +13,13 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+# TMDB's movie genre list (GET /genre/movie/list): ids are stable, names are the English ones.
+TMDB_GENRES = {
+    28: "Action", 12: "Adventure", 16: "Animation", 35: "Comedy", 80: "Crime", 99: "Documentary",
+    18: "Drama", 10751: "Family", 14: "Fantasy", 36: "History", 27: "Horror", 10402: "Music",
+    9648: "Mystery", 10749: "Romance", 878: "Science Fiction", 10770: "TV Movie", 53: "Thriller",
+    10752: "War", 37: "Western",
+}
 RAW_COLUMNS = {
     "movie_id": "bigint",
     "title": "text",
@@ -63,17 +70,33 @@ def merge(list_item: dict, details: dict | None) -> dict:
     return merged
 
 
+INT_LIMITS = {"vote_count": 2**31 - 1, "runtime": 2**31 - 1, "budget": 2**63 - 1, "revenue": 2**63 - 1}
+
+
 def validate(doc: dict, window: tuple[dt.date, dt.date]) -> tuple[dict | None, str | None]:
-    """Return (row, None) for a valid document or (None, reason) for a reject."""
+    """Return (row, None) for a valid document or (None, reason) for a reject; never raises on bad input."""
+    try:
+        return _validate(doc, window)
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+        return None, f"malformed record: {type(exc).__name__}: {exc}"
+
+
+def _validate(doc: dict, window: tuple[dt.date, dt.date]) -> tuple[dict | None, str | None]:
     try:
         movie_id = int(doc.get("id"))
     except (TypeError, ValueError):
         return None, f"id is not an integer: {doc.get('id')!r}"
-    title = (doc.get("title") or "").strip()
+    title = doc.get("title")
+    if title is not None and not isinstance(title, str):
+        return None, f"title is not text: {title!r}"
+    title = (title or "").strip()
     if not title:
         return None, "title is missing"
     try:
-        release = dt.date.fromisoformat(doc.get("release_date") or "")
+        text = doc.get("release_date") or ""
+        if not isinstance(text, str) or len(text) != 10:
+            raise ValueError(text)
+        release = dt.date.fromisoformat(text)
     except ValueError:
         return None, f"release_date is missing or malformed: {doc.get('release_date')!r}"
     start, end = window
@@ -86,9 +109,14 @@ def validate(doc: dict, window: tuple[dt.date, dt.date]) -> tuple[dict | None, s
             numbers[field] = None
             continue
         try:
-            numbers[field] = int(float(value)) if field in INT_FIELDS else float(value)
+            number = float(value)
         except (TypeError, ValueError):
             return None, f"{field} is not a number: {value!r}"
+        if number != number or number in (float("inf"), float("-inf")):
+            return None, f"{field} is not a finite number: {value!r}"
+        if field in INT_FIELDS and abs(number) > INT_LIMITS[field]:
+            return None, f"{field} is out of range: {value!r}"
+        numbers[field] = int(number) if field in INT_FIELDS else number
     if numbers["vote_average"] is not None and not 0 <= numbers["vote_average"] <= 10:
         return None, f"vote_average {numbers['vote_average']} is outside 0..10"
     for field in ("vote_count", "budget", "revenue", "runtime"):

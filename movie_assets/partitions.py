@@ -1,10 +1,21 @@
 """Release-month partitions: every partitioned asset is keyed by TMDB `primary_release_date` month."""
+import datetime as dt
 import os
+import warnings
 
 import dagster as dg
 
+# The design asks for single-run backfills; Dagster flags the parameter as beta at every import.
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
+
 release_month_partitions = dg.MonthlyPartitionsDefinition(
-    start_date=os.environ.get("MOVIE_PARTITION_START", "1990-01-01"),
+    start_date=os.environ.get("MOVIE_PARTITION_START") or "1990-01-01",
     # Include the running month: movies released so far this month are crawlable now.
     end_offset=1,
 )
+
+
+def add_months(day: dt.date, months: int) -> dt.date:
+    """The first day of the month `months` after (or before) `day`'s month."""
+    total = day.year * 12 + day.month - 1 + months
+    return dt.date(total // 12, total % 12 + 1, 1)

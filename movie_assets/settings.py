@@ -28,6 +28,7 @@ class Settings:
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None
     aws_region: str | None = None
+    aws_session_token: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -46,6 +47,7 @@ class Settings:
             aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
             aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
             aws_region=env.get("AWS_DEFAULT_REGION") or None,
+            aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
         )
 
     def object_root(self):
@@ -53,7 +55,8 @@ class Settings:
         from movie_assets.resources.object_store import object_root
 
         return object_root(
-            self.storage_url, self.s3_endpoint_url, self.aws_access_key_id, self.aws_secret_access_key, self.aws_region
+            self.storage_url, self.s3_endpoint_url, self.aws_access_key_id, self.aws_secret_access_key, self.aws_region,
+            self.aws_session_token,
         )
 
 
@@ -70,6 +73,23 @@ def dagster_storage_url(url: str) -> str:
     fail on ``NOTIFY run_events, $1`` and stay NOT_STARTED; psycopg2 is what they expect.
     """
     return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql+psycopg2://", url)
+
+
+SECRET_NAME = re.compile(r"(?i)(secret|password|token|api_key|access_key)")
+
+
+def redact_text(text: str) -> str:
+    """Hide credentials anywhere in free text (error messages quote URLs and DSNs)."""
+    text = re.sub(r"(//[^/\s:@]+:)[^@\s/]+@", r"\1***@", text)
+    text = re.sub(r"(?i)(api_key|access_token|password|secret)=[^&\s]*", r"\1=***", text)
+    return re.sub(r"(?i)(Bearer\s+)\S+", r"\1***", text)
+
+
+def redact_env_value(name: str, value: str) -> str:
+    """For printing an env var: secrets masked, URLs without their passwords."""
+    if SECRET_NAME.search(name):
+        return "***"
+    return redact_url(value) if "://" in value else value
 
 
 def redact_url(url: str | None) -> str:

@@ -13,13 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# TMDB's movie genre list (GET /genre/movie/list).
-GENRES = {
-    28: "Action", 12: "Adventure", 16: "Animation", 35: "Comedy", 80: "Crime", 99: "Documentary",
-    18: "Drama", 10751: "Family", 14: "Fantasy", 36: "History", 27: "Horror", 10402: "Music",
-    9648: "Mystery", 10749: "Romance", 878: "Science Fiction", 10770: "TV Movie", 53: "Thriller",
-    10752: "War", 37: "Western",
-}
+from movie_assets.movie_records import TMDB_GENRES as GENRES
+from movie_assets.partitions import add_months
+
 GENRE_IDS = np.array(list(GENRES))
 GENRE_WEIGHTS = np.array([10, 6, 4, 12, 5, 8, 16, 4, 4, 2, 8, 2, 3, 7, 4, 3, 8, 1, 1], dtype=float)
 GENRE_EFFECT = {18: 0.45, 36: 0.5, 99: 0.7, 16: 0.35, 10752: 0.3, 27: -0.7, 10770: -0.3, 35: -0.1, 28: -0.15}
@@ -28,7 +24,8 @@ LANGUAGE_WEIGHTS = np.array([55, 7, 8, 7, 4, 4, 3, 5, 4, 3], dtype=float)
 LANGUAGE_EFFECT = {"ja": 0.35, "ko": 0.3, "fr": 0.15, "hi": -0.1}
 WORDS = ("night star city last river dark love war home road dream fire ghost king summer secret "
          "blue iron silent house storm garden echo winter wild heart shadow glass paper moon").split()
-STATUS = ["Released", "Released", "Released", "Released", "Post Production", "Rumored"]
+STATUS = ["Released", "Post Production", "In Production", "Rumored"]
+STATUS_WEIGHTS = [0.95, 0.025, 0.015, 0.01]
 
 SAMPLE_START = dt.date(2023, 1, 1)
 SAMPLE_MONTHS = 24
@@ -45,17 +42,17 @@ class SampleMovie:
 
 def sample_months() -> list[dt.date]:
     """First days of the months the default sample covers (24 recent months)."""
-    return [_add_months(SAMPLE_START, i) for i in range(SAMPLE_MONTHS)]
+    return [add_months(SAMPLE_START, i) for i in range(SAMPLE_MONTHS)]
 
 
 def movies_for_month(month_start: dt.date, movies_per_month: int = MOVIES_PER_MONTH) -> list[SampleMovie]:
     """All sample movies released in the month starting at `month_start` (deterministic)."""
     month_index = (month_start.year - 2000) * 12 + month_start.month - 1
-    if not (SAMPLE_START <= month_start < _add_months(SAMPLE_START, SAMPLE_MONTHS)):
+    if not (SAMPLE_START <= month_start < add_months(SAMPLE_START, SAMPLE_MONTHS)):
         return []
     rng = np.random.default_rng(1_000 + month_index)
     n = int(movies_per_month * rng.uniform(0.85, 1.15))
-    days_in_month = (_add_months(month_start, 1) - month_start).days
+    days_in_month = (add_months(month_start, 1) - month_start).days
     return [_movie(rng, month_index * 1_000_000 + i + 1, month_start, days_in_month) for i in range(n)]
 
 
@@ -102,7 +99,7 @@ def _movie(rng: np.random.Generator, movie_id: int, month_start: dt.date, days_i
         "revenue": revenue,
         "runtime": runtime,
         "spoken_languages": [{"iso_639_1": language, "english_name": language, "name": language}],
-        "status": str(rng.choice(STATUS)),
+        "status": str(rng.choice(STATUS, p=STATUS_WEIGHTS)),
         "tagline": "",
         "title": title,
         "video": False,
@@ -133,8 +130,3 @@ def _add_quirks(rng: np.random.Generator, item: dict, details: dict) -> None:
     elif roll < 0.095:
         details["vote_average"] = 11.5  # out of range -> rejected
         item["vote_average"] = 11.5
-
-
-def _add_months(day: dt.date, months: int) -> dt.date:
-    total = day.year * 12 + day.month - 1 + months
-    return dt.date(total // 12, total % 12 + 1, 1)

@@ -16,8 +16,19 @@ from movie_assets.local_stack import REPO_ROOT, Stack
 TEST_STATE_DIR = REPO_ROOT / ".movie_platform" / "test-stack"
 # Below the ephemeral port range, like the defaults, and apart from them.
 TEST_PORTS = {"MOVIE_PG_PORT": "25432", "MOVIE_REDIS_PORT": "26379", "MOVIE_MLFLOW_PORT": "25000", "MOVIE_S3_PORT": "29000"}
-# The environment as the session found it: what it names is external, the rest is embedded.
-SESSION_ENVIRON = {**TEST_PORTS, **os.environ}
+
+
+def _session_environ() -> dict[str, str]:
+    """The environment as the session found it: what it names is external, the rest is embedded.
+
+    Variables that merely point at the developer's own embedded stack (after
+    `eval "$(movie-platform env)"`) are dropped, so tests never write into it.
+    """
+    dev_stack = Stack().env()
+    return {**TEST_PORTS, **{k: v for k, v in os.environ.items() if dev_stack.get(k) != v}}
+
+
+SESSION_ENVIRON = _session_environ()
 
 
 def log_to_pytest(prefix: str):

@@ -22,6 +22,7 @@ def object_root(
     aws_access_key_id: str | None = None,
     aws_secret_access_key: str | None = None,
     region_name: str | None = None,
+    aws_session_token: str | None = None,
 ) -> UPath:
     """The root UPath of the object store; an S3 endpoint (MinIO, the test server) is honoured.
 
@@ -34,6 +35,8 @@ def object_root(
         options["endpoint_url"] = s3_endpoint_url
     if aws_access_key_id and aws_secret_access_key:
         options.update(key=aws_access_key_id, secret=aws_secret_access_key)
+        if aws_session_token:
+            options["token"] = aws_session_token
     if region_name:
         options["client_kwargs"] = {"region_name": region_name}
     return UPath(storage_url, **options)
@@ -54,7 +57,8 @@ class ObjectStore(dg.ConfigurableResource):
     @property
     def root(self) -> UPath:
         return object_root(
-            self.storage_url, self.s3.endpoint_url, self.s3.aws_access_key_id, self.s3.aws_secret_access_key, self.s3.region_name
+            self.storage_url, self.s3.endpoint_url, self.s3.aws_access_key_id, self.s3.aws_secret_access_key,
+            self.s3.region_name, self.s3.aws_session_token,
         )
 
     def path_for(self, template: str, partition_key: str | None = None) -> UPath:
@@ -111,10 +115,15 @@ class ObjectStoreIOManager(dg.ConfigurableIOManager):
         return loaded
 
 
+def is_local(path: UPath) -> bool:
+    return path.protocol in ("", "file", "local")
+
+
 def write_atomically(path: UPath, data: bytes) -> None:
     """Readers see the old object or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.protocol in ("", "file", "local"):
+    if is_local(path):
+        # Only folders need creating: on s3:// a mkdir would create a missing *bucket*.
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         tmp.write_bytes(data)
         os.replace(tmp.path, path.path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import re
 from contextlib import contextmanager
 from typing import Iterator, Mapping
 
@@ -21,7 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg import sql
 
-from movie_assets.settings import redact_url
+from movie_assets.settings import redact_text, redact_url
 
 COPY_BATCH_ROWS = 50_000
 ARROW_TYPES = {
@@ -62,11 +63,11 @@ class PostgresDatabase(dg.ConfigurableResource):
     def connect(self, purpose: str = "") -> Iterator[psycopg.Connection]:
         try:
             conn = psycopg.connect(self.url, connect_timeout=10)
-        except psycopg.OperationalError as exc:
+        except psycopg.Error as exc:
+            detail = redact_text(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__
             raise PostgresError(
                 f"PostgreSQL at {redact_url(self.url)} is unreachable{' while ' + purpose if purpose else ''}: "
-                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}. "
-                "Start it (`movie-platform up`) or fix MOVIE_DB_URL, then re-run; nothing was written."
+                f"{detail}. Start it (`movie-platform up`) or fix MOVIE_DB_URL, then re-run; nothing was written."
             ) from None
         try:
             with conn:
@@ -78,12 +79,24 @@ class PostgresDatabase(dg.ConfigurableResource):
         return sql.SQL("{}.{}").format(sql.Identifier(self.db_schema), sql.Identifier(table))
 
     def ensure_table(self, conn: psycopg.Connection, table: str, columns: Mapping[str, str], partition_column: str | None) -> None:
-        conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(self.db_schema)))
+        """Create schema, table and partition index when missing, and commit at once.
+
+        Checking first means an existing table costs no DDL lock (CREATE INDEX IF NOT
+        EXISTS would take a SHARE lock for the whole write), and a role without CREATE
+        on the database still writes into an existing schema.
+        """
+        exists = conn.execute("select to_regclass(%s) is not null", (f"{_quote(self.db_schema)}.{_quote(table)}",)).fetchone()[0]
+        if exists:
+            return
+        schema_exists = conn.execute("select 1 from pg_namespace where nspname = %s", (self.db_schema,)).fetchone()
+        if not schema_exists:
+            conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(self.db_schema)))
         ddl = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in columns.items())
         conn.execute(sql.SQL("create table if not exists {} ({})").format(self.ident(table), ddl))
         if partition_column:
             conn.execute(sql.SQL("create index if not exists {} on {} ({})").format(
                 sql.Identifier(f"{table}_{partition_column}_idx"), self.ident(table), sql.Identifier(partition_column)))
+        conn.commit()
 
     def replace_rows(
         self,
@@ -146,12 +159,13 @@ class PostgresDatabase(dg.ConfigurableResource):
                 cursor.execute(query)
                 return cursor.fetch_arrow_table()
         except adbc.ProgrammingError as exc:
-            if getattr(exc, "sqlstate", None) == "42P01" or "does not exist" in str(exc):
+            # Only a missing table means "not written yet"; a missing column is a real error.
+            if getattr(exc, "sqlstate", None) == "42P01" or re.search(r'relation "[^"]+" does not exist', str(exc)):
                 return None
             raise
         except adbc.Error as exc:
             raise PostgresError(
-                f"PostgreSQL at {redact_url(self.url)} failed while reading {label}: {redact_url(str(exc).splitlines()[0])}. "
+                f"PostgreSQL at {redact_url(self.url)} failed while reading {label}: {redact_text(str(exc).splitlines()[0])}. "
                 "Check that it runs (`movie-platform doctor`) and that MOVIE_DB_URL is right."
             ) from None
 
@@ -216,11 +230,17 @@ def _pg_array(values) -> str | None:
         return None
     items = []
     for v in values:
-        if isinstance(v, str):
+        if v is None or (isinstance(v, float) and pd.isna(v)):
+            items.append("NULL")
+        elif isinstance(v, str):
             items.append('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"')
         else:
             items.append(str(v))
     return "{" + ",".join(items) + "}"
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
 
 
 def _pandas_type(arrow_type: pa.DataType):

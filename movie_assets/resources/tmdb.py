@@ -24,6 +24,7 @@ from movie_assets.settings import redact_url
 PAGE_SIZE = 20
 MAX_PAGES = 500  # TMDB refuses pages past 500: at most 10,000 results per discover query
 MAX_RESULTS = PAGE_SIZE * MAX_PAGES
+MAX_RETRY_AFTER_S = 60.0
 MAX_LISTING_PASSES = 2  # extra passes over the pages when fewer movies were listed than TMDB counted
 
 Window = tuple[dt.date, dt.date]  # [start, end): end is exclusive
@@ -125,7 +126,7 @@ class TmdbApiClient(TmdbSource):
             )
         http = _Http(self)
         stats = http.stats
-        with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="tmdb") as pool:
+        with http.session, ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="tmdb") as pool:
             items = self._discover(http, pool, window, log)
             unique: dict[int, dict] = {}
             for item in items:
@@ -216,7 +217,8 @@ class _Http:
                     )
                 if response.status_code == 429:
                     self.stats.add(throttled=1)
-                    wait = _retry_after(response) or self._backoff(attempt)
+                    # Honour Retry-After, but never sleep a whole run away on a bogus header.
+                    wait = min(_retry_after(response) or self._backoff(attempt), MAX_RETRY_AFTER_S)
                     self.limiter.pause(wait)
                     problem = "429 Too Many Requests"
                 elif response.status_code >= 500:

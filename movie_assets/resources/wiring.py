@@ -37,7 +37,7 @@ def build_resources(settings: Settings | None = None) -> dict:
     database = PostgresDatabase(url=dg.EnvVar("MOVIE_DB_URL"), db_schema=settings.db_schema)
     s3 = S3Resource(**_env_if_set(
         endpoint_url="MOVIE_S3_ENDPOINT_URL", aws_access_key_id="AWS_ACCESS_KEY_ID",
-        aws_secret_access_key="AWS_SECRET_ACCESS_KEY", region_name="AWS_DEFAULT_REGION",
+        aws_secret_access_key="AWS_SECRET_ACCESS_KEY", aws_session_token="AWS_SESSION_TOKEN", region_name="AWS_DEFAULT_REGION",
     ))
     store = ObjectStore(storage_url=dg.EnvVar("MOVIE_STORAGE_URL"), s3=s3)
     return {

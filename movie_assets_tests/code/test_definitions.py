@@ -4,12 +4,15 @@ import datetime as dt
 import dagster as dg
 
 from movie_assets.definitions import defs
+from movie_assets.settings import Settings
 from movie_assets.schedules import daily_recent_months, recent_months
 
 EXPECTED_ASSETS = {
     # key: (group, partitioned, upstream keys)
     "movies_raw": ("ingestion", True, set()),
     "movies_raw_backup": ("ingestion", True, {"movies_raw"}),
+    "movies_clean": ("preparation", True, {"movies_raw"}),
+    "eda_stats": ("preparation", True, {"movies_clean"}),
 }
 
 
@@ -24,7 +27,7 @@ def test_asset_graph_snapshot():
         assert {p.to_user_string() for p in node.parent_keys} == parents, name
         if partitioned:
             assert node.backfill_policy == dg.BackfillPolicy.single_run(), name
-            assert node.partitions_def.get_first_partition_key() == "1990-01-01"
+            assert node.partitions_def.get_first_partition_key() == Settings.from_env().partition_start
 
 
 def test_crawl_shares_the_tmdb_api_pool_and_has_checks():
@@ -35,8 +38,8 @@ def test_crawl_shares_the_tmdb_api_pool_and_has_checks():
 
 
 def test_jobs_and_schedule_exist():
-    assert defs.get_job_def("restore_movies_raw_from_backup") is not None
-    assert defs.get_job_def("refresh_recent_months") is not None
+    assert defs.resolve_job_def("restore_movies_raw_from_backup") is not None
+    assert defs.resolve_job_def("refresh_recent_months") is not None
     assert daily_recent_months.default_status == dg.DefaultScheduleStatus.STOPPED
 
 

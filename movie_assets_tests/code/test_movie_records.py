@@ -59,3 +59,18 @@ def test_to_frame_has_the_table_columns_in_order():
     frame = to_frame(month.rows, RAW_COLUMNS)
     assert list(frame.columns) == list(RAW_COLUMNS)
     assert str(frame["vote_count"].dtype) == "Int64"
+
+
+def test_malformed_records_become_rejects_not_crashes():
+    cases = {
+        "budget is not a finite number": details(budget=float("inf")),
+        "budget is out of range": details(budget=2**70),
+        "malformed record": details(genres=[{"name": "no id"}]),
+        "title is not text": details(title=123),
+        "release_date is missing or malformed": details(release_date=20240115),
+    }
+    for expected, doc in cases.items():
+        row, reason = validate({k: v for k, v in doc.items() if k != "genre_ids"}, JAN)
+        assert row is None and expected in reason, (expected, reason)
+    row, reason = validate({**details(), "genre_ids": ["a"]}, JAN)
+    assert row is None and "malformed record" in reason

@@ -1,0 +1,112 @@
+"""Preparation: cleaned movies and EDA statistics in PostgreSQL, the report and plots in the UI."""
+import base64
+import collections
+import datetime as dt
+from importlib import resources
+
+import dagster as dg
+import pandas as pd
+from psycopg import sql
+
+from movie_assets.assets.ingest import partition_window
+from movie_assets.checks import MOVIES_CLEAN_CHECKS, movies_clean_check_results
+from movie_assets.cleaning import CLEAN_COLUMNS, DROP_COLUMNS, GENRE_COLUMNS, clean_movies, genre_rows
+from movie_assets.eda import EDA_COLUMNS, eda_stats_frame, report_plots, summary_markdown
+from movie_assets.partitions import add_months, release_month_partitions
+from movie_assets.resources.object_store import ObjectStore, write_atomically
+from movie_assets.resources.postgres import PostgresDatabase, copy_frame, table_schema
+
+EDA_HISTORY_COLUMNS = {**EDA_COLUMNS, "run_id": "text", "computed_at": "timestamp with time zone"}
+REPORT_MONTHS = 24
+CLEANING_RULES = """| rule | why |
+|---|---|
+| `zero_means_unknown` | TMDB writes an unknown budget, revenue or runtime as 0: NULL instead |
+| `rating_needs_votes` | an average of zero votes is no rating: NULL |
+| `normalize_language` | lower-case ISO 639-1 codes, blank = NULL |
+| `tidy_text` | collapse whitespace in titles and overviews |
+| `genre_names` | names from TMDB's genre list, so names agree with ids |
+| `explain_drops` | adult titles and unreleased movies leave, counted per reason |"""
+
+
+@dg.asset(
+    partitions_def=release_month_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    io_manager_key="postgres_io_manager",
+    group_name="preparation",
+    kinds={"postgres", "pandas"},
+    check_specs=MOVIES_CLEAN_CHECKS,
+    metadata={"dagster/column_schema": table_schema(CLEAN_COLUMNS), "partition_column": "release_month"},
+)
+def movies_clean(context: dg.AssetExecutionContext, movies_raw: pd.DataFrame, database: PostgresDatabase):
+    """One typed, normalized row per released movie; genres also as the long table `movie_genres`.
+
+    Rows that leave (adult titles, unreleased movies) are kept with their reason in
+    `movies_clean_dropped`, so raw = clean + dropped holds for every partition.
+    """
+    window = partition_window(context)
+    clean, dropped = clean_movies(movies_raw)
+    database.replace_rows("movie_genres", GENRE_COLUMNS, genre_rows(clean), "release_month", window)
+    database.replace_rows("movies_clean_dropped", DROP_COLUMNS, dropped, "release_month", window)
+    reasons = collections.Counter(dropped["reason"])
+    context.log.info(f"{len(movies_raw)} raw -> {len(clean)} clean, {len(dropped)} dropped {dict(reasons)}")
+    yield dg.Output(clean, metadata={
+        "raw_rows": len(movies_raw),
+        "rows": len(clean),
+        "dropped": len(dropped),
+        "drop_reasons": dg.MetadataValue.md(pd.DataFrame(reasons.most_common(), columns=["reason", "rows"]).to_markdown(index=False)) if reasons else "none",
+        "cleaning_rules": dg.MetadataValue.md(CLEANING_RULES),
+        "preview": dg.MetadataValue.md(clean.head(10).to_markdown(index=False)),
+    })
+    yield from movies_clean_check_results(clean, raw_rows=len(movies_raw), dropped_rows=len(dropped))
+
+
+@dg.asset(
+    partitions_def=release_month_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    io_manager_key="postgres_io_manager",
+    group_name="preparation",
+    kinds={"postgres", "pandas"},
+    metadata={"dagster/column_schema": table_schema(EDA_COLUMNS), "partition_column": "release_month", "report_path": "eda/"},
+)
+def eda_stats(context: dg.AssetExecutionContext, movies_clean: pd.DataFrame, database: PostgresDatabase, object_store: ObjectStore):
+    """Per-month statistics (count, missing ratio, mean, std, min, quartiles, max, top-k, genre counts).
+
+    Each materialization is also appended to `eda_stats_history`, which the view
+    `eda_month_comparison` compares with the one before. The report (a summary table
+    and four plots over the 24 months up to this partition) is in this asset's metadata
+    and, as PNGs, in the object store under `eda/`.
+    """
+    window = partition_window(context)
+    stats = eda_stats_frame(movies_clean)
+    history = stats.assign(run_id=context.run_id, computed_at=dt.datetime.now(dt.timezone.utc))
+    with database.connect("recording EDA history") as conn:
+        database.ensure_table(conn, "eda_stats_history", EDA_HISTORY_COLUMNS, "release_month")
+        conn.execute(sql.SQL("delete from {} where run_id = %s").format(database.ident("eda_stats_history")), (context.run_id,))
+        copy_frame(conn, database.ident("eda_stats_history"), EDA_HISTORY_COLUMNS, history)
+    ensure_views(database)
+
+    report_start = add_months(window[1], -REPORT_MONTHS)
+    report_data = database.read_rows("movies_clean", CLEAN_COLUMNS, "release_month", (report_start, window[1]))
+    folder = f"eda/report_until={(window[1] - dt.timedelta(days=1)):%Y-%m}"
+    images = []
+    for name, png in report_plots(report_data).items():
+        write_atomically(object_store.root / folder / name, png)
+        images.append(f"**{name[:-4].replace('_', ' ')}**\n\n![{name}](data:image/png;base64,{base64.b64encode(png).decode()})")
+    context.log.info(f"{len(stats)} statistics for {stats['release_month'].nunique()} months; report in {folder}/")
+    return dg.Output(stats, metadata={
+        "rows": len(stats),
+        "months": int(stats["release_month"].nunique()),
+        "report_window": f"{report_start:%Y-%m}..{window[1] - dt.timedelta(days=1):%Y-%m}",
+        "report_movies": len(report_data),
+        "summary": dg.MetadataValue.md(summary_markdown(report_data)),
+        "plots": dg.MetadataValue.md("\n\n".join(images)),
+        "plots_path": dg.MetadataValue.path(str(object_store.root / folder)),
+    })
+
+
+def ensure_views(database: PostgresDatabase) -> None:
+    """Create or replace the platform's SQL views (idempotent)."""
+    text = resources.files("movie_assets.sql").joinpath("views.sql").read_text()
+    with database.connect("creating views") as conn:
+        schema = sql.Identifier(database.db_schema).as_string(conn)
+        conn.execute(text.replace("{schema}", schema))
