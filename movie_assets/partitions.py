@@ -19,3 +19,8 @@ def add_months(day: dt.date, months: int) -> dt.date:
     """The first day of the month `months` after (or before) `day`'s month."""
     total = day.year * 12 + day.month - 1 + months
     return dt.date(total // 12, total % 12 + 1, 1)
+
+
+def monthly_asset(**kwargs):
+    """`@dg.asset` partitioned by release month, backfilled as one run per range (the design's policy)."""
+    return dg.asset(partitions_def=release_month_partitions, backfill_policy=dg.BackfillPolicy.single_run(), **kwargs)

@@ -10,7 +10,7 @@ import pandas as pd
 
 from movie_assets.checks import MOVIES_RAW_CHECKS, movies_raw_check_results
 from movie_assets.movie_records import RAW_COLUMNS, REJECT_COLUMNS, payload_json, to_frame, validate_month
-from movie_assets.partitions import release_month_partitions
+from movie_assets.partitions import monthly_asset
 from movie_assets.resources.postgres import PostgresDatabase, table_schema
 from movie_assets.resources.tmdb import CrawlStats, TmdbAuthError, TmdbSource
 
@@ -38,9 +38,7 @@ def partition_window(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.dat
     return window.start.date(), window.end.date()
 
 
-@dg.asset(
-    partitions_def=release_month_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+@monthly_asset(
     pool="tmdb_api",
     retry_policy=dg.RetryPolicy(max_retries=2, delay=20, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
     io_manager_key="postgres_io_manager",
@@ -88,9 +86,7 @@ def movies_raw(context: dg.AssetExecutionContext, tmdb: TmdbSource, database: Po
     yield from movies_raw_check_results(frame, window)
 
 
-@dg.asset(
-    partitions_def=release_month_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+@monthly_asset(
     io_manager_key="object_store_io_manager",
     group_name="ingestion",
     kinds={"s3", "python"},

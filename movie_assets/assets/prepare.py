@@ -12,7 +12,7 @@ from movie_assets.assets.ingest import partition_window
 from movie_assets.checks import MOVIES_CLEAN_CHECKS, movies_clean_check_results
 from movie_assets.cleaning import CLEAN_COLUMNS, DROP_COLUMNS, GENRE_COLUMNS, clean_movies, genre_rows
 from movie_assets.eda import EDA_COLUMNS, eda_stats_frame, report_plots, summary_markdown
-from movie_assets.partitions import add_months, release_month_partitions
+from movie_assets.partitions import add_months, monthly_asset
 from movie_assets.resources.object_store import ObjectStore, write_atomically
 from movie_assets.resources.postgres import PostgresDatabase, copy_frame, table_schema
 
@@ -28,9 +28,7 @@ CLEANING_RULES = """| rule | why |
 | `explain_drops` | adult titles and unreleased movies leave, counted per reason |"""
 
 
-@dg.asset(
-    partitions_def=release_month_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+@monthly_asset(
     io_manager_key="postgres_io_manager",
     group_name="preparation",
     kinds={"postgres", "pandas"},
@@ -60,9 +58,7 @@ def movies_clean(context: dg.AssetExecutionContext, movies_raw: pd.DataFrame, da
     yield from movies_clean_check_results(clean, raw_rows=len(movies_raw), dropped_rows=len(dropped))
 
 
-@dg.asset(
-    partitions_def=release_month_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+@monthly_asset(
     io_manager_key="postgres_io_manager",
     group_name="preparation",
     kinds={"postgres", "pandas"},
