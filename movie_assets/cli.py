@@ -98,6 +98,41 @@ def cmd_dev(args: argparse.Namespace) -> int:
             return proc.wait()
 
 
+def feast_store_from_env():
+    from movie_assets.resources.feast import FeastStore
+
+    settings = Settings.from_env(stack_env())
+    missing = [name for name, value in (("MOVIE_DB_URL", settings.db_url), ("MOVIE_REDIS_URL", settings.redis_url),
+                                        ("MOVIE_STORAGE_URL", settings.storage_url)) if not value]
+    if missing:
+        raise StackError(f"{', '.join(missing)} not set: run `movie-platform up` or set them")
+    return FeastStore(db_url=settings.db_url, redis_url=settings.redis_url, storage_url=settings.storage_url,
+                      s3_endpoint_url=settings.s3_endpoint_url)
+
+
+def online_feature_rows(movie_ids: list[int]):
+    """The online (Redis) features of the movies, as a frame indexed by movie_id (NaN rows = not online)."""
+    import pandas as pd
+
+    from movie_assets.feature_definitions import FEATURE_SERVICE
+
+    store = feast_store_from_env().store()
+    response = store.get_online_features(
+        features=store.get_feature_service(FEATURE_SERVICE), entity_rows=[{"movie_id": i} for i in movie_ids]
+    ).to_dict()
+    return pd.DataFrame(response).set_index("movie_id")
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    frame = online_feature_rows(args.movie_ids)
+    print(frame.T.to_string())
+    absent = [i for i in args.movie_ids if frame.loc[i].isna().all()]
+    if absent:
+        print(f"\nnot in the online store: {absent} (materialize online_features, or the keys expired)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="movie-platform", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -109,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("env", help="print export lines for the running stack").set_defaults(func=cmd_env)
     sub.add_parser("doctor", help="check every configured service").set_defaults(func=cmd_doctor)
     sub.add_parser("demo", help="materialize the whole asset graph on the sample partitions").set_defaults(func=cmd_demo)
+    features = sub.add_parser("features", help="print the online (Redis) features of movies")
+    features.add_argument("movie_ids", type=int, nargs="+", metavar="MOVIE_ID")
+    features.set_defaults(func=cmd_features)
     dev = sub.add_parser("dev", help="embedded stack + Dagster UI")
     dev.add_argument("--port", type=int, default=3000)
     dev.set_defaults(func=cmd_dev)

@@ -124,7 +124,7 @@ class Stack:
         else:
             services["postgres"] = self._ensure(services.get("postgres"), "postgres", self._start_postgres, log)
             env["MOVIE_DB_URL"] = services["postgres"]["url"]
-        _ensure_databases(env["MOVIE_DB_URL"], ["movies", "dagster", "mlflow"])
+        _ensure_databases(env["MOVIE_DB_URL"], ["movies", "dagster", "mlflow", "feast"])
 
         if with_s3 and not self.environ.get("MOVIE_STORAGE_URL"):
             services["s3"] = self._ensure(services.get("s3"), "s3", self._start_s3, log)
@@ -160,6 +160,9 @@ class Stack:
         env.setdefault("MOVIE_REDIS_URL", services["redis"]["url"])
         env.setdefault("MLFLOW_TRACKING_URI", services["mlflow"]["url"])
 
+        from movie_assets.resources.feast import feast_env
+
+        env.update(feast_env(env))  # what feature_repo/feature_store.yaml reads, for the Feast CLI
         self._write_dagster_home(env["MOVIE_DB_URL"])
         self.save({"services": services, "env": env, "with_s3": with_s3})
         log(f"stack up in {time.monotonic() - started:.1f}s")

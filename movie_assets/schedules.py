@@ -5,12 +5,10 @@ import datetime as dt
 import dagster as dg
 
 from movie_assets.assets.ingest import movies_raw, movies_raw_backup
-from movie_assets.partitions import release_month_partitions
 
 refresh_recent_months_job = dg.define_asset_job(
     "refresh_recent_months",
     selection=dg.AssetSelection.assets(movies_raw, movies_raw_backup),
-    partitions_def=release_month_partitions,
     description="Re-crawl a release month and refresh its backup.",
 )
 

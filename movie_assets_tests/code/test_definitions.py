@@ -13,6 +13,9 @@ EXPECTED_ASSETS = {
     "movies_raw_backup": ("ingestion", True, {"movies_raw"}),
     "movies_clean": ("preparation", True, {"movies_raw"}),
     "eda_stats": ("preparation", True, {"movies_clean"}),
+    "movie_features": ("features", True, {"movies_clean"}),
+    "feast_definitions": ("features", False, {"movie_features"}),
+    "online_features": ("features", False, {"feast_definitions", "movie_features"}),
 }
 
 
@@ -49,3 +52,8 @@ def test_daily_schedule_refreshes_this_and_last_month():
     context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2024, 3, 15, 3, 0))
     requests = list(daily_recent_months(context))
     assert [r.partition_key for r in requests] == ["2024-02-01", "2024-03-01"]
+
+
+def test_online_features_follow_new_feature_partitions():
+    node = defs.resolve_asset_graph().get(dg.AssetKey("online_features"))
+    assert node.automation_condition is not None, "online_features must update itself after movie_features lands"

@@ -17,3 +17,7 @@ def test_demo_exits_zero_and_prints_summary(test_stack, stack_env):
     assert int(raw_line.split()[1].replace(",", "")) > 2_500
     raw_objects = next(line for line in out.splitlines() if line.strip().startswith("raw/"))
     assert int(raw_objects.split()[1]) == 24
+    feature_objects = next(line for line in out.splitlines() if line.strip().startswith("features/"))
+    assert int(feature_objects.split()[1]) == 24
+    redis_keys = next(line for line in out.splitlines() if line.startswith("redis "))
+    assert int(redis_keys.rsplit(":", 1)[1].split()[0].replace(",", "")) > 2_000, redis_keys

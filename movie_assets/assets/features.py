@@ -1,0 +1,149 @@
+"""Features: movie_features Parquet (Feast's offline store) and Postgres `features`; Feast apply; Redis online store."""
+import datetime as dt
+import hashlib
+import time
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from movie_assets.assets.ingest import partition_window
+from movie_assets.feature_definitions import FEATURE_SERVICE, FEATURES_OBJECT_PATH, FEATURES_PREFIX
+from movie_assets.feature_engineering import FEATURE_NAMES, FEATURE_TABLE_COLUMNS, build_features
+from movie_assets.partitions import monthly_asset
+from movie_assets.resources.feast import FIRST_MATERIALIZATION_START, FeastStore
+from movie_assets.resources.object_store import ObjectStore
+from movie_assets.resources.postgres import PostgresDatabase
+
+SKEW_SAMPLE = 200
+
+
+@monthly_asset(
+    io_manager_key="object_store_io_manager",
+    group_name="features",
+    kinds={"s3", "parquet", "pandas"},
+    metadata={"object_path": FEATURES_OBJECT_PATH},
+)
+def movie_features(context: dg.AssetExecutionContext, movies_clean: pd.DataFrame, database: PostgresDatabase) -> dict[str, pd.DataFrame]:
+    """Engineered features, one row per movie, as of this materialization (`event_timestamp`).
+
+    One Parquet object per release month (Feast's offline source) and the same rows in
+    Postgres `features` for SQL.
+    """
+    window = partition_window(context)
+    event_time = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    features = build_features(movies_clean, event_time)
+    months = pd.to_datetime(movies_clean["release_month"]).dt.strftime("%Y-%m-01").to_numpy() if len(movies_clean) else np.array([])
+    table = features.assign(release_month=pd.to_datetime(movies_clean["release_month"]).dt.date.to_numpy() if len(movies_clean) else [])
+    database.replace_rows("features", FEATURE_TABLE_COLUMNS, table, "release_month", window)
+    objects = {key: features[months == key].reset_index(drop=True) for key in context.partition_keys}
+    context.add_output_metadata({
+        "rows": len(features),
+        "features": len(FEATURE_NAMES),
+        "event_timestamp": event_time.isoformat(),
+        "postgres_table": "features",
+        "preview": dg.MetadataValue.md(features.head(5).to_markdown(index=False)),
+    })
+    return objects
+
+
+@dg.asset(group_name="features", deps=[movie_features], kinds={"feast"})
+def feast_definitions(context: dg.AssetExecutionContext, feast: FeastStore) -> dg.MaterializeResult:
+    """`feast apply` of the definitions in `feature_repo/` (Entity, FileSource, FeatureView, FeatureService)."""
+    store = feast.store()
+    objects = feast.definitions()
+    store.apply(list(objects.values()))
+    view, service = objects["movie_features"], objects[FEATURE_SERVICE]
+    version = hashlib.sha256(view.to_proto().spec.SerializeToString() + service.to_proto().spec.SerializeToString()).hexdigest()[:12]
+    context.log.info(f"applied project {feast.project}: feature view {view.name} ({len(view.features)} features), service {service.name}")
+    return dg.MaterializeResult(metadata={
+        "project": feast.project,
+        "feature_views": dg.MetadataValue.md(f"| view | features | ttl | source |\n|---|---|---|---|\n"
+                                             f"| {view.name} | {len(view.features)} | {view.ttl} | {view.batch_source.path} |"),
+        "feature_services": service.name,
+        "definitions_version": version,
+        "features": ", ".join(f.name for f in view.features),
+    })
+
+
+@dg.asset(
+    group_name="features",
+    deps=[feast_definitions, movie_features],
+    kinds={"redis", "feast"},
+    automation_condition=dg.AutomationCondition.eager(),
+    check_specs=[
+        dg.AssetCheckSpec("online_keys_present", asset="online_features", description="every movie of the offline store has online values"),
+        dg.AssetCheckSpec("online_matches_offline", asset="online_features", description="sampled online values equal the latest offline values"),
+    ],
+)
+def online_features(context: dg.AssetExecutionContext, feast: FeastStore, object_store: ObjectStore) -> dg.MaterializeResult:
+    """Materialize what is new in the offline store into Redis (Feast materialize, incremental).
+
+    Starts where the registry's last materialization ended (the first time: at the
+    beginning, not at now - ttl, which would silently skip old features).
+    """
+    store = feast.store()
+    view = store.get_feature_view("movie_features")
+    start = view.most_recent_end_time or FIRST_MATERIALIZATION_START
+    end = dt.datetime.now(dt.timezone.utc)
+    offline = read_offline(object_store)
+    new_rows = int(((offline["event_timestamp"] >= start) & (offline["event_timestamp"] < end)).sum()) if len(offline) else 0
+    started = time.monotonic()
+    store.materialize(start_date=start, end_date=end, feature_views=["movie_features"])
+    seconds = time.monotonic() - started
+    latest = latest_offline(offline)
+    coverage, skew = online_vs_offline(store, latest)
+    context.log.info(f"materialized {new_rows} rows ({start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M}) in {seconds:.1f}s")
+    return dg.MaterializeResult(
+        metadata={
+            "rows": new_rows,
+            "entities": len(latest),
+            "window": f"{start.isoformat()} .. {end.isoformat()}",
+            "duration_s": round(seconds, 2),
+            "rows_per_second": round(new_rows / seconds) if seconds > 0 else new_rows,
+            "key_ttl_seconds": feast.key_ttl_seconds,
+        },
+        check_results=[
+            dg.AssetCheckResult(check_name="online_keys_present", passed=coverage["missing"] == 0, metadata=coverage),
+            dg.AssetCheckResult(check_name="online_matches_offline", passed=skew["mismatched_values"] == 0, metadata=skew),
+        ],
+    )
+
+
+def read_offline(object_store: ObjectStore) -> pd.DataFrame:
+    """Every movie_features row of the offline store (all release months)."""
+    folder = object_store.root / FEATURES_PREFIX
+    if not folder.exists():
+        return pd.DataFrame(columns=["movie_id", "event_timestamp", *FEATURE_NAMES])
+    frames = [pd.read_parquet(part.open("rb")) for part in sorted(folder.glob("release_month=*/part.parquet"))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["movie_id", "event_timestamp", *FEATURE_NAMES])
+
+
+def latest_offline(offline: pd.DataFrame) -> pd.DataFrame:
+    """The newest row per movie: what the online store must hold."""
+    return offline.sort_values(["movie_id", "event_timestamp", "created"]).drop_duplicates("movie_id", keep="last").reset_index(drop=True)
+
+
+def online_vs_offline(store, latest: pd.DataFrame, sample: int = SKEW_SAMPLE) -> tuple[dict, dict]:
+    """(coverage of all movies, value comparison on a sample): the offline/online skew check."""
+    if latest.empty:
+        return {"movies": 0, "missing": 0}, {"sampled": 0, "mismatched_values": 0}
+    ids = latest["movie_id"].astype(int).tolist()
+    present = store.get_online_features(features=["movie_features:runtime", "movie_features:release_year"],
+                                        entity_rows=[{"movie_id": i} for i in ids]).to_dict()["release_year"]
+    missing = sum(value is None for value in present)
+    picked = latest.sample(n=min(sample, len(latest)), random_state=0)
+    online = pd.DataFrame(store.get_online_features(
+        features=store.get_feature_service(FEATURE_SERVICE),
+        entity_rows=[{"movie_id": int(i)} for i in picked["movie_id"]],
+    ).to_dict())
+    mismatched = 0
+    examples = []
+    for name in FEATURE_NAMES:
+        offline_values = pd.to_numeric(picked[name], errors="coerce").to_numpy(dtype="float64")
+        online_values = pd.to_numeric(online[name], errors="coerce").to_numpy(dtype="float64")
+        bad = ~np.isclose(offline_values, online_values, equal_nan=True)
+        mismatched += int(bad.sum())
+        if bad.any():
+            examples.append(name)
+    return {"movies": len(ids), "missing": missing}, {"sampled": len(picked), "mismatched_values": mismatched, "mismatched_features": str(examples[:5])}

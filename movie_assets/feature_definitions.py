@@ -1,0 +1,53 @@
+"""The Feast objects of `feature_repo/`: one definition, shared by the Feast CLI and the Dagster assets.
+
+`feature_repo/movie_features.py` builds them from the environment for `feast apply`;
+the `feast_definitions` asset builds them from its resource config. A new model
+version that needs other features gets a new FeatureService (`movie_rating_v2`),
+so training and serving always agree on which features a model used.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.data_format import ParquetFormat
+from feast.types import Float64, Int64
+
+from movie_assets.feature_engineering import FLOAT_FEATURES, INT_FEATURES
+
+FEATURE_VIEW_TTL = dt.timedelta(days=90)  # a feature row older than this is stale for a training join
+FEATURES_PREFIX = "features/movie_features"
+FEATURES_OBJECT_PATH = FEATURES_PREFIX + "/release_month={release_month}/part.parquet"
+FEATURE_SERVICE = "movie_rating_v1"
+
+
+def features_path(storage_url: str) -> str:
+    """The Parquet dataset Feast reads: `s3://bucket/...` as is, a `file://` root as a plain path (Feast mangles file:// URIs)."""
+    root = storage_url.rstrip("/")
+    if root.startswith("file://"):
+        root = root[len("file://"):]
+    return f"{root}/{FEATURES_PREFIX}/"
+
+
+def build_definitions(storage_url: str, s3_endpoint_url: str | None = None) -> dict:
+    movie = Entity(name="movie", join_keys=["movie_id"], value_type=ValueType.INT64, description="a TMDB movie")
+    source = FileSource(
+        name="movie_features_source",
+        path=features_path(storage_url),
+        timestamp_field="event_timestamp",
+        created_timestamp_column="created",
+        file_format=ParquetFormat(),
+        s3_endpoint_override=s3_endpoint_url or None,
+        description="movie_features Parquet, one folder per release month, written by the movie_features asset",
+    )
+    view = FeatureView(
+        name="movie_features",
+        entities=[movie],
+        ttl=FEATURE_VIEW_TTL,
+        schema=[Field(name=name, dtype=Float64) for name in FLOAT_FEATURES] + [Field(name=name, dtype=Int64) for name in INT_FEATURES],
+        online=True,
+        source=source,
+        description="engineered movie features (no target-derived values)",
+    )
+    service = FeatureService(name=FEATURE_SERVICE, features=[view], description="features of the movie_rating_xgb model, v1")
+    return {"movie": movie, "movie_features_source": source, "movie_features": view, "movie_rating_v1": service}

@@ -1,0 +1,84 @@
+"""Feast as a Dagster resource: the same store the `feature_repo/` CLI sees, configured from MOVIE_* settings.
+
+Registry: SQL, in the PostgreSQL database `feast` (shared by every process).
+Offline store: the movie_features Parquet under MOVIE_STORAGE_URL. Online store: Redis.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Optional
+from urllib.parse import urlsplit
+
+import dagster as dg
+from pydantic import Field
+
+from movie_assets.settings import dagster_storage_url, database_url
+
+FEATURE_REPO = Path(__file__).resolve().parents[2] / "feature_repo"
+KEY_TTL_SECONDS = 30 * 86400  # keep in step with feature_repo/feature_store.yaml
+REGISTRY_CACHE_TTL_SECONDS = 10
+FIRST_MATERIALIZATION_START = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def redis_connection_string(url: str) -> str:
+    """Feast's `host:port,db=N[,password=...]` from a redis:// URL (Feast rejects URLs only at materialize time)."""
+    parts = urlsplit(url)
+    db = (parts.path or "/0").lstrip("/") or "0"
+    text = f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379},db={db}"
+    if parts.password:
+        text += f",password={parts.password}"
+    if parts.scheme == "rediss":
+        text += ",ssl=true"
+    return text
+
+
+def registry_url(db_url: str) -> str:
+    return dagster_storage_url(database_url(db_url, "feast"))
+
+
+def feast_env(env: dict[str, str]) -> dict[str, str]:
+    """The FEAST_* variables feature_store.yaml reads, derived from the MOVIE_* ones."""
+    derived = {}
+    if env.get("MOVIE_DB_URL"):
+        derived["FEAST_REGISTRY_URL"] = registry_url(env["MOVIE_DB_URL"])
+    if env.get("MOVIE_REDIS_URL"):
+        derived["FEAST_REDIS_CONNECTION"] = redis_connection_string(env["MOVIE_REDIS_URL"])
+    if env.get("MOVIE_S3_ENDPOINT_URL"):
+        # `feast apply` validates S3 sources with pyarrow, which ignores s3_endpoint_override.
+        derived["AWS_ENDPOINT_URL_S3"] = env["MOVIE_S3_ENDPOINT_URL"]
+    return derived
+
+
+class FeastStore(dg.ConfigurableResource):
+    """Builds `feast.FeatureStore` objects for this deployment."""
+
+    db_url: str
+    redis_url: str
+    storage_url: str
+    s3_endpoint_url: Optional[str] = None
+    project: str = Field(default="movie_platform", description="Feast project: registry rows and Redis keys are per project")
+    key_ttl_seconds: int = KEY_TTL_SECONDS
+
+    def repo_config(self):
+        from feast.repo_config import RepoConfig
+
+        return RepoConfig(
+            project=self.project,
+            provider="local",
+            registry={"registry_type": "sql", "path": registry_url(self.db_url), "cache_ttl_seconds": REGISTRY_CACHE_TTL_SECONDS},
+            offline_store={"type": "file"},
+            online_store={"type": "redis", "connection_string": redis_connection_string(self.redis_url), "key_ttl_seconds": self.key_ttl_seconds},
+            entity_key_serialization_version=3,
+            repo_path=FEATURE_REPO,
+        )
+
+    def store(self):
+        from feast import FeatureStore
+
+        return FeatureStore(repo_path=str(FEATURE_REPO), config=self.repo_config())
+
+    def definitions(self) -> dict:
+        from movie_assets.feature_definitions import build_definitions
+
+        return build_definitions(self.storage_url, self.s3_endpoint_url)

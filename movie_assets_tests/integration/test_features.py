@@ -1,0 +1,133 @@
+"""Feature layer on real services: Parquet offline store (folder and S3), Feast SQL registry, Redis online store."""
+import datetime as dt
+import os
+import subprocess
+import sys
+import uuid
+
+import dagster as dg
+import pandas as pd
+import pytest
+import redis
+
+from movie_assets.assets.features import feast_definitions, movie_features, online_features
+from movie_assets.assets.ingest import movies_raw
+from movie_assets.assets.prepare import movies_clean
+from movie_assets.feature_definitions import FEATURE_SERVICE, FEATURES_OBJECT_PATH
+from movie_assets.resources.feast import KEY_TTL_SECONDS, FeastStore, feast_env
+from movie_assets.local_stack import REPO_ROOT
+from movie_assets.resources.tmdb import TmdbSampleSource
+from movie_assets_tests.conftest import platform_resources
+
+RANGE_TAGS = {"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-02-01"}
+
+
+def feast_for(stack_env, store, project=None, s3_endpoint=None) -> FeastStore:
+    return FeastStore(db_url=stack_env["MOVIE_DB_URL"], redis_url=stack_env["MOVIE_REDIS_URL"], storage_url=store.storage_url,
+                      s3_endpoint_url=s3_endpoint, project=project or f"t{uuid.uuid4().hex[:10]}")
+
+
+def run_features(resources):
+    instance = dg.DagsterInstance.ephemeral()
+    monthly = dg.materialize([movies_raw, movies_clean, movie_features], resources=resources, tags=RANGE_TAGS, instance=instance)
+    online = dg.materialize([feast_definitions, online_features], resources=resources, instance=instance)
+    return monthly, online
+
+
+def project_keys(stack_env, project: str) -> list[bytes]:
+    client = redis.Redis.from_url(stack_env["MOVIE_REDIS_URL"])
+    return [key for key in client.scan_iter(count=1000) if key.endswith(project.encode())]
+
+
+def check_results(result) -> dict:
+    return {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+
+
+def test_features_to_online_store_on_a_folder(stack_env, database, object_store):
+    feast = feast_for(stack_env, object_store)
+    resources = {**platform_resources(database, object_store, TmdbSampleSource()), "feast": feast}
+    monthly, online = run_features(resources)
+    for key in ("2024-01-01", "2024-02-01"):
+        assert object_store.path_for(FEATURES_OBJECT_PATH, key).exists(), key
+    with database.connect() as conn:
+        clean = conn.execute(f'select count(*) from "{database.db_schema}".movies_clean').fetchone()[0]
+        features = conn.execute(f'select count(*) from "{database.db_schema}".features').fetchone()[0]
+    assert features == clean > 200
+    assert check_results(online) == {"online_keys_present": True, "online_matches_offline": True}
+    metadata = online.asset_materializations_for_node("online_features")[0].metadata
+    assert metadata["rows"].value == clean and metadata["entities"].value == clean
+
+    keys = project_keys(stack_env, feast.project)
+    assert len(keys) == clean
+    ttls = [redis.Redis.from_url(stack_env["MOVIE_REDIS_URL"]).ttl(k) for k in keys[:20]]
+    assert all(0 < ttl <= KEY_TTL_SECONDS for ttl in ttls), ttls
+
+    # Idempotent: running again materializes nothing new and changes nothing.
+    again = dg.materialize([online_features], resources=resources, instance=dg.DagsterInstance.ephemeral())
+    assert again.asset_materializations_for_node("online_features")[0].metadata["rows"].value == 0
+    assert len(project_keys(stack_env, feast.project)) == clean
+    assert check_results(again) == {"online_keys_present": True, "online_matches_offline": True}
+
+
+def test_features_through_the_s3_api_server(stack_env, s3_stack_env, database, s3_object_store, monkeypatch):
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        monkeypatch.setenv(var, s3_stack_env[var])  # Feast's Dask reader takes credentials from the environment
+    feast = feast_for(stack_env, s3_object_store, s3_endpoint=s3_stack_env["MOVIE_S3_ENDPOINT_URL"])
+    resources = {**platform_resources(database, s3_object_store, TmdbSampleSource()), "feast": feast}
+    _, online = run_features(resources)
+    assert s3_object_store.path_for(FEATURES_OBJECT_PATH, "2024-01-01").exists()
+    assert check_results(online) == {"online_keys_present": True, "online_matches_offline": True}
+    store = feast.store()
+    assert store.get_data_source("movie_features_source").path.startswith("s3://")
+    entity_df = pd.DataFrame({"movie_id": [int(k) for k in read_ids(s3_object_store)[:5]],
+                              "event_timestamp": [pd.Timestamp.now(tz="UTC")] * 5})
+    training = store.get_historical_features(entity_df=entity_df, features=store.get_feature_service(FEATURE_SERVICE)).to_df()
+    assert training["runtime"].notna().any(), "Feast read the S3 Parquet through the endpoint"
+
+
+def read_ids(store) -> list[int]:
+    return pd.read_parquet(store.path_for(FEATURES_OBJECT_PATH, "2024-01-01").open("rb"))["movie_id"].tolist()
+
+
+def test_point_in_time_join_never_returns_a_future_value(stack_env, object_store):
+    t1 = pd.Timestamp("2024-03-01T00:00:00Z")
+    t2 = pd.Timestamp("2024-03-10T00:00:00Z")
+    rows = pd.DataFrame({"movie_id": [1, 1], "event_timestamp": [t1, t2], "created": [t1, t2], "runtime": [100.0, 200.0]})
+    from movie_assets.feature_engineering import FEATURE_NAMES
+
+    for name in FEATURE_NAMES:
+        if name not in rows:
+            rows[name] = 0.0 if name in ("log_budget", "log_revenue", "log_vote_count", "popularity", "age_days") else 0
+    path = object_store.path_for(FEATURES_OBJECT_PATH, "2024-01-01")
+    path.parent.mkdir(parents=True)
+    rows.to_parquet(path.path, index=False)
+    feast = feast_for(stack_env, object_store)
+    store = feast.store()
+    store.apply(list(feast.definitions().values()))
+    entity_df = pd.DataFrame({"movie_id": [1, 1, 1, 1], "event_timestamp": [
+        pd.Timestamp("2024-02-28T00:00:00Z"), pd.Timestamp("2024-03-05T00:00:00Z"),
+        pd.Timestamp("2024-03-10T00:00:00Z"), pd.Timestamp("2024-08-01T00:00:00Z")]})
+    joined = store.get_historical_features(entity_df=entity_df, features=["movie_features:runtime"]).to_df()
+    # Feast's file store drops entity rows without a usable value; a missing row and NaN mean the same.
+    values = {ts: v for ts, v in zip(joined["event_timestamp"], joined["runtime"]) if not pd.isna(v)}
+    assert pd.Timestamp("2024-02-28T00:00:00Z") not in values, "no value existed yet"
+    assert values[pd.Timestamp("2024-03-05T00:00:00Z")] == 100.0, "the value of t1; t2's value lies in the future"
+    assert values[pd.Timestamp("2024-03-10T00:00:00Z")] == 200.0
+    assert pd.Timestamp("2024-08-01T00:00:00Z") not in values, "older than the feature view TTL (90 days): stale"
+
+
+def test_cli_lookup_and_feast_cli_share_the_registry(test_stack, stack_env, database, object_store):
+    """The default project, as a user has it: online lookup by the CLI, and `feast` in feature_repo/ sees the definitions."""
+    feast = feast_for(stack_env, object_store, project="movie_platform")
+    resources = {**platform_resources(database, object_store, TmdbSampleSource()), "feast": feast}
+    run_features(resources)
+    movie_id = read_ids(object_store)[0]
+    env = {**os.environ, **stack_env, "MOVIE_STORAGE_URL": object_store.storage_url, "MOVIE_PLATFORM_STATE_DIR": str(test_stack.state_dir)}
+    lookup = subprocess.run([sys.executable, "-m", "movie_assets.cli", "features", str(movie_id)], capture_output=True, text=True, env=env, timeout=300)
+    assert lookup.returncode == 0, lookup.stderr[-2000:]
+    assert "runtime" in lookup.stdout and "genre_drama" in lookup.stdout
+    feast_cli = str(os.path.join(os.path.dirname(sys.executable), "feast"))
+    listing = subprocess.run([feast_cli, "-c", "feature_repo", "feature-services", "list"], capture_output=True, text=True,
+                             env={**env, **feast_env(env)}, timeout=300, cwd=REPO_ROOT)
+    assert listing.returncode == 0, listing.stderr[-2000:]
+    assert FEATURE_SERVICE in listing.stdout
