@@ -42,6 +42,7 @@ clean: down
 bench: install
 	$(BIN)/movie-platform up
 	$(BIN)/python benchmarks/postgres_io.py
+	$(BIN)/python benchmarks/feast_online.py
 
 ## make ui-screenshots: asset pages (EDA report, plots) as PNGs in .movie_platform/screenshots/, for a check by eye
 ui-screenshots: install

@@ -131,3 +131,33 @@ def test_cli_lookup_and_feast_cli_share_the_registry(test_stack, stack_env, data
                              env={**env, **feast_env(env)}, timeout=300, cwd=REPO_ROOT)
     assert listing.returncode == 0, listing.stderr[-2000:]
     assert FEATURE_SERVICE in listing.stdout
+
+
+def test_parallel_materialization_writes_what_stock_feast_writes(stack_env, object_store):
+    from movie_assets.resources.online_materialize import materialize_parallel
+    from movie_assets.feature_engineering import FEATURE_NAMES, FLOAT_FEATURES
+
+    rows = pd.DataFrame({"movie_id": range(1, 301), "event_timestamp": pd.Timestamp("2024-06-01T00:00:00Z"),
+                         "created": pd.Timestamp("2024-06-01T00:00:00Z")})
+    for i, name in enumerate(FEATURE_NAMES):
+        rows[name] = [float(v * (i + 1)) if name in FLOAT_FEATURES else v % 2 for v in range(300)]
+    rows.loc[5, "runtime"] = None
+    path = object_store.path_for(FEATURES_OBJECT_PATH, "2024-06-01")
+    path.parent.mkdir(parents=True)
+    rows.to_parquet(path.path, index=False)
+    start, end = dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc), dt.datetime(2024, 7, 1, tzinfo=dt.timezone.utc)
+    stock, fast = feast_for(stack_env, object_store), feast_for(stack_env, object_store)
+    for feast in (stock, fast):
+        feast.store().apply(list(feast.definitions().values()))
+    stock.store().materialize(start_date=start, end_date=end, feature_views=["movie_features"])
+    assert materialize_parallel(fast, start, end, workers=2, parallel_from_rows=1) == 300
+
+    def online(feast):
+        store = feast.store()
+        return pd.DataFrame(store.get_online_features(features=store.get_feature_service(FEATURE_SERVICE),
+                                                     entity_rows=[{"movie_id": i} for i in range(1, 301)]).to_dict())
+
+    pd.testing.assert_frame_equal(online(stock), online(fast))
+    assert online(fast)["runtime"].isna().sum() == 1
+    assert fast.store().get_feature_view("movie_features").most_recent_end_time == end
+    assert len(project_keys(stack_env, fast.project)) == 300
