@@ -133,6 +133,32 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """The champion model's rating for movies, from their online features in Redis."""
+    from movie_assets.feature_engineering import FEATURE_NAMES
+    from movie_assets.resources.mlflow import MlflowTracking
+
+    settings = Settings.from_env(stack_env())
+    if not settings.mlflow_tracking_uri:
+        raise StackError("MLFLOW_TRACKING_URI is not set: run `movie-platform up` or set it")
+    tracking = MlflowTracking(tracking_uri=settings.mlflow_tracking_uri)
+    champion = tracking.champion()
+    if champion is None:
+        raise StackError(f"no `champion` version of {tracking.registered_model} in MLflow yet: materialize movie_rating_model")
+    model = tracking.load_xgboost(champion.version)
+    frame = online_feature_rows(args.movie_ids)
+    online = frame[~frame[FEATURE_NAMES].isna().all(axis=1)]
+    predictions = model.predict(online[FEATURE_NAMES].astype("float64")) if len(online) else []
+    print(f"{'movie_id':>12}  predicted vote average  (model {tracking.registered_model} v{champion.version}, alias champion)")
+    for movie_id, value in zip(online.index, predictions):
+        print(f"{movie_id:>12}  {value:.2f}")
+    absent = [i for i in args.movie_ids if i not in online.index]
+    if absent:
+        print(f"not in the online store: {absent} (materialize online_features, or the keys expired)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="movie-platform", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -147,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     features = sub.add_parser("features", help="print the online (Redis) features of movies")
     features.add_argument("movie_ids", type=int, nargs="+", metavar="MOVIE_ID")
     features.set_defaults(func=cmd_features)
+    predict = sub.add_parser("predict", help="rate movies with the champion model and their online features")
+    predict.add_argument("movie_ids", type=int, nargs="+", metavar="MOVIE_ID")
+    predict.set_defaults(func=cmd_predict)
     dev = sub.add_parser("dev", help="embedded stack + Dagster UI")
     dev.add_argument("--port", type=int, default=3000)
     dev.set_defaults(func=cmd_dev)

@@ -27,24 +27,49 @@ def run_demo(settings: Settings, log=print) -> bool:
         return False
 
     instance = dg.DagsterInstance.get()
-    repo = defs.get_repository_def()
-    asset_graph = repo.asset_graph
-    partitioned = [key for key in asset_graph.materializable_asset_keys if asset_graph.get(key).partitions_def]
-    unpartitioned = [key for key in asset_graph.materializable_asset_keys if not asset_graph.get(key).partitions_def]
+    graph = defs.resolve_asset_graph()
     ok = True
-    if partitioned:
-        start, end = DEMO_PARTITION_RANGE
-        log(f"materializing {len(partitioned)} partitioned assets for {start}...{end} in one run")
-        ok &= _materialize(defs, instance, partitioned, log, tags={
-            "dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end,
-        })
-    if unpartitioned and ok:
-        log(f"materializing {len(unpartitioned)} unpartitioned assets")
-        ok &= _materialize(defs, instance, unpartitioned, log, tags={})
-    if not partitioned and not unpartitioned:
+    for partitioned, keys in run_phases(graph):
+        if partitioned:
+            start, end = DEMO_PARTITION_RANGE
+            log(f"materializing {len(keys)} partitioned assets for {start}...{end} in one run: {names(keys)}")
+            tags = {"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end}
+        else:
+            log(f"materializing {len(keys)} unpartitioned assets: {names(keys)}")
+            tags = {}
+        ok = ok and _materialize(defs, instance, keys, log, tags=tags)
+    if not graph.materializable_asset_keys:
         log("no assets are defined yet: the stack is up and every service answered")
     print_summary(settings, log)
     return ok
+
+
+def run_phases(graph) -> list[tuple[bool, list]]:
+    """The asset graph cut into runs: each run holds only partitioned or only unpartitioned
+    assets, and comes after the runs of everything it depends on."""
+    keys = set(graph.materializable_asset_keys)
+    done: set = set()
+    phases = []
+    while keys - done:
+        for partitioned in (True, False):
+            phase: set = set()
+            grew = True
+            while grew:
+                grew = False
+                for key in sorted(keys - done - phase):
+                    node = graph.get(key)
+                    parents_ready = all(p in done or p in phase or p not in keys for p in node.parent_keys)
+                    if (node.partitions_def is not None) == partitioned and parents_ready:
+                        phase.add(key)
+                        grew = True
+            if phase:
+                phases.append((partitioned, sorted(phase)))
+                done |= phase
+    return phases
+
+
+def names(keys) -> str:
+    return ", ".join(key.to_user_string() for key in keys)
 
 
 def _materialize(defs: dg.Definitions, instance, keys, log, tags) -> bool:

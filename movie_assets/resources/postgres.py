@@ -256,7 +256,8 @@ def _pandas_type(arrow_type: pa.DataType):
 class PostgresIOManager(dg.ConfigurableIOManager):
     """Stores an asset's DataFrame in the table named after the asset, one partition window at a time.
 
-    The asset declares its columns as `dagster/column_schema` metadata (SQL types) and,
+    The asset declares its columns as `dagster/column_schema` metadata (SQL types), may
+    name another table with `table_name` (the asset key is the default) and,
     when partitioned, the date column that holds the partition (`partition_column`,
     default `release_month`). Partition ranges (single-run backfills) work the same way.
     """
@@ -287,7 +288,7 @@ class PostgresIOManager(dg.ConfigurableIOManager):
                 f"asset {output.asset_key.to_user_string()} stores to PostgreSQL but declares no dagster/column_schema"
             )
         columns = columns_of(schema.schema if hasattr(schema, "schema") else schema)
-        table = output.asset_key.path[-1]
+        table = str(metadata.get("table_name", output.asset_key.path[-1]))
         partitioned = (input_context or output).has_asset_partitions
         partition_column = metadata.get("partition_column", "release_month") if partitioned else None
         window = None

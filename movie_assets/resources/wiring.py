@@ -12,6 +12,7 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from movie_assets.resources.feast import FeastStore
+from movie_assets.resources.mlflow import MlflowTracking
 from movie_assets.resources.object_store import ObjectStore, ObjectStoreIOManager
 from movie_assets.resources.postgres import PostgresDatabase, PostgresIOManager
 from movie_assets.resources.tmdb import TmdbApiClient, TmdbSampleSource, TmdbSource
@@ -47,6 +48,7 @@ def build_resources(settings: Settings | None = None) -> dict:
         "postgres_io_manager": PostgresIOManager(database=database),
         "object_store": store,
         "object_store_io_manager": ObjectStoreIOManager(store=store),
+        "mlflow_tracking": MlflowTracking(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI")),
         "feast": FeastStore(
             db_url=dg.EnvVar("MOVIE_DB_URL"), redis_url=dg.EnvVar("MOVIE_REDIS_URL"), storage_url=dg.EnvVar("MOVIE_STORAGE_URL"),
             **_env_if_set(s3_endpoint_url="MOVIE_S3_ENDPOINT_URL"),

@@ -16,6 +16,8 @@ EXPECTED_ASSETS = {
     "movie_features": ("features", True, {"movies_clean"}),
     "feast_definitions": ("features", False, {"movie_features"}),
     "online_features": ("features", False, {"feast_definitions", "movie_features"}),
+    "movie_rating_model": ("training", False, {"movie_features", "feast_definitions", "movies_clean"}),
+    "movie_rating_predictions": ("training", True, {"movie_rating_model", "movies_clean"}),
 }
 
 

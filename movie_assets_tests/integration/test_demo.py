@@ -19,5 +19,9 @@ def test_demo_exits_zero_and_prints_summary(test_stack, stack_env):
     assert int(raw_objects.split()[1]) == 24
     feature_objects = next(line for line in out.splitlines() if line.strip().startswith("features/"))
     assert int(feature_objects.split()[1]) == 24
+    mlflow_line = next(line for line in out.splitlines() if line.startswith("mlflow "))
+    assert "rmse=" in mlflow_line and "baseline_rmse=" in mlflow_line, mlflow_line
+    predictions = next(line for line in out.splitlines() if line.strip().startswith("predictions "))
+    assert int(predictions.split()[1].replace(",", "")) > 2_000
     redis_keys = next(line for line in out.splitlines() if line.startswith("redis "))
     assert int(redis_keys.rsplit(":", 1)[1].split()[0].replace(",", "")) > 2_000, redis_keys

@@ -1,0 +1,177 @@
+"""Training: the XGBoost rating model tracked in MLflow, and monthly batch scores from the champion."""
+import base64
+import datetime as dt
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from movie_assets.assets.features import feast_definitions, movie_features
+from movie_assets.assets.ingest import partition_window
+from movie_assets.feature_definitions import FEATURE_SERVICE
+from movie_assets.partitions import monthly_asset
+from movie_assets.resources.feast import FeastStore
+from movie_assets.resources.mlflow import MlflowTracking
+from movie_assets.resources.postgres import table_schema
+from movie_assets.training import (
+    TARGET,
+    baselines,
+    features_of,
+    importance_plot,
+    labelled_movies,
+    metrics,
+    split_by_time,
+    train_xgboost,
+    training_set,
+)
+
+PREDICTION_COLUMNS = {
+    "movie_id": "bigint",
+    "release_month": "date",
+    "predicted_vote_average": "double precision",
+    "model_name": "text",
+    "model_version": "text",
+    "scored_at": "timestamp with time zone",
+}
+
+
+class TrainingConfig(dg.Config):
+    """Label filter, holdout and XGBoost hyperparameters (edit them in the launchpad)."""
+
+    min_votes: int = 20
+    holdout_months: int = 3
+    n_estimators: int = 300
+    max_depth: int = 4
+    learning_rate: float = 0.05
+    subsample: float = 0.9
+    colsample_bytree: float = 0.8
+    min_child_weight: float = 3.0
+    random_state: int = 7
+
+    def xgboost_params(self) -> dict:
+        return self.model_dump(exclude={"min_votes", "holdout_months"})
+
+
+@dg.asset(
+    group_name="training",
+    deps=[movie_features, feast_definitions],
+    kinds={"xgboost", "mlflow"},
+    check_specs=[dg.AssetCheckSpec("beats_mean_baseline", asset="movie_rating_model",
+                                   description="holdout RMSE at least 5% below the mean-rating baseline")],
+)
+def movie_rating_model(
+    context: dg.AssetExecutionContext, config: TrainingConfig, movies_clean: pd.DataFrame, feast: FeastStore, mlflow_tracking: MlflowTracking,
+) -> dg.MaterializeResult:
+    """XGBoost predicting TMDB's vote average from the `movie_rating_v1` features.
+
+    The training set is Feast's point-in-time join as of now; the newest release
+    months are held out. Logged to MLflow (params, metrics vs a mean and a linear
+    baseline, model with signature, importance plot, holdout predictions) and
+    registered as `movie_rating_xgb`; the `champion` alias moves only when the new
+    version beats the current champion on the same holdout.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    as_of = dt.datetime.now(dt.timezone.utc)
+    labels = labelled_movies(movies_clean, config.min_votes)
+    data = training_set(feast.store(), labels, FEATURE_SERVICE, as_of)
+    split = split_by_time(data, config.holdout_months)
+    context.log.info(f"{len(split.train)} training movies, {len(split.holdout)} held out ({', '.join(split.holdout_months)})")
+    model = train_xgboost(split.train, config.xgboost_params())
+    predictions = model.predict(features_of(split.holdout))
+    scores = {**metrics(split.holdout[TARGET], predictions), **baselines(split)}
+    months = sorted(data["release_month"].unique())
+
+    mlflow_tracking.activate()
+    with mlflow.start_run(run_name=f"dagster-{context.run_id[:8]}") as run, tempfile.TemporaryDirectory() as folder:
+        mlflow.log_params({**config.model_dump(), "train_rows": len(split.train), "holdout_rows": len(split.holdout),
+                           "features": len(features_of(split.train).columns)})
+        mlflow.log_metrics(scores)
+        mlflow.set_tags({
+            "dagster_run_id": context.run_id,
+            "partition_range": f"{months[0]}..{months[-1]}",
+            "holdout_months": ",".join(split.holdout_months),
+            "feature_service": FEATURE_SERVICE,
+            "features_as_of": as_of.isoformat(),
+        })
+        plot = importance_plot(model)
+        (Path(folder) / "feature_importance.png").write_bytes(plot)
+        split.holdout.assign(predicted=predictions)[["movie_id", "release_month", TARGET, "predicted"]].to_csv(
+            Path(folder) / "holdout_predictions.csv", index=False)
+        mlflow.log_artifact(str(Path(folder) / "feature_importance.png"))
+        mlflow.log_artifact(str(Path(folder) / "holdout_predictions.csv"))
+        example = features_of(split.train).head(5)
+        info = mlflow.xgboost.log_model(
+            model, name="model", signature=infer_signature(example, model.predict(example)), input_example=example,
+            registered_model_name=mlflow_tracking.registered_model,
+        )
+        version = str(info.registered_model_version)
+        decision, champion_rmse = choose_champion(mlflow_tracking, version, scores["rmse"], split)
+        mlflow.set_tags({"champion_decision": decision, "model_version": version})
+        run_url = mlflow_tracking.run_url(run.info.experiment_id, run.info.run_id)
+    context.log.info(f"version {version}: rmse {scores['rmse']:.3f} (baseline {scores['baseline_rmse']:.3f}); {decision}")
+    beats = scores["rmse"] <= 0.95 * scores["baseline_rmse"]
+    return dg.MaterializeResult(
+        metadata={
+            **{name: round(value, 4) for name, value in scores.items()},
+            "model_version": version,
+            "champion_decision": decision,
+            "champion_rmse_on_this_holdout": round(champion_rmse, 4) if champion_rmse is not None else "none",
+            "mlflow_run": dg.MetadataValue.url(run_url),
+            "train_rows": len(split.train),
+            "holdout_months": ", ".join(split.holdout_months),
+            "feature_importance": dg.MetadataValue.md(f"![importance](data:image/png;base64,{base64.b64encode(plot).decode()})"),
+        },
+        check_results=[dg.AssetCheckResult(check_name="beats_mean_baseline", passed=bool(beats),
+                                           metadata={"rmse": scores["rmse"], "baseline_rmse": scores["baseline_rmse"]})],
+    )
+
+
+def choose_champion(tracking: MlflowTracking, version: str, rmse: float, split) -> tuple[str, float | None]:
+    """Move `champion` to `version` only if it beats the current champion on this very holdout."""
+    current = tracking.champion()
+    if current is None:
+        tracking.promote(version)
+        return f"promoted v{version}: first champion", None
+    champion_model = tracking.load_xgboost(current.version)
+    champion_rmse = metrics(split.holdout[TARGET], champion_model.predict(features_of(split.holdout)))["rmse"]
+    if rmse < champion_rmse:
+        tracking.promote(version)
+        return f"promoted v{version}: rmse {rmse:.4f} < champion v{current.version} {champion_rmse:.4f}", champion_rmse
+    return f"kept champion v{current.version}: rmse {champion_rmse:.4f} <= new v{version} {rmse:.4f}", champion_rmse
+
+
+@monthly_asset(
+    group_name="training",
+    deps=[movie_rating_model],
+    io_manager_key="postgres_io_manager",
+    kinds={"postgres", "xgboost"},
+    metadata={"dagster/column_schema": table_schema(PREDICTION_COLUMNS), "partition_column": "release_month", "table_name": "predictions"},
+)
+def movie_rating_predictions(
+    context: dg.AssetExecutionContext, movies_clean: pd.DataFrame, feast: FeastStore, mlflow_tracking: MlflowTracking,
+) -> dg.Output:
+    """Scores of the month's movies by the `champion` model, with the model version that produced them."""
+    champion = mlflow_tracking.champion()
+    if champion is None:
+        raise dg.Failure(f"MLflow has no `champion` version of {mlflow_tracking.registered_model} yet: materialize movie_rating_model first")
+    model = mlflow_tracking.load_xgboost(champion.version)
+    scored_at = dt.datetime.now(dt.timezone.utc)
+    store = feast.store()
+    entity_df = pd.DataFrame({"movie_id": movies_clean["movie_id"].astype("int64"), "event_timestamp": pd.Timestamp(scored_at)})
+    features = store.get_historical_features(entity_df=entity_df, features=store.get_feature_service(FEATURE_SERVICE)).to_df()
+    months = movies_clean[["movie_id", "release_month"]].astype({"movie_id": "int64"})
+    scored = features.merge(months, on="movie_id")
+    frame = pd.DataFrame({
+        "movie_id": scored["movie_id"],
+        "release_month": scored["release_month"],
+        "predicted_vote_average": model.predict(features_of(scored)) if len(scored) else [],
+        "model_name": mlflow_tracking.registered_model,
+        "model_version": str(champion.version),
+        "scored_at": scored_at,
+    })
+    window = partition_window(context)
+    context.log.info(f"scored {len(frame)} of {len(movies_clean)} movies of {window[0]:%Y-%m}..{window[1]:%Y-%m} with v{champion.version}")
+    return dg.Output(frame, metadata={"rows": len(frame), "unscored": len(movies_clean) - len(frame), "model_version": str(champion.version)})

@@ -1,0 +1,137 @@
+"""The rating model on 24 sample months: beats the baseline, is fully tracked, and the champion moves only on improvement."""
+import datetime as dt
+import os
+import subprocess
+import sys
+import uuid
+
+import dagster as dg
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from movie_assets.assets.features import feast_definitions, movie_features, online_features
+from movie_assets.assets.ingest import movies_raw
+from movie_assets.assets.prepare import movies_clean
+from movie_assets.assets.training import TrainingConfig, movie_rating_model, movie_rating_predictions
+from movie_assets.feature_engineering import FEATURE_NAMES
+from movie_assets.resources.feast import FeastStore
+from movie_assets.resources.mlflow import MlflowTracking
+from movie_assets.resources.tmdb import TmdbSampleSource
+from movie_assets.sweep import movie_rating_sweep
+from movie_assets_tests.conftest import platform_resources
+
+SAMPLE_RANGE = {"dagster/asset_partition_range_start": "2023-01-01", "dagster/asset_partition_range_end": "2024-12-01"}
+WORSE = TrainingConfig(n_estimators=2, max_depth=1, learning_rate=0.01)
+ALL_ASSETS = [movies_raw, movies_clean, movie_features, feast_definitions, online_features, movie_rating_model, movie_rating_predictions]
+
+
+@pytest.fixture(scope="module")
+def pipeline(stack_env, tmp_path_factory):
+    """24 sample months through features and online store, with the platform's default Feast project."""
+    from movie_assets.resources.object_store import ObjectStore
+    from movie_assets.resources.postgres import PostgresDatabase
+
+    schema = f"test_model_{uuid.uuid4().hex[:6]}"
+    database = PostgresDatabase(url=stack_env["MOVIE_DB_URL"], db_schema=schema)
+    store = ObjectStore(storage_url=(tmp_path_factory.mktemp("model") / "objects").as_uri())
+    feast = FeastStore(db_url=stack_env["MOVIE_DB_URL"], redis_url=stack_env["MOVIE_REDIS_URL"], storage_url=store.storage_url)
+    resources = {**platform_resources(database, store, TmdbSampleSource()), "feast": feast,
+                 "mlflow_tracking": MlflowTracking(tracking_uri=stack_env["MLFLOW_TRACKING_URI"])}
+    instance = dg.DagsterInstance.ephemeral()
+    dg.materialize([movies_raw, movies_clean, movie_features], resources=resources, tags=SAMPLE_RANGE, instance=instance)
+    dg.materialize([feast_definitions, online_features], resources=resources, instance=instance)
+    yield {"resources": resources, "instance": instance, "database": database, "store": store}
+    with database.connect() as conn:
+        conn.execute(f'drop schema "{schema}" cascade')
+
+
+def train(pipeline, tracking: MlflowTracking, config: TrainingConfig | None = None):
+    resources = {**pipeline["resources"], "mlflow_tracking": tracking}
+    run_config = dg.RunConfig({"movie_rating_model": config}) if config else None
+    result = dg.materialize(ALL_ASSETS, selection=[movie_rating_model], resources=resources,
+                            instance=pipeline["instance"], run_config=run_config)
+    return result.asset_materializations_for_node("movie_rating_model")[0].metadata, result
+
+
+def fresh_tracking(stack_env) -> MlflowTracking:
+    suffix = uuid.uuid4().hex[:8]
+    return MlflowTracking(tracking_uri=stack_env["MLFLOW_TRACKING_URI"], experiment=f"test_{suffix}", registered_model=f"test_xgb_{suffix}")
+
+
+def test_model_beats_the_mean_baseline_and_is_fully_tracked(pipeline, stack_env):
+    tracking = fresh_tracking(stack_env)
+    metadata, result = train(pipeline, tracking)
+    rmse, baseline = metadata["rmse"].value, metadata["baseline_rmse"].value
+    assert rmse <= 0.85 * baseline, f"rmse {rmse} vs mean baseline {baseline}: not a clear margin"
+    assert metadata["r2"].value > 0.25
+    assert {c.check_name: c.passed for c in result.get_asset_check_evaluations()} == {"beats_mean_baseline": True}
+
+    client = MlflowClient(stack_env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name(tracking.experiment)
+    (run,) = client.search_runs([experiment.experiment_id])
+    for metric in ("rmse", "mae", "r2", "baseline_rmse", "baseline_mae", "baseline_r2", "linear_rmse"):
+        assert metric in run.data.metrics, metric
+    for param in ("n_estimators", "max_depth", "learning_rate", "min_votes", "holdout_months", "train_rows"):
+        assert param in run.data.params, param
+    assert run.data.tags["feature_service"] == "movie_rating_v1"
+    assert run.data.tags["dagster_run_id"] == result.run_id
+    assert run.data.tags["partition_range"] == "2023-01..2024-12"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"feature_importance.png", "holdout_predictions.csv"} <= artifacts
+    (version,) = client.search_model_versions(f"name = '{tracking.registered_model}'")
+    assert version.run_id == run.info.run_id
+    model_info = client.get_model_version(tracking.registered_model, version.version)
+    import mlflow
+
+    logged = mlflow.models.get_model_info(f"models:/{tracking.registered_model}/{model_info.version}")
+    assert logged.signature is not None and set(logged.signature.inputs.input_names()) == set(FEATURE_NAMES)
+    assert "vote_average" not in logged.signature.inputs.input_names(), "the target must not be a feature"
+
+
+def test_champion_moves_only_on_improvement(pipeline, stack_env):
+    tracking = fresh_tracking(stack_env)
+    first, _ = train(pipeline, tracking)
+    assert first["champion_decision"].value.startswith("promoted v1")
+    worse, _ = train(pipeline, tracking, WORSE)
+    assert worse["champion_decision"].value.startswith("kept champion v1"), worse["champion_decision"].value
+    assert tracking.champion().version == "1"
+    better, _ = train(pipeline, tracking)  # same config as v1: equal, not better -> still v1
+    assert tracking.champion().version == "1" and better["model_version"].value == "3"
+
+
+def test_predictions_and_predict_cli_use_the_champion(pipeline, stack_env, test_stack):
+    tracking = MlflowTracking(tracking_uri=stack_env["MLFLOW_TRACKING_URI"])  # the platform's default names
+    train(pipeline, tracking)
+    champion = tracking.champion().version
+    result = dg.materialize(ALL_ASSETS, selection=[movie_rating_predictions],
+                            resources=pipeline["resources"], instance=pipeline["instance"],
+                            tags={"dagster/asset_partition_range_start": "2024-10-01", "dagster/asset_partition_range_end": "2024-12-01"})
+    assert result.success
+    database = pipeline["database"]
+    with database.connect() as conn:
+        rows = conn.execute(f'select movie_id, predicted_vote_average, model_version from "{database.db_schema}".predictions').fetchall()
+    assert len(rows) > 200 and {r[2] for r in rows} == {champion}
+    assert all(0 <= r[1] <= 10 for r in rows)
+
+    movie_id = rows[0][0]
+    env = {**os.environ, **stack_env, "MOVIE_STORAGE_URL": pipeline["store"].storage_url, "MOVIE_PLATFORM_STATE_DIR": str(test_stack.state_dir)}
+    predicted = subprocess.run([sys.executable, "-m", "movie_assets.cli", "predict", str(movie_id)], capture_output=True, text=True, env=env, timeout=300)
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    line = next(l for l in predicted.stdout.splitlines() if l.strip().startswith(str(movie_id)))
+    assert float(line.split()[1]) == pytest.approx(next(r[1] for r in rows if r[0] == movie_id), abs=0.01)
+
+
+def test_sweep_logs_a_parent_with_one_child_per_configuration(pipeline, stack_env):
+    tracking = fresh_tracking(stack_env)
+    resources = {**pipeline["resources"], "mlflow_tracking": tracking}
+    result = movie_rating_sweep.execute_in_process(resources=resources, instance=pipeline["instance"], run_config={
+        "ops": {"sweep_movie_rating": {"config": {"max_depths": [2, 4], "learning_rates": [0.1], "n_estimators": 50}}}})
+    assert result.success
+    client = MlflowClient(stack_env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name(tracking.experiment)
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and len(children) == 2
+    assert parents[0].data.metrics["best_rmse"] == min(c.data.metrics["rmse"] for c in children)
