@@ -5,14 +5,10 @@ any statistic across months and across materializations without a schema change.
 """
 from __future__ import annotations
 
-import io
+import numpy as np
+import pandas as pd
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: plots are rendered to PNG, never shown
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from movie_assets.plots import render_png
 
 EDA_COLUMNS = {
     "release_month": "date",
@@ -80,34 +76,19 @@ def report_plots(clean: pd.DataFrame) -> dict[str, bytes]:
     """The four plots of the EDA report as PNG bytes, by file name."""
     plots = {}
     votes = pd.to_numeric(clean["vote_average"], errors="coerce").dropna()
-    plots["vote_average_distribution.png"] = _plot(
+    plots["vote_average_distribution.png"] = render_png(
         lambda ax: ax.hist(votes, bins=40, color="#4C72B0"), "Vote average (movies with votes)", "vote average", "movies")
     per_month = clean.groupby(pd.to_datetime(clean["release_month"]).dt.strftime("%Y-%m")).size()
-    plots["movies_per_month.png"] = _plot(
+    plots["movies_per_month.png"] = render_png(
         lambda ax: (ax.bar(per_month.index, per_month.values, color="#55A868"), ax.tick_params(axis="x", rotation=90)),
         "Movies per release month", "release month", "movies")
     genres = clean["genres"].explode().dropna().value_counts().sort_values()
-    plots["genre_counts.png"] = _plot(lambda ax: ax.barh(genres.index, genres.values, color="#C44E52"), "Movies per genre", "movies", "")
+    plots["genre_counts.png"] = render_png(lambda ax: ax.barh(genres.index, genres.values, color="#C44E52"), "Movies per genre", "movies", "")
     money = clean[["budget", "revenue"]].apply(pd.to_numeric, errors="coerce").dropna()
-    plots["budget_vs_revenue.png"] = _plot(
+    plots["budget_vs_revenue.png"] = render_png(
         lambda ax: (ax.scatter(money["budget"], money["revenue"], s=6, alpha=0.5, color="#8172B2"), ax.set_xscale("log"), ax.set_yscale("log")),
         "Budget vs revenue (both known)", "budget (USD, log)", "revenue (USD, log)")
     return plots
-
-
-def _plot(draw, title: str, xlabel: str, ylabel: str) -> bytes:
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=80)
-    try:
-        draw(ax)
-        ax.set_title(title)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-        return buffer.getvalue()
-    finally:
-        plt.close(fig)
 
 
 def _float(value) -> float:

@@ -5,7 +5,6 @@ Plain functions over DataFrames; the asset in `assets/training.py` adds MLflow a
 from __future__ import annotations
 
 import datetime as dt
-import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +15,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from movie_assets.feature_engineering import FEATURE_NAMES
+from movie_assets.plots import render_png
 
 TARGET = "vote_average"
 
@@ -92,19 +92,5 @@ def baselines(split: Split) -> dict[str, float]:
 
 
 def importance_plot(model, top: int = 20) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     gains = pd.Series(model.get_booster().get_score(importance_type="gain")).sort_values().tail(top)
-    fig, ax = plt.subplots(figsize=(7, 6), dpi=80)
-    try:
-        ax.barh(gains.index, gains.values, color="#4C72B0")
-        ax.set_title("Feature importance (gain)")
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-        return buffer.getvalue()
-    finally:
-        plt.close(fig)
+    return render_png(lambda ax: ax.barh(gains.index, gains.values, color="#4C72B0"), "Feature importance (gain)", size=(7, 6))

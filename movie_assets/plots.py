@@ -1,0 +1,26 @@
+"""PNG plots for asset metadata and MLflow artifacts, rendered headless."""
+from __future__ import annotations
+
+import io
+from typing import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: plots are rendered to PNG, never shown
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def render_png(draw: Callable, title: str, xlabel: str = "", ylabel: str = "", size: tuple[float, float] = (7, 4)) -> bytes:
+    """Call `draw(ax)` on a fresh figure and return it as PNG bytes."""
+    fig, ax = plt.subplots(figsize=size, dpi=80)
+    try:
+        draw(ax)
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        return buffer.getvalue()
+    finally:
+        plt.close(fig)
