@@ -129,3 +129,13 @@ def platform_resources(database, object_store, tmdb) -> dict:
         "object_store": object_store,
         "object_store_io_manager": ObjectStoreIOManager(store=object_store),
     }
+
+
+@pytest.fixture(scope="session")
+def demo_run(test_stack, stack_env):
+    """`movie-platform demo` once per session on the test stack (public schema, default names): the data a user has."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, **stack_env, "MOVIE_PLATFORM_STATE_DIR": str(test_stack.state_dir)}
+    return subprocess.run([sys.executable, "-m", "movie_assets.cli", "demo"], capture_output=True, text=True, env=env, timeout=1800)

@@ -1,12 +1,8 @@
 """`movie-platform demo` runs headlessly against the stack and prints the summary."""
-import os
-import subprocess
-import sys
 
 
-def test_demo_exits_zero_and_prints_summary(test_stack, stack_env):
-    env = {**os.environ, **stack_env, "MOVIE_PLATFORM_STATE_DIR": str(test_stack.state_dir)}
-    result = subprocess.run([sys.executable, "-m", "movie_assets.cli", "demo"], capture_output=True, text=True, env=env, timeout=1800)
+def test_demo_exits_zero_and_prints_summary(demo_run):
+    result = demo_run
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert "== summary ==" in out

@@ -1,0 +1,60 @@
+"""Connections for notebooks: the same settings and stores as the assets, in one import.
+
+    from movie_assets import notebook as nb
+    nb.sql("select * from movies_complete limit 5")
+
+Settings come from the environment (compose, or `eval "$(movie-platform env)"`), and
+fall back to the running embedded stack, so a notebook never carries connection code.
+"""
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from movie_assets.local_stack import Stack
+from movie_assets.settings import Settings
+
+
+def settings() -> Settings:
+    return Settings.from_env({**Stack().env(), **os.environ})
+
+
+def database():
+    from movie_assets.resources.postgres import PostgresDatabase
+
+    current = settings()
+    if not current.db_url:
+        raise RuntimeError("MOVIE_DB_URL is not set and no embedded stack runs: `movie-platform up` first")
+    return PostgresDatabase(url=current.db_url, db_schema=current.db_schema)
+
+
+def sql(query: str, params: tuple = ()) -> pd.DataFrame:
+    """A query against the data database (schema MOVIE_DB_SCHEMA on the search path) as a DataFrame."""
+    from psycopg import sql as pgsql
+
+    db = database()
+    with db.connect("running a notebook query") as conn:
+        conn.execute(pgsql.SQL("set search_path to {}").format(pgsql.Identifier(db.db_schema)))
+        cursor = conn.execute(query, params or None)
+        columns = [column.name for column in cursor.description]
+        return pd.DataFrame(cursor.fetchall(), columns=columns)
+
+
+def object_root():
+    """The object store root (S3 or folder) as a UPath: `pd.read_parquet(path.open("rb"))` reads any object."""
+    return settings().object_root()
+
+
+def feature_store():
+    from movie_assets.resources.feast import FeastStore
+
+    current = settings()
+    return FeastStore(db_url=current.db_url, redis_url=current.redis_url, storage_url=current.storage_url,
+                      s3_endpoint_url=current.s3_endpoint_url).store()
+
+
+def mlflow_tracking():
+    from movie_assets.resources.mlflow import MlflowTracking
+
+    return MlflowTracking(tracking_uri=settings().mlflow_tracking_uri)

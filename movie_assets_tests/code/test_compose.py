@@ -1,0 +1,92 @@
+"""docker-compose.yml checked on paper (no Docker engine here): services, env names, health, order, instance files."""
+import re
+
+import pytest
+import yaml
+
+from movie_assets.local_stack import REPO_ROOT
+
+CONTRACT_VARS = {  # the design contract's configuration table
+    "MOVIE_DB_URL", "MOVIE_DB_SCHEMA", "MOVIE_REDIS_URL", "MOVIE_STORAGE_URL", "MOVIE_S3_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "MLFLOW_TRACKING_URI",
+    "TMDB_API_KEY", "TMDB_READ_ACCESS_TOKEN", "MOVIE_PARTITION_START", "ALERT_WEBHOOK_URL",
+}
+PLATFORM_SERVICES = {"postgres", "redis", "minio", "minio-init", "mlflow", "dagster-code", "dagster-webserver", "dagster-daemon", "jupyterlab"}
+AIRFLOW_SERVICES = {"airflow-init", "airflow-webserver", "airflow-scheduler"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+
+
+def test_every_service_is_there_with_an_image_or_build(compose):
+    services = compose["services"]
+    assert set(services) == PLATFORM_SERVICES | AIRFLOW_SERVICES
+    for name, service in services.items():
+        assert service.get("image") or service.get("build"), name
+    for name in AIRFLOW_SERVICES:
+        assert services[name].get("profiles") == ["airflow"], name
+    assert services["postgres"]["image"].startswith("postgres:16") and services["redis"]["image"].startswith("redis:7")
+
+
+def test_python_services_get_the_contract_variables(compose):
+    for name in ("dagster-code", "dagster-webserver", "dagster-daemon", "jupyterlab", "mlflow"):
+        env = compose["services"][name]["environment"]
+        assert CONTRACT_VARS <= set(env), (name, CONTRACT_VARS - set(env))
+        assert env["MOVIE_STORAGE_URL"].startswith("s3://") and env["MOVIE_S3_ENDPOINT_URL"] == "http://minio:9000"
+        unknown = {v for v in env if v.startswith("MOVIE_")} - CONTRACT_VARS
+        assert not unknown, (name, unknown)
+
+
+def test_health_checks_and_start_order(compose):
+    services = compose["services"]
+    for name in ("postgres", "redis", "minio", "mlflow", "dagster-code", "dagster-webserver", "airflow-webserver", "airflow-scheduler"):
+        assert services[name].get("healthcheck", {}).get("test"), name
+    for name, service in services.items():
+        for dependency, condition in (service.get("depends_on") or {}).items():
+            assert dependency in services, (name, dependency)
+            if condition["condition"] == "service_healthy":
+                assert services[dependency].get("healthcheck"), (name, dependency)
+            if condition["condition"] == "service_completed_successfully":
+                assert services[dependency].get("restart") == "no", (name, dependency)
+    # No cycles: a topological order exists.
+    order, pending = [], dict(services)
+    while pending:
+        ready = [n for n, s in pending.items() if all(d in order for d in (s.get("depends_on") or {}))]
+        assert ready, f"depends_on cycle among {sorted(pending)}"
+        order += ready
+        for n in ready:
+            pending.pop(n)
+    assert order.index("postgres") < order.index("mlflow") < order.index("dagster-code") < order.index("dagster-webserver")
+
+
+def test_ports_are_unique(compose):
+    published = [p.split(":")[0] for s in compose["services"].values() for p in s.get("ports", [])]
+    assert len(published) == len(set(published))
+    assert {"3000", "5000", "8888", "9000", "5432", "6379"} <= set(published)
+
+
+def test_secrets_come_from_env_example(compose):
+    text = (REPO_ROOT / "docker-compose.yml").read_text()
+    required = {m for m in re.findall(r"\$\{(\w+)\}", text)}
+    example = {line.split("=", 1)[0] for line in (REPO_ROOT / ".env.example").read_text().splitlines() if "=" in line and not line.startswith("#")}
+    assert required <= example, required - example
+
+
+def test_dagster_instance_and_workspace_agree_with_compose(compose):
+    instance = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
+    env = compose["services"]["dagster-daemon"]["environment"]
+    postgres = instance["storage"]["postgres"]["postgres_db"]
+    for key in ("hostname", "username", "password", "db_name"):
+        assert postgres[key]["env"] in env, key
+    assert env["DAGSTER_PG_HOST"] in compose["services"]
+    assert instance["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    assert instance["concurrency"]["pools"]["default_limit"] == 1
+    workspace = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text())
+    server = workspace["load_from"][0]["grpc_server"]
+    code = compose["services"][server["host"]]
+    assert str(server["port"]) in code["command"] and "movie_assets" in code["command"]
+    init_sql = (REPO_ROOT / "docker" / "postgres-init.sql").read_text()
+    for database in ("movies", "dagster", "mlflow", "feast", "airflow"):
+        assert f"CREATE DATABASE {database};" in init_sql
