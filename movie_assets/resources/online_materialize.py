@@ -1,12 +1,12 @@
 """Feast materialization into Redis, spread over the machine's cores.
 
-Stock `FeatureStore.materialize` converts Arrow rows to protobuf and writes them in
-one process, which leaves a core idle while Redis waits. This module does the same
-steps as Feast's own compute engines (pull the latest rows per entity from the
-offline store, convert with Feast's converter, `online_write_batch` through the
-provider) in one worker process per slice, then records the interval in the
-registry like `materialize` does. Redis holds exactly what stock Feast would write,
-so the Feast SDK reads it as usual. Feast's underscore helpers are used only here.
+Stock `FeatureStore.materialize` builds a protobuf object per value and writes in one
+process. Here the steps of Feast's own compute engines are kept (pull the latest
+rows per entity from the offline store, newer-wins write, record the interval in
+the registry), but the encoding is vectorized (`online_writer`) and slices are
+written by one worker process per core. Redis holds exactly the bytes stock Feast
+writes (a test compares them), so the Feast SDK reads them as usual. Feast's
+underscore helpers are used only in these two modules.
 """
 from __future__ import annotations
 
@@ -53,13 +53,9 @@ def materialize_parallel(feast, start: dt.datetime, end: dt.datetime, workers: i
 
 
 def write_slice(feast_config: dict, table: pa.Table) -> int:
-    from feast.utils import _convert_arrow_to_proto
-
     from movie_assets.resources.feast import FeastStore
+    from movie_assets.resources.online_writer import write_latest
 
     store = FeastStore(**feast_config).store()
     view = store.get_feature_view(VIEW)
-    key_types = {column.name: column.dtype.to_value_type() for column in view.entity_columns}
-    rows = _convert_arrow_to_proto(table, view, key_types)
-    store._get_provider().online_write_batch(config=store.config, table=view, data=rows, progress=None)
-    return len(rows)
+    return write_latest(store, view, table, store.config.online_store.key_ttl_seconds)

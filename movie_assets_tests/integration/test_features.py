@@ -116,16 +116,20 @@ def test_point_in_time_join_never_returns_a_future_value(stack_env, object_store
     assert pd.Timestamp("2024-08-01T00:00:00Z") not in values, "older than the feature view TTL (90 days): stale"
 
 
-def test_cli_lookup_and_feast_cli_share_the_registry(test_stack, stack_env, database, object_store):
-    """The default project, as a user has it: online lookup by the CLI, and `feast` in feature_repo/ sees the definitions."""
-    feast = feast_for(stack_env, object_store, project="movie_platform")
-    resources = {**platform_resources(database, object_store, TmdbSampleSource()), "feast": feast}
-    run_features(resources)
-    movie_id = read_ids(object_store)[0]
-    env = {**os.environ, **stack_env, "MOVIE_STORAGE_URL": object_store.storage_url, "MOVIE_PLATFORM_STATE_DIR": str(test_stack.state_dir)}
+def test_cli_lookup_and_feast_cli_share_the_registry(demo_run, test_stack, stack_env):
+    """The default project as a user has it after `make demo`: online lookup by the CLI, and `feast` in feature_repo/ sees it."""
+    assert demo_run.returncode == 0, demo_run.stderr[-2000:]
+    from movie_assets.settings import Settings
+
+    store = Settings.from_env(stack_env).object_root()
+    part = next(iter(sorted((store / "features" / "movie_features").glob("release_month=*/part.parquet"))))
+    movie_id = int(pd.read_parquet(part.open("rb"))["movie_id"].iloc[0])
+    env = {**os.environ, **stack_env, "MOVIE_PLATFORM_STATE_DIR": str(test_stack.state_dir)}
     lookup = subprocess.run([sys.executable, "-m", "movie_assets.cli", "features", str(movie_id)], capture_output=True, text=True, env=env, timeout=300)
     assert lookup.returncode == 0, lookup.stderr[-2000:]
     assert "runtime" in lookup.stdout and "genre_drama" in lookup.stdout
+    missing = subprocess.run([sys.executable, "-m", "movie_assets.cli", "features", "1"], capture_output=True, text=True, env=env, timeout=300)
+    assert missing.returncode == 1 and "not in the online store: [1]" in missing.stderr
     feast_cli = str(os.path.join(os.path.dirname(sys.executable), "feast"))
     listing = subprocess.run([feast_cli, "-c", "feature_repo", "feature-services", "list"], capture_output=True, text=True,
                              env={**env, **feast_env(env)}, timeout=300, cwd=REPO_ROOT)
@@ -158,6 +162,15 @@ def test_parallel_materialization_writes_what_stock_feast_writes(stack_env, obje
                                                      entity_rows=[{"movie_id": i} for i in range(1, 301)]).to_dict())
 
     pd.testing.assert_frame_equal(online(stock), online(fast))
+    # Byte for byte: the same hash fields and values under each project's keys.
+    from movie_assets.resources.online_writer import FeastRedisLayout
+
+    client = redis.Redis.from_url(stack_env["MOVIE_REDIS_URL"])
+    stores = [feast.store() for feast in (stock, fast)]
+    layouts = [FeastRedisLayout(store, store.get_feature_view("movie_features")) for store in stores]
+    ids = rows["movie_id"].to_numpy()
+    for stock_key, fast_key in zip(layouts[0].keys(ids), layouts[1].keys(ids)):
+        assert client.hgetall(stock_key) == client.hgetall(fast_key)
     assert online(fast)["runtime"].isna().sum() == 1
     assert fast.store().get_feature_view("movie_features").most_recent_end_time == end
     assert len(project_keys(stack_env, fast.project)) == 300

@@ -35,7 +35,9 @@ def pipeline(stack_env, tmp_path_factory):
     schema = f"test_model_{uuid.uuid4().hex[:6]}"
     database = PostgresDatabase(url=stack_env["MOVIE_DB_URL"], db_schema=schema)
     store = ObjectStore(storage_url=(tmp_path_factory.mktemp("model") / "objects").as_uri())
-    feast = FeastStore(db_url=stack_env["MOVIE_DB_URL"], redis_url=stack_env["MOVIE_REDIS_URL"], storage_url=store.storage_url)
+    # A Feast project of its own: the default one belongs to the demo's data (notebooks, CLI tests).
+    feast = FeastStore(db_url=stack_env["MOVIE_DB_URL"], redis_url=stack_env["MOVIE_REDIS_URL"], storage_url=store.storage_url,
+                       project=f"tmodel_{uuid.uuid4().hex[:8]}")
     resources = {**platform_resources(database, store, TmdbSampleSource()), "feast": feast,
                  "mlflow_tracking": MlflowTracking(tracking_uri=stack_env["MLFLOW_TRACKING_URI"])}
     instance = dg.DagsterInstance.ephemeral()
@@ -100,12 +102,12 @@ def test_champion_moves_only_on_improvement(pipeline, stack_env):
     assert tracking.champion().version == "1" and better["model_version"].value == "3"
 
 
-def test_predictions_and_predict_cli_use_the_champion(pipeline, stack_env, test_stack):
-    tracking = MlflowTracking(tracking_uri=stack_env["MLFLOW_TRACKING_URI"])  # the platform's default names
+def test_predictions_use_the_champion(pipeline, stack_env):
+    tracking = fresh_tracking(stack_env)
     train(pipeline, tracking)
     champion = tracking.champion().version
     result = dg.materialize(ALL_ASSETS, selection=[movie_rating_predictions],
-                            resources=pipeline["resources"], instance=pipeline["instance"],
+                            resources={**pipeline["resources"], "mlflow_tracking": tracking}, instance=pipeline["instance"],
                             tags={"dagster/asset_partition_range_start": "2024-10-01", "dagster/asset_partition_range_end": "2024-12-01"})
     assert result.success
     database = pipeline["database"]
@@ -114,12 +116,25 @@ def test_predictions_and_predict_cli_use_the_champion(pipeline, stack_env, test_
     assert len(rows) > 200 and {r[2] for r in rows} == {champion}
     assert all(0 <= r[1] <= 10 for r in rows)
 
-    movie_id = rows[0][0]
-    env = {**os.environ, **stack_env, "MOVIE_STORAGE_URL": pipeline["store"].storage_url, "MOVIE_PLATFORM_STATE_DIR": str(test_stack.state_dir)}
+
+def test_predict_cli_uses_the_champion_and_online_features(demo_run, stack_env, test_stack):
+    """After `make demo`: `movie-platform predict` = the champion model on the movie's online features."""
+    assert demo_run.returncode == 0, demo_run.stderr[-2000:]
+    env = {**os.environ, **stack_env, "MOVIE_PLATFORM_STATE_DIR": str(test_stack.state_dir)}
+    from movie_assets.cli import online_feature_rows
+
+    tracking = MlflowTracking(tracking_uri=stack_env["MLFLOW_TRACKING_URI"])
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in stack_env.items():
+            patch.setenv(name, value)
+        online = online_feature_rows([290000001, 290000002, 290000003]).dropna(how="all")
+    movie_id = int(online.index[0])
+    expected = tracking.load_xgboost(tracking.champion().version).predict(online.loc[[movie_id], FEATURE_NAMES].astype("float64"))[0]
     predicted = subprocess.run([sys.executable, "-m", "movie_assets.cli", "predict", str(movie_id)], capture_output=True, text=True, env=env, timeout=300)
     assert predicted.returncode == 0, predicted.stderr[-2000:]
+    assert f"v{tracking.champion().version}" in predicted.stdout
     line = next(l for l in predicted.stdout.splitlines() if l.strip().startswith(str(movie_id)))
-    assert float(line.split()[1]) == pytest.approx(next(r[1] for r in rows if r[0] == movie_id), abs=0.01)
+    assert float(line.split()[1]) == pytest.approx(expected, abs=0.005)
 
 
 def test_sweep_logs_a_parent_with_one_child_per_configuration(pipeline, stack_env):
