@@ -112,15 +112,10 @@ def feast_store_from_env():
 
 def online_feature_rows(movie_ids: list[int]):
     """The online (Redis) features of the movies, as a frame indexed by movie_id (NaN rows = not online)."""
-    import pandas as pd
-
-    from movie_assets.feature_definitions import FEATURE_SERVICE
+    from movie_assets.resources.online_writer import read_latest
 
     store = feast_store_from_env().store()
-    response = store.get_online_features(
-        features=store.get_feature_service(FEATURE_SERVICE), entity_rows=[{"movie_id": i} for i in movie_ids]
-    ).to_dict()
-    return pd.DataFrame(response).set_index("movie_id")
+    return read_latest(store, store.get_feature_view("movie_features"), movie_ids)
 
 
 def cmd_features(args: argparse.Namespace) -> int:

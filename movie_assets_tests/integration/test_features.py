@@ -62,6 +62,17 @@ def test_features_to_online_store_on_a_folder(stack_env, database, object_store)
     ttls = [redis.Redis.from_url(stack_env["MOVIE_REDIS_URL"]).ttl(k) for k in keys[:20]]
     assert all(0 < ttl <= KEY_TTL_SECONDS for ttl in ttls), ttls
 
+    # The direct reader sees exactly what the Feast SDK sees.
+    from movie_assets.resources.online_writer import read_latest
+
+    store = feast.store()
+    ids = read_ids(object_store)[:50] + [1]
+    sdk = pd.DataFrame(store.get_online_features(features=store.get_feature_service(FEATURE_SERVICE),
+                                                 entity_rows=[{"movie_id": i} for i in ids]).to_dict()).set_index("movie_id")
+    direct = read_latest(store, store.get_feature_view("movie_features"), ids)
+    pd.testing.assert_frame_equal(direct, sdk[direct.columns].astype("float64"), check_names=False)
+    assert direct.loc[1].isna().all()
+
     # Idempotent: running again materializes nothing new and changes nothing.
     again = dg.materialize([online_features], resources=resources, instance=dg.DagsterInstance.ephemeral())
     assert again.asset_materializations_for_node("online_features")[0].metadata["rows"].value == 0
