@@ -11,6 +11,7 @@ import pandas as pd
 from movie_assets.checks import MOVIES_RAW_CHECKS, movies_raw_check_results
 from movie_assets.movie_records import RAW_COLUMNS, REJECT_COLUMNS, payload_json, to_frame, validate_month
 from movie_assets.partitions import monthly_asset
+from movie_assets.progress import Progress
 from movie_assets.resources.postgres import PostgresDatabase, table_schema
 from movie_assets.resources.tmdb import CrawlStats, TmdbAuthError, TmdbSource
 
@@ -57,7 +58,9 @@ def movies_raw(context: dg.AssetExecutionContext, tmdb: TmdbSource, database: Po
     started = time.monotonic()
     fetched_at = dt.datetime.now(dt.timezone.utc)
     rows, rejects, totals = [], [], CrawlStats()
-    for month in months_in(window):
+    months = months_in(window)
+    progress = Progress("release months crawled", len(months), context.log.info, every_s=0)
+    for month in months:
         try:
             crawl = tmdb.crawl(month, log=context.log.info)
         except TmdbAuthError as exc:
@@ -68,6 +71,7 @@ def movies_raw(context: dg.AssetExecutionContext, tmdb: TmdbSource, database: Po
         rejects += validated.rejects
         totals.add(**crawl.stats.as_dict())
         context.log.info(f"{month[0]:%Y-%m}: {len(validated.rows)} movies, {len(validated.rejects)} rejected")
+        progress.advance()
 
     frame = to_frame(rows, RAW_COLUMNS)
     rejected = to_frame(rejects, REJECT_COLUMNS)

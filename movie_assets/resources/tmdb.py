@@ -19,6 +19,7 @@ import dagster as dg
 import requests
 from pydantic import Field
 
+from movie_assets.progress import Progress
 from movie_assets.settings import redact_url
 
 PAGE_SIZE = 20
@@ -134,7 +135,14 @@ class TmdbApiClient(TmdbSource):
             stats.add(listed=len(items), duplicates=len(items) - len(unique))
             log(f"TMDB {window[0]}..{window[1]}: {len(unique)} movies listed ({stats.pages} pages, "
                 f"{len(items) - len(unique)} duplicates); fetching details")
-            details = list(pool.map(lambda movie_id: http.get_json(f"/movie/{movie_id}", allow_404=True), unique))
+            progress = Progress(f"TMDB details {window[0]:%Y-%m}", len(unique), log)
+
+            def fetch_details(movie_id):
+                document = http.get_json(f"/movie/{movie_id}", allow_404=True)
+                progress.advance()
+                return document
+
+            details = list(pool.map(fetch_details, unique))
         stats.add(details_missing=sum(d is None for d in details))
         return Crawl(list(zip(unique.values(), details)), stats)
 

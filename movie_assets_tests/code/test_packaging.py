@@ -32,3 +32,13 @@ def test_definitions_validate(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "All code locations passed validation" in result.stdout + result.stderr
+
+
+def test_progress_logs_rate_and_eta():
+    from movie_assets.progress import Progress
+
+    lines = []
+    progress = Progress("details", 4, lines.append, every_s=0)
+    for _ in range(4):
+        progress.advance()
+    assert len(lines) == 4 and lines[-1].startswith("details: 4/4 (") and "ETA 0s" in lines[-1]

@@ -46,4 +46,6 @@ def test_failed_run_posts_an_alert(monkeypatch):
     assert len(received) == 1
     text = received[0]["text"]
     assert "failing_job" in text and "2024-03-01" in text and "failed" in text
+    assert "TMDB refused" in text, "the step's own error, not only 'steps failed'"
+    assert f"/runs/{result.run_id}" in text
     assert "hunter2" not in text
