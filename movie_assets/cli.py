@@ -119,6 +119,7 @@ def online_feature_rows(movie_ids: list[int]):
 
 
 def cmd_features(args: argparse.Namespace) -> int:
+    args.movie_ids = list(dict.fromkeys(args.movie_ids))  # each movie once, in the order asked
     frame = online_feature_rows(args.movie_ids)
     print(frame.T.to_string())
     absent = [i for i in args.movie_ids if frame.loc[i].isna().all()]
@@ -136,6 +137,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     settings = Settings.from_env(stack_env())
     if not settings.mlflow_tracking_uri:
         raise StackError("MLFLOW_TRACKING_URI is not set: run `movie-platform up` or set it")
+    args.movie_ids = list(dict.fromkeys(args.movie_ids))
     tracking = MlflowTracking(tracking_uri=settings.mlflow_tracking_uri)
     champion = tracking.champion()
     if champion is None:

@@ -43,6 +43,8 @@ def training_set(store, labels: pd.DataFrame, feature_service: str, as_of: dt.da
     entity_df = labels[["movie_id"]].assign(event_timestamp=pd.Timestamp(as_of))
     features = store.get_historical_features(entity_df=entity_df, features=store.get_feature_service(feature_service)).to_df()
     joined = labels.merge(features.drop(columns=["event_timestamp"]), on="movie_id", how="inner")
+    # A movie whose newest feature row is older than the view's TTL comes back all-NaN: no features, not zeros.
+    joined = joined[joined[FEATURE_NAMES].notna().any(axis=1)].reset_index(drop=True)
     if joined.empty:
         raise ValueError(
             f"Feast returned no features for {len(labels)} labelled movies as of {as_of:%Y-%m-%d %H:%M}: "

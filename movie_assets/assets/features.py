@@ -17,6 +17,7 @@ from movie_assets.resources.online_materialize import materialize_parallel
 from movie_assets.resources.postgres import PostgresDatabase
 
 SKEW_SAMPLE = 200
+OVERLAP = dt.timedelta(hours=6)
 
 
 @monthly_asset(
@@ -85,7 +86,9 @@ def online_features(context: dg.AssetExecutionContext, feast: FeastStore, object
     """
     store = feast.store()
     view = store.get_feature_view("movie_features")
-    start = view.most_recent_end_time or FIRST_MATERIALIZATION_START
+    # Reach back a little: a movie_features run stamps its rows when it starts and lands them when
+    # it ends, so rows can arrive behind the last recorded end. Newer-wins makes re-writes no-ops.
+    start = (view.most_recent_end_time - OVERLAP) if view.most_recent_end_time else FIRST_MATERIALIZATION_START
     end = dt.datetime.now(dt.timezone.utc)
     offline = read_offline(object_store)
     new_rows = int(((offline["event_timestamp"] >= start) & (offline["event_timestamp"] < end)).sum()) if len(offline) else 0

@@ -40,7 +40,9 @@ def encode_column(column: pa.ChunkedArray, is_double: bool) -> list[bytes]:
     """Serialized ValueProtos of one feature column; a null becomes an empty ValueProto, as in Feast."""
     nulls = column.is_null().to_numpy(zero_copy_only=False)
     if is_double:
-        raw = pc.fill_null(column, 0.0).to_numpy().astype("<f8").tobytes()
+        numbers = pc.fill_null(column, 0.0).to_numpy().astype("<f8")
+        nulls = nulls | np.isnan(numbers)  # Feast writes NaN as an empty ValueProto too
+        raw = numbers.tobytes()
         encoded = [DOUBLE_TAG + raw[i:i + 8] for i in range(0, len(raw), 8)]
     else:
         encoded = [encode_int64(v) for v in pc.fill_null(column, 0).to_numpy().tolist()]
@@ -95,8 +97,9 @@ class FeastRedisLayout:
         for number in (0.0, -1.5, 1e300):
             if encode_column(pa.chunked_array([[number]]), True)[0] != value(double_val=number).SerializeToString():
                 raise RuntimeError(f"double ValueProto encoding differs from Feast's for {number}")
-        if encode_column(pa.chunked_array([[None]], pa.float64()), True)[0] != value().SerializeToString():
-            raise RuntimeError("null ValueProto encoding differs from Feast's")
+        for missing in (None, float("nan")):
+            if encode_column(pa.chunked_array([[missing]], pa.float64()), True)[0] != value().SerializeToString():
+                raise RuntimeError(f"missing-value ({missing}) ValueProto encoding differs from Feast's")
 
 
 def write_latest(store, view, table: pa.Table, key_ttl_seconds: int | None) -> int:

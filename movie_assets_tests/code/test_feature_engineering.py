@@ -44,3 +44,15 @@ def test_every_declared_feature_is_built():
     frame = build_features(clean_rows(), EVENT)
     assert set(FEATURE_NAMES) <= set(frame.columns)
     assert "release_month" not in frame.columns, "the partition folder carries release_month; a column would clash in Feast"
+
+
+def test_empty_partitions_give_empty_frames():
+    from movie_assets.cleaning import CLEAN_COLUMNS, clean_movies
+    from movie_assets.eda import EDA_COLUMNS, eda_stats_frame
+    from movie_assets.movie_records import RAW_COLUMNS, to_frame
+
+    clean, dropped = clean_movies(to_frame([], RAW_COLUMNS))
+    assert clean.empty and dropped.empty and list(clean.columns) == list(CLEAN_COLUMNS)
+    assert list(eda_stats_frame(clean).columns) == list(EDA_COLUMNS) and eda_stats_frame(clean).empty
+    features = build_features(clean, EVENT)
+    assert features.empty and set(FEATURE_NAMES) <= set(features.columns)

@@ -55,7 +55,7 @@ def test_features_to_online_store_on_a_folder(stack_env, database, object_store)
     assert features == clean > 200
     assert check_results(online) == {"online_keys_present": True, "online_matches_offline": True}
     metadata = online.asset_materializations_for_node("online_features")[0].metadata
-    assert metadata["rows"].value == clean and metadata["entities"].value == clean
+    assert metadata["rows"].value == clean and metadata["entities"].value == clean and metadata["movies_written"].value == clean
 
     keys = project_keys(stack_env, feast.project)
     assert len(keys) == clean
@@ -75,7 +75,7 @@ def test_features_to_online_store_on_a_folder(stack_env, database, object_store)
 
     # Idempotent: running again materializes nothing new and changes nothing.
     again = dg.materialize([online_features], resources=resources, instance=dg.DagsterInstance.ephemeral())
-    assert again.asset_materializations_for_node("online_features")[0].metadata["rows"].value == 0
+    assert again.asset_materializations_for_node("online_features")[0].metadata["movies_written"].value == 0
     assert len(project_keys(stack_env, feast.project)) == clean
     assert check_results(again) == {"online_keys_present": True, "online_matches_offline": True}
 

@@ -150,3 +150,21 @@ def test_sweep_logs_a_parent_with_one_child_per_configuration(pipeline, stack_en
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(parents) == 1 and len(children) == 2
     assert parents[0].data.metrics["best_rmse"] == min(c.data.metrics["rmse"] for c in children)
+
+
+def test_stale_features_are_never_training_rows(pipeline):
+    """Features older than the view's TTL come back from Feast as NaN: such movies are left out, not zero-filled."""
+    from movie_assets.feature_definitions import FEATURE_SERVICE, FEATURE_VIEW_TTL
+    from movie_assets.training import labelled_movies, training_set
+
+    database = pipeline["database"]
+    with database.connect() as conn:
+        clean = pd.DataFrame(conn.execute(f'select movie_id, release_month, vote_average, vote_count from "{database.db_schema}".movies_clean').fetchall(),
+                             columns=["movie_id", "release_month", "vote_average", "vote_count"])
+    labels = labelled_movies(clean, 20)
+    store = pipeline["resources"]["feast"].store()
+    fresh = training_set(store, labels, FEATURE_SERVICE, dt.datetime.now(dt.timezone.utc))
+    assert len(fresh) == len(labels) and fresh[FEATURE_NAMES].notna().any(axis=1).all()
+    later = dt.datetime.now(dt.timezone.utc) + FEATURE_VIEW_TTL + dt.timedelta(days=1)
+    with pytest.raises(ValueError, match="no features"):
+        training_set(store, labels, FEATURE_SERVICE, later)
