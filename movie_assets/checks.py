@@ -11,6 +11,8 @@ import datetime as dt
 import dagster as dg
 import pandas as pd
 
+from movie_assets.partitions import add_months
+
 
 def unique_movie_ids(frame: pd.DataFrame) -> dg.AssetCheckResult:
     dupes = frame.loc[frame["movie_id"].duplicated(), "movie_id"]
@@ -49,7 +51,7 @@ def rows_for_past_months(frame: pd.DataFrame, window: tuple[dt.date, dt.date], t
     while month < window[1]:
         if month <= today and month not in months:
             empty_past.append(month.isoformat())
-        month = (month + dt.timedelta(days=32)).replace(day=1)
+        month = add_months(month, 1)
     return dg.AssetCheckResult(
         check_name="rows_for_past_months", passed=not empty_past, severity=dg.AssetCheckSeverity.WARN,
         metadata={"empty_past_months": len(empty_past), "examples": str(empty_past[:5])},

@@ -24,3 +24,24 @@ def add_months(day: dt.date, months: int) -> dt.date:
 def monthly_asset(**kwargs):
     """`@dg.asset` partitioned by release month, backfilled as one run per range (the design's policy)."""
     return dg.asset(partitions_def=release_month_partitions, backfill_policy=dg.BackfillPolicy.single_run(), **kwargs)
+
+
+def month_window(first_day: dt.date) -> tuple[dt.date, dt.date]:
+    """[first day of the month, first day of the next): one release month as a window."""
+    return first_day, add_months(first_day, 1)
+
+
+def months_in(window: tuple[dt.date, dt.date]) -> list[tuple[dt.date, dt.date]]:
+    """Split a partition window (one month or a backfill range) into month windows."""
+    months, start = [], window[0]
+    while start < window[1]:
+        end = add_months(start, 1)
+        months.append((start, min(end, window[1])))
+        start = end
+    return months
+
+
+def partition_window(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]:
+    """The run's partition window (a month or a backfill range) as dates."""
+    window = context.partition_time_window
+    return window.start.date(), window.end.date()

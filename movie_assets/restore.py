@@ -11,6 +11,7 @@ from pydantic import Field
 
 from movie_assets.assets.ingest import RAW_BACKUP_PATH
 from movie_assets.movie_records import RAW_COLUMNS, to_frame, validate
+from movie_assets.partitions import month_window
 from movie_assets.resources.object_store import ObjectStore
 from movie_assets.resources.postgres import PostgresDatabase
 
@@ -32,8 +33,7 @@ def backed_up_months(store: ObjectStore) -> list[str]:
 
 
 def rows_from_backup(data: bytes, partition_key: str) -> pd.DataFrame:
-    start = dt.date.fromisoformat(partition_key)
-    window = (start, (start + dt.timedelta(days=32)).replace(day=1))
+    window = month_window(dt.date.fromisoformat(partition_key))
     rows = []
     for line in gzip.decompress(data).decode().splitlines():
         record = json.loads(line)
@@ -56,8 +56,7 @@ def restore_movies_raw(
     for key in months:
         path = object_store.path_for(RAW_BACKUP_PATH, key)
         frame = rows_from_backup(path.read_bytes(), key)
-        start = dt.date.fromisoformat(key)
-        database.replace_rows("movies_raw", RAW_COLUMNS, frame, "release_month", (start, (start + dt.timedelta(days=32)).replace(day=1)))
+        database.replace_rows("movies_raw", RAW_COLUMNS, frame, "release_month", month_window(dt.date.fromisoformat(key)))
         context.log_event(dg.AssetMaterialization(
             asset_key="movies_raw", partition=key, metadata={"restored_from": str(path), "rows": len(frame)},
         ))

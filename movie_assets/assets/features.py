@@ -7,10 +7,9 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from movie_assets.assets.ingest import partition_window
 from movie_assets.feature_definitions import FEATURE_SERVICE, FEATURES_OBJECT_PATH, FEATURES_PREFIX
 from movie_assets.feature_engineering import FEATURE_NAMES, FEATURE_TABLE_COLUMNS, build_features
-from movie_assets.partitions import monthly_asset
+from movie_assets.partitions import monthly_asset, partition_window
 from movie_assets.resources.feast import FIRST_MATERIALIZATION_START, FeastStore
 from movie_assets.resources.object_store import ObjectStore
 from movie_assets.resources.online_materialize import materialize_parallel

@@ -10,7 +10,7 @@ import pandas as pd
 
 from movie_assets.checks import MOVIES_RAW_CHECKS, movies_raw_check_results
 from movie_assets.movie_records import RAW_COLUMNS, REJECT_COLUMNS, payload_json, to_frame, validate_month
-from movie_assets.partitions import monthly_asset
+from movie_assets.partitions import monthly_asset, months_in, partition_window
 from movie_assets.progress import Progress
 from movie_assets.resources.postgres import PostgresDatabase, table_schema
 from movie_assets.resources.tmdb import CrawlStats, TmdbAuthError, TmdbSource
@@ -22,21 +22,6 @@ RAW_DESCRIPTIONS = {
     "payload": "the merged TMDB document (details over discover list item), as received",
     "fetched_at": "when this crawl fetched the movie",
 }
-
-
-def months_in(window: tuple[dt.date, dt.date]) -> list[tuple[dt.date, dt.date]]:
-    """Split a partition window (one month or a backfill range) into month windows."""
-    months, start = [], window[0]
-    while start < window[1]:
-        end = (start + dt.timedelta(days=32)).replace(day=1)
-        months.append((start, min(end, window[1])))
-        start = end
-    return months
-
-
-def partition_window(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]:
-    window = context.partition_time_window
-    return window.start.date(), window.end.date()
 
 
 @monthly_asset(

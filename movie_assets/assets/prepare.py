@@ -8,11 +8,10 @@ import dagster as dg
 import pandas as pd
 from psycopg import sql
 
-from movie_assets.assets.ingest import partition_window
 from movie_assets.checks import MOVIES_CLEAN_CHECKS, movies_clean_check_results
 from movie_assets.cleaning import CLEAN_COLUMNS, DROP_COLUMNS, GENRE_COLUMNS, clean_movies, genre_rows
 from movie_assets.eda import EDA_COLUMNS, eda_stats_frame, report_plots, summary_markdown
-from movie_assets.partitions import add_months, monthly_asset
+from movie_assets.partitions import add_months, monthly_asset, partition_window
 from movie_assets.resources.object_store import ObjectStore, write_atomically
 from movie_assets.resources.postgres import PostgresDatabase, copy_frame, table_schema
 

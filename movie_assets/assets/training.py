@@ -8,10 +8,9 @@ import dagster as dg
 import pandas as pd
 
 from movie_assets.assets.features import feast_definitions, movie_features
-from movie_assets.assets.ingest import partition_window
 from movie_assets.feature_definitions import FEATURE_SERVICE
 from movie_assets.feature_engineering import FEATURE_NAMES
-from movie_assets.partitions import monthly_asset
+from movie_assets.partitions import monthly_asset, partition_window
 from movie_assets.resources.feast import FeastStore
 from movie_assets.resources.mlflow import MlflowTracking
 from movie_assets.resources.postgres import table_schema

@@ -278,13 +278,11 @@ class TmdbSampleSource(TmdbSource):
         return f"TMDB sample ({self.movies_per_month} movies/month)"
 
     def crawl(self, window: Window, log: Callable[[str], None] = print) -> Crawl:
+        from movie_assets.partitions import months_in
         from movie_assets.tmdb_sample import movies_for_month
 
         start, end = window
-        months, month = [], start.replace(day=1)
-        while month < end:
-            months.append(month)
-            month = (month + dt.timedelta(days=32)).replace(day=1)
+        months = [first for first, _ in months_in((start.replace(day=1), end))]
         movies = [m for month in months for m in movies_for_month(month, self.movies_per_month)
                   if start.isoformat() <= m.details["release_date"] < end.isoformat()]
         pairs: list[Pair] = []
