@@ -106,8 +106,7 @@ def feast_store_from_env():
                                         ("MOVIE_STORAGE_URL", settings.storage_url)) if not value]
     if missing:
         raise StackError(f"{', '.join(missing)} not set: run `movie-platform up` or set them")
-    return FeastStore(db_url=settings.db_url, redis_url=settings.redis_url, storage_url=settings.storage_url,
-                      s3_endpoint_url=settings.s3_endpoint_url)
+    return FeastStore.from_settings(settings)
 
 
 def online_feature_rows(movie_ids: list[int]):

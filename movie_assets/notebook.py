@@ -49,9 +49,7 @@ def object_root():
 def feature_store():
     from movie_assets.resources.feast import FeastStore
 
-    current = settings()
-    return FeastStore(db_url=current.db_url, redis_url=current.redis_url, storage_url=current.storage_url,
-                      s3_endpoint_url=current.s3_endpoint_url).store()
+    return FeastStore.from_settings(settings()).store()
 
 
 def mlflow_tracking():

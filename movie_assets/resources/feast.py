@@ -60,6 +60,12 @@ class FeastStore(dg.ConfigurableResource):
     project: str = Field(default="movie_platform", description="Feast project: registry rows and Redis keys are per project")
     key_ttl_seconds: int = KEY_TTL_SECONDS
 
+    @classmethod
+    def from_settings(cls, settings) -> "FeastStore":
+        """The default project for a `Settings` (CLI, notebooks); the assets get theirs from wiring.py."""
+        return cls(db_url=settings.db_url, redis_url=settings.redis_url, storage_url=settings.storage_url,
+                   s3_endpoint_url=settings.s3_endpoint_url)
+
     def repo_config(self):
         from feast.repo_config import RepoConfig
 
