@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test dev down status doctor clean bench ui-screenshots
+.PHONY: install demo test dev airflow down status doctor clean bench ui-screenshots
 
 $(INSTALLED): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,11 @@ test: install
 dev: install
 	$(BIN)/movie-platform dev
 
-## make down: stop everything the embedded stack started
+## make airflow: Airflow 2.11 (webserver + scheduler, own .venv-airflow) on http://127.0.0.1:18080; `make dev` then bridges to it
+airflow: install
+	$(BIN)/movie-platform airflow
+
+## make down: stop everything the embedded stack and `make airflow` started
 down:
 	@if [ -x $(BIN)/movie-platform ]; then $(BIN)/movie-platform down; else echo "nothing to stop: no .venv"; fi
 

@@ -15,6 +15,12 @@ def stack_env() -> dict[str, str]:
     return {**Stack().env(), **os.environ}
 
 
+def airflow_runtime():
+    from movie_assets.airflow_runtime import AirflowRuntime
+
+    return AirflowRuntime()
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     env = Stack().up(with_s3=args.with_s3)
     print("\n".join(f"{name}={redact_env_value(name, value)}" for name, value in sorted(env.items())))
@@ -23,12 +29,22 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    airflow_runtime().down()
     Stack().down()
     return 0
 
 
+def cmd_airflow(args: argparse.Namespace) -> int:
+    """Airflow webserver + scheduler (installs .venv-airflow on first use); `make dev` then bridges to it."""
+    env = airflow_runtime().up()
+    print("\n".join(f"{name}={redact_env_value(name, value)}" for name, value in sorted(env.items())))
+    print("\nThe password is in .movie_platform/airflow/credentials.json. `make dev` now loads the Airflow bridge;"
+          "\nunpause movie_pipeline_monthly in the Airflow UI to let it schedule.")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    rows = Stack().status()
+    rows = Stack().status() + airflow_runtime().status()
     if not rows:
         print("embedded stack: never started here (run `movie-platform up`)")
         return 0
@@ -46,6 +62,7 @@ def cmd_env(args: argparse.Namespace) -> int:
     if not env:
         print("# the embedded stack is not running: `movie-platform up` first", file=sys.stderr)
         return 1
+    env.update(airflow_runtime().env())
     for name, value in sorted(env.items()):
         print(f"export {name}={shlex.quote(value)}")
     return 0
@@ -82,7 +99,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
     import subprocess
     from pathlib import Path
 
+    # A running `make airflow` turns the bridge on (AIRFLOW_URL & co.), unless the shell says otherwise.
     env = {**os.environ, **Stack().up()}
+    env.update({k: v for k, v in airflow_runtime().env().items() if k not in os.environ})
     dagster = str(Path(sys.executable).with_name("dagster"))
     cmd = [dagster, "dev", "-m", "movie_assets", "-h", "127.0.0.1", "-p", str(args.port)]
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, restore_signals=True)
@@ -161,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start the embedded stack (idempotent)")
     up.add_argument("--with-s3", action="store_true", help="also start an S3 API server and use it as the object store")
     up.set_defaults(func=cmd_up)
-    sub.add_parser("down", help="stop what `up` started").set_defaults(func=cmd_down)
+    sub.add_parser("down", help="stop what `up` and `airflow` started").set_defaults(func=cmd_down)
+    sub.add_parser("airflow", help="start Airflow (webserver + scheduler) for the Dagster bridge").set_defaults(func=cmd_airflow)
     sub.add_parser("status", help="list services, URLs and PIDs").set_defaults(func=cmd_status)
     sub.add_parser("env", help="print export lines for the running stack").set_defaults(func=cmd_env)
     sub.add_parser("doctor", help="check every configured service").set_defaults(func=cmd_doctor)

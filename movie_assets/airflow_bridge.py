@@ -1,0 +1,132 @@
+"""Dagster's half of the Airflow bridge (dagster-airlift): Airflow schedules, Dagster owns the assets.
+
+Always: the assets that `movie_pipeline_monthly`'s tasks stand for carry airlift's
+task mapping, which is how the proxied Airflow tasks find them over GraphQL; and the
+legacy DAG's output is an external asset, `partner_ratings`.
+With AIRFLOW_URL set: the DAGs become assets in our graph and a polling sensor turns
+finished Airflow runs into materializations (downstream assets react through their
+automation conditions). An unreachable Airflow stops the load with a message that
+says so, never a raw connection traceback.
+"""
+import datetime as dt
+import json
+import os
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+
+import dagster as dg
+import requests
+
+from movie_assets.partitions import release_month_partitions
+from movie_assets.settings import redact_url
+
+# airlift's public API is marked beta; say so once here, not at every code-location load.
+warnings.filterwarnings("ignore", category=dg.BetaWarning, module=rf"({__name__}|dagster_airlift)")
+
+PIPELINE_DAG = "movie_pipeline_monthly"
+LEGACY_DAG = "partner_ratings_drop"
+# Airflow task -> the Dagster assets it materializes (one run per task and release month).
+PIPELINE_TASKS = {
+    "ingest": ("movies_raw", "movies_raw_backup"),
+    "prepare": ("movies_clean", "eda_stats"),
+    "features": ("movie_features",),
+}
+INSTANCE_NAME = "airflow"
+DEFAULT_SENSOR_INTERVAL_S = 30
+
+partner_ratings = dg.AssetSpec(
+    "partner_ratings",
+    description="A partner's daily ratings file, delivered by the legacy Airflow DAG partner_ratings_drop. "
+                "Dagster does not run it; the Airflow sensor records each delivery.",
+    group_name="airflow",
+    kinds={"airflow", "csv"},
+)
+
+
+class AirflowBridgeError(RuntimeError):
+    """The bridge is configured (AIRFLOW_URL) but Airflow cannot be used."""
+
+
+def map_airflow_tasks(assets: Iterable[dg.AssetsDefinition]) -> list:
+    """Our assets with airlift's task mapping on the ones a pipeline task stands for, plus `partner_ratings`."""
+    by_key = {a.key.to_user_string(): a for a in assets}
+    mapped_keys = {key for keys in PIPELINE_TASKS.values() for key in keys}
+    missing = mapped_keys - set(by_key)
+    if missing:
+        raise AirflowBridgeError(f"{PIPELINE_DAG} maps to assets that do not exist: {sorted(missing)}")
+    from dagster_airlift.core import assets_with_task_mappings
+
+    pipeline = assets_with_task_mappings(
+        dag_id=PIPELINE_DAG,
+        task_mappings={task: [by_key[key] for key in keys] for task, keys in PIPELINE_TASKS.items()},
+    )
+    legacy = assets_with_task_mappings(dag_id=LEGACY_DAG, task_mappings={"receive_ratings_file": [partner_ratings]})
+    return [*pipeline, *legacy, *(a for key, a in by_key.items() if key not in mapped_keys)]
+
+
+def with_airflow(defs: dg.Definitions, environ: Mapping[str, str] = os.environ) -> dg.Definitions:
+    """`defs` as they are when AIRFLOW_URL is unset; bridged to that Airflow when it is set."""
+    if not environ.get("AIRFLOW_URL"):
+        return defs
+    from dagster_airlift.core import build_defs_from_airflow_instance
+
+    instance = airflow_instance(environ)
+    check_reachable(instance, environ["AIRFLOW_URL"])
+    return build_defs_from_airflow_instance(
+        airflow_instance=instance,
+        defs=defs,
+        event_transformer_fn=partition_by_data_interval,
+        sensor_minimum_interval_seconds=int(environ.get("AIRFLOW_SENSOR_INTERVAL_SECONDS") or DEFAULT_SENSOR_INTERVAL_S),
+    )
+
+
+def airflow_instance(environ: Mapping[str, str]):
+    from dagster_airlift.core import AirflowBasicAuthBackend, AirflowInstance
+
+    username, password = environ.get("AIRFLOW_USERNAME"), environ.get("AIRFLOW_PASSWORD")
+    if not username or not password:
+        raise AirflowBridgeError("AIRFLOW_URL is set but AIRFLOW_USERNAME or AIRFLOW_PASSWORD is not: "
+                                 "the bridge logs in to Airflow's REST API with basic auth")
+    backend = AirflowBasicAuthBackend(webserver_url=environ["AIRFLOW_URL"].rstrip("/"), username=username, password=password)
+    return AirflowInstance(auth_backend=backend, name=INSTANCE_NAME)
+
+
+def check_reachable(instance, url: str, timeout_s: float = 10) -> None:
+    """One authenticated REST call, so a down or misconfigured Airflow fails with a message that says which."""
+    shown = redact_url(url)
+    advice = "start it (`make airflow`) or unset AIRFLOW_URL to load the code location without the bridge"
+    session = instance.auth_backend.get_session()
+    try:
+        response = session.get(f"{instance.auth_backend.get_webserver_url()}/api/v1/dags?limit=1", timeout=timeout_s)
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise AirflowBridgeError(f"Airflow at {shown} (AIRFLOW_URL) is unreachable ({type(exc).__name__}): {advice}") from None
+    if response.status_code in (401, 403):
+        raise AirflowBridgeError(f"Airflow at {shown} refused the credentials of AIRFLOW_USERNAME={instance.auth_backend.username} "
+                                 f"(HTTP {response.status_code}); check AIRFLOW_PASSWORD and that the API allows basic auth "
+                                 "(AIRFLOW__API__AUTH_BACKENDS)")
+    if response.status_code != 200:
+        raise AirflowBridgeError(f"Airflow at {shown} answered HTTP {response.status_code} to /api/v1/dags: {advice}")
+
+
+def release_month_of_interval(start: dt.datetime, end: dt.datetime) -> str:
+    """The release-month partition whose window is exactly the data interval [start, end)."""
+    key = release_month_partitions.get_partition_key_for_timestamp(start.timestamp())
+    window = release_month_partitions.time_window_for_partition_key(key)
+    if (window.start.timestamp(), window.end.timestamp()) != (start.timestamp(), end.timestamp()):
+        raise AirflowBridgeError(f"Airflow data interval {start.isoformat()} .. {end.isoformat()} is not one release month")
+    return key
+
+
+def partition_by_data_interval(context, airflow_data, materializations: Sequence[dg.AssetMaterialization]):
+    """airlift's event transformer: a synthesized materialization of a monthly asset gets the release
+    month of its DAG run's data interval (airlift's default uses the logical date, which for a manual
+    trigger is the trigger time, not the month the run covers)."""
+    for mat in materializations:
+        spec = airflow_data.airflow_mapped_asset_specs[mat.asset_key]
+        if spec.partitions_def != release_month_partitions:
+            yield mat
+            continue
+        run = mat.metadata["Run Metadata (raw)"].value
+        run = json.loads(run) if isinstance(run, str) else run
+        start, end = (dt.datetime.fromisoformat(run[k]) for k in ("data_interval_start", "data_interval_end"))
+        yield mat._replace(partition=release_month_of_interval(start, end))
