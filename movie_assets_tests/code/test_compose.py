@@ -90,3 +90,20 @@ def test_dagster_instance_and_workspace_agree_with_compose(compose):
     init_sql = (REPO_ROOT / "docker" / "postgres-init.sql").read_text()
     for database in ("movies", "dagster", "mlflow", "feast", "airflow"):
         assert f"CREATE DATABASE {database};" in init_sql
+
+
+def test_airflow_profile_is_bridged_to_the_same_dagster(compose):
+    services = compose["services"]
+    requirements = (REPO_ROOT / "airflow" / "requirements.txt").read_text()
+    for name in AIRFLOW_SERVICES:
+        env = services[name]["environment"]
+        assert services[name]["image"].startswith("apache/airflow:2.11"), name
+        assert env["DAGSTER_URL"] == "http://dagster-webserver:3000", name
+        assert env["_PIP_ADDITIONAL_REQUIREMENTS"] in requirements, "the in-Airflow airlift pin differs from airflow/requirements.txt"
+        assert "basic_auth" in env["AIRFLOW__API__AUTH_BACKENDS"]
+    for name in ("airflow-webserver", "airflow-scheduler"):
+        assert "./airflow/dags:/opt/airflow/dags:ro" in services[name]["volumes"], name
+    code = services["dagster-code"]
+    assert {"AIRFLOW_URL", "AIRFLOW_USERNAME", "AIRFLOW_PASSWORD"} <= set(code["environment"])
+    # The code location reads the DAGs when it loads, so it waits for Airflow, but only when the profile runs.
+    assert code["depends_on"]["airflow-webserver"] == {"condition": "service_healthy", "required": False}

@@ -18,6 +18,7 @@ EXPECTED_ASSETS = {
     "online_features": ("features", False, {"feast_definitions", "movie_features"}),
     "movie_rating_model": ("training", False, {"movie_features", "feast_definitions", "movies_clean"}),
     "movie_rating_predictions": ("training", True, {"movie_rating_model", "movies_clean"}),
+    "partner_ratings": ("airflow", False, set()),  # external: the legacy Airflow DAG delivers it
 }
 
 
