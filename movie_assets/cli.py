@@ -51,7 +51,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for row in rows:
         state = "external" if row.get("external") else ("running" if row["running"] else "stopped")
         pid = f"pid {row['pid']}" if row.get("pid") and row["running"] else ""
-        print(f"{row['name']:<10} {state:<9} {redact_url(row['url']):<50} {pid}")
+        print(f"{row['name']:<17} {state:<9} {redact_url(row['url']):<50} {pid}")
     if not any(r["running"] and not r.get("external") for r in rows):
         print("no process of the embedded stack is running")
     return 0
