@@ -1,4 +1,5 @@
 """Features: movie_features Parquet (Feast's offline store) and Postgres `features`; Feast apply; Redis online store."""
+import contextlib
 import datetime as dt
 import hashlib
 import time
@@ -14,6 +15,7 @@ from movie_assets.resources.feast import FIRST_MATERIALIZATION_START, FeastStore
 from movie_assets.resources.object_store import ObjectStore
 from movie_assets.resources.online_materialize import materialize_parallel
 from movie_assets.resources.postgres import PostgresDatabase
+from movie_assets.settings import redact_text, redact_url
 
 SKEW_SAMPLE = 200
 OVERLAP = dt.timedelta(hours=6)
@@ -92,10 +94,11 @@ def online_features(context: dg.AssetExecutionContext, feast: FeastStore, object
     offline = read_offline(object_store)
     new_rows = int(((offline["event_timestamp"] >= start) & (offline["event_timestamp"] < end)).sum()) if len(offline) else 0
     started = time.monotonic()
-    written = materialize_parallel(feast, start, end)
-    seconds = time.monotonic() - started
-    latest = latest_offline(offline)
-    coverage, skew = online_vs_offline(store, latest)
+    with redis_errors_named(feast, start):
+        written = materialize_parallel(feast, start, end)
+        seconds = time.monotonic() - started
+        latest = latest_offline(offline)
+        coverage, skew = online_vs_offline(store, latest)
     context.log.info(f"materialized {new_rows} new rows ({written} movies written) ({start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M}) in {seconds:.1f}s")
     return dg.MaterializeResult(
         metadata={
@@ -112,6 +115,26 @@ def online_features(context: dg.AssetExecutionContext, feast: FeastStore, object
             dg.AssetCheckResult(check_name="online_matches_offline", passed=skew["mismatched_values"] == 0, metadata=skew),
         ],
     )
+
+
+@contextlib.contextmanager
+def redis_errors_named(feast: FeastStore, start: dt.datetime):
+    """A Redis outage fails the run with one message naming Redis and the fix, not a redis-py traceback.
+
+    The registry's interval is recorded only after every write, so the retry rewrites from `start`.
+    """
+    import redis
+
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise dg.Failure(
+            description=f"Redis (the Feast online store) at {redact_url(feast.redis_url)} is unreachable: "
+                        f"{redact_text(str(exc)) or type(exc).__name__}. Start it (`movie-platform up`) or fix MOVIE_REDIS_URL, "
+                        f"then re-run online_features; nothing was recorded as materialized, so the retry writes "
+                        f"everything from {start:%Y-%m-%d %H:%M} UTC again.",
+            allow_retries=True,
+        ) from None
 
 
 def read_offline(object_store: ObjectStore) -> pd.DataFrame:

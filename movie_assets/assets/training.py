@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
 from movie_assets.assets.features import feast_definitions, movie_features
 from movie_assets.feature_definitions import FEATURE_SERVICE
@@ -39,17 +40,18 @@ PREDICTION_COLUMNS = {
 class TrainingConfig(dg.Config):
     """Label filter, holdout and XGBoost hyperparameters (edit them in the launchpad)."""
 
-    min_votes: int = 20
-    holdout_months: int = 3
+    # Bounds are checked before anything trains or logs: a bad value fails the step with its name.
+    min_votes: int = Field(20, ge=0)
+    holdout_months: int = Field(3, ge=1)
     # Shallow, many, regularized trees: on the sample (about 1,400 labelled movies) they reach
     # holdout RMSE 0.591, where the first defaults (300 trees of depth 4) reached 0.619.
-    n_estimators: int = 1000
-    max_depth: int = 2
-    learning_rate: float = 0.02
-    subsample: float = 0.8
-    colsample_bytree: float = 0.7
-    min_child_weight: float = 10.0
-    reg_lambda: float = 5.0
+    n_estimators: int = Field(1000, gt=0)
+    max_depth: int = Field(2, gt=0)
+    learning_rate: float = Field(0.02, gt=0)
+    subsample: float = Field(0.8, gt=0, le=1)
+    colsample_bytree: float = Field(0.7, gt=0, le=1)
+    min_child_weight: float = Field(10.0, ge=0)
+    reg_lambda: float = Field(5.0, ge=0)
     random_state: int = 7
 
     def xgboost_params(self) -> dict:

@@ -8,12 +8,15 @@ from __future__ import annotations
 import io
 import os
 import uuid
+from contextlib import contextmanager
 
 import dagster as dg
 import pandas as pd
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 from upath import UPath
+
+from movie_assets.settings import redact_url
 
 
 def object_root(
@@ -47,6 +50,10 @@ def partition_month(partition_key: str) -> str:
     return partition_key[:7]
 
 
+class ObjectStoreError(RuntimeError):
+    """The object store cannot be written: names the store, the bucket or key id, and what to do."""
+
+
 class ObjectStore(dg.ConfigurableResource):
     """The object-store root (`MOVIE_STORAGE_URL`); with an `s3://` root, dagster-aws's S3
     resource supplies endpoint, credentials and region."""
@@ -63,6 +70,29 @@ class ObjectStore(dg.ConfigurableResource):
 
     def path_for(self, template: str, partition_key: str | None = None) -> UPath:
         return self.root / template.format(release_month=partition_month(partition_key) if partition_key else "")
+
+    def write(self, template: str, partition_key: str | None, data: bytes) -> UPath:
+        """Write one object atomically; a missing bucket or refused credentials fail with one clear message."""
+        path = self.path_for(template, partition_key)
+        with self.errors_named(f"{template} {partition_key or ''}".strip()):
+            write_atomically(path, data)
+        return path
+
+    @contextmanager
+    def errors_named(self, what: str):
+        """s3fs/botocore failures as ObjectStoreError: which store, which bucket or key id, and the fix."""
+        where = f"object store {redact_url(self.storage_url)}" + (f" at {self.s3.endpoint_url}" if self.s3.endpoint_url else "")
+        try:
+            yield
+        except FileNotFoundError:
+            if is_local(self.root):
+                raise
+            bucket = self.storage_url.removeprefix("s3://").split("/", 1)[0]
+            raise ObjectStoreError(f"{where}: bucket {bucket!r} does not exist. Create it (compose's minio-init does) or fix "
+                                   f"MOVIE_STORAGE_URL; nothing was written for {what}.") from None
+        except PermissionError:
+            raise ObjectStoreError(f"{where} refused the credentials of AWS_ACCESS_KEY_ID={self.s3.aws_access_key_id or '(default chain)'}: "
+                                   f"check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; nothing was written for {what}.") from None
 
 
 class ObjectStoreIOManager(dg.ConfigurableIOManager):
@@ -91,8 +121,7 @@ class ObjectStoreIOManager(dg.ConfigurableIOManager):
         written, total = [], 0
         for key, value in sorted(items.items(), key=lambda kv: kv[0] or ""):
             data = _serialize(value, template)
-            write_atomically(self.path_for(template, key), data)
-            written.append(str(self.path_for(template, key)))
+            written.append(str(self.store.write(template, key, data)))
             total += len(data)
         context.add_output_metadata({
             "objects": len(written),

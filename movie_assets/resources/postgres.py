@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg import sql
 
+from movie_assets.partitions import months_in
 from movie_assets.settings import redact_text, redact_url
 
 COPY_BATCH_ROWS = 50_000
@@ -37,6 +38,10 @@ ARROW_TYPES = {
     "timestamp with time zone": pa.timestamp("us", tz="UTC"),
     "jsonb": pa.string(),
 }
+
+
+def month_number(day: dt.date) -> int:
+    return day.year * 12 + day.month - 1
 
 
 class PostgresError(RuntimeError):
@@ -85,8 +90,14 @@ class PostgresDatabase(dg.ConfigurableResource):
         EXISTS would take a SHARE lock for the whole write), and a role without CREATE
         on the database still writes into an existing schema.
         """
-        exists = conn.execute("select to_regclass(%s) is not null", (f"{_quote(self.db_schema)}.{_quote(table)}",)).fetchone()[0]
-        if exists:
+        qualified = f"{_quote(self.db_schema)}.{_quote(table)}"
+        if conn.execute("select to_regclass(%s) is not null", (qualified,)).fetchone()[0]:
+            return
+        # Two first writers at once would race in CREATE ... IF NOT EXISTS (a unique violation in
+        # pg_type): the second waits here, then sees the table.
+        conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (f"ddl {self.db_schema}",))
+        if conn.execute("select to_regclass(%s) is not null", (qualified,)).fetchone()[0]:
+            conn.commit()
             return
         schema_exists = conn.execute("select 1 from pg_namespace where nspname = %s", (self.db_schema,)).fetchone()
         if not schema_exists:
@@ -119,6 +130,7 @@ class PostgresDatabase(dg.ConfigurableResource):
         with self.connect(f"writing {label}") as conn:
             self.ensure_table(conn, table, columns, partition_column)
             with conn.transaction():
+                self._lock_months(conn, table, window if partition_column else None)
                 if window and partition_column:
                     conn.execute(
                         sql.SQL("delete from {} where {col} >= %s and {col} < %s").format(self.ident(table), col=sql.Identifier(partition_column)),
@@ -128,6 +140,17 @@ class PostgresDatabase(dg.ConfigurableResource):
                     conn.execute(sql.SQL("delete from {}").format(self.ident(table)))
                 copy_frame(conn, self.ident(table), columns, frame)
         return len(frame)
+
+    def _lock_months(self, conn: psycopg.Connection, table: str, window: tuple[dt.date, dt.date] | None) -> None:
+        """Serialize writers of the same months of a table until commit (transaction advisory locks).
+
+        Without it two overlapping backfills both delete, then both insert: the month ends up
+        twice. With it the second waits, then its DELETE (a new statement, a new snapshot) sees
+        and replaces the first one's rows. Months are locked in order, so writers never deadlock.
+        """
+        months = [month_number(start) for start, _ in months_in(window)] if window else [-1]
+        for month in sorted(months):
+            conn.execute("select pg_advisory_xact_lock(hashtext(%s), %s)", (f"{self.db_schema}.{table}", month))
 
     def read_rows(
         self,

@@ -191,3 +191,7 @@ def test_cli_materializes_a_range_in_one_run_from_sample_and_local_server(stack_
     assert table_checksum(database) == sample_count, "API and sample must store the same movies"
     assert sample_count[0] == len(expected_rows(months)[0])
     assert api.stderr.count("RUN_START") == 1 and "RUN_SUCCESS" in api.stderr
+    # The instance's event log (SQLite) and the captured compute logs hold no trace of the key.
+    stored = [p for p in (tmp_path / "home").rglob("*") if p.is_file()]
+    assert any(p.suffix in (".out", ".err") for p in stored) and any(p.suffix == ".db" for p in stored), stored
+    assert [p for p in stored if SECRET.encode() in p.read_bytes()] == []

@@ -168,3 +168,18 @@ def test_stale_features_are_never_training_rows(pipeline):
     later = dt.datetime.now(dt.timezone.utc) + FEATURE_VIEW_TTL + dt.timedelta(days=1)
     with pytest.raises(ValueError, match="no features"):
         training_set(store, labels, FEATURE_SERVICE, later)
+
+
+def test_no_secret_reaches_mlflow_params_tags_or_the_event_log(pipeline, stack_env, monkeypatch):
+    """A training run with TMDB credentials in its environment: nothing of them in MLflow or Dagster's logs."""
+    secrets = ("tmdb-key-in-env-5c1e", "tmdb-token-in-env-9b7d")
+    monkeypatch.setenv("TMDB_API_KEY", secrets[0])
+    monkeypatch.setenv("TMDB_READ_ACCESS_TOKEN", secrets[1])
+    tracking = fresh_tracking(stack_env)
+    _, result = train(pipeline, tracking)
+    client = MlflowClient(stack_env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name(tracking.experiment).experiment_id])
+    values = [str(v) for run in runs for v in (*run.data.params.values(), *run.data.tags.values())]
+    assert runs and values
+    assert not [v for v in values if any(s in v for s in secrets)]
+    assert not [r for r in pipeline["instance"].all_logs(result.run_id) if any(s in str(r) for s in secrets)]
