@@ -109,7 +109,7 @@ class TmdbApiClient(TmdbSource):
     base_url: str = "https://api.themoviedb.org/3"
     api_key: Optional[str] = Field(default=None, description="TMDB v3 API key (sent as the api_key query parameter)")
     read_access_token: Optional[str] = Field(default=None, description="TMDB v4 read access token (sent as a Bearer header)")
-    requests_per_second: float = Field(default=35.0, description="client-side limit; TMDB allows about 40-50/s")
+    requests_per_second: float = Field(default=38.0, description="client-side limit: 95% of the 40/s floor of TMDB's 40-50/s")
     max_workers: int = Field(default=8, description="concurrent requests inside one run")
     max_retries: int = 6
     backoff_base_s: float = 0.5
