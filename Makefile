@@ -42,11 +42,15 @@ status doctor: install
 clean: down
 	rm -rf .movie_platform
 
-## make bench: performance suite (not part of make test); prints ratios against baselines
+## make bench: performance suite (not part of make test, about 30 min); prints ratios against baselines
 bench: install
 	$(BIN)/movie-platform up
 	$(BIN)/python benchmarks/postgres_io.py
+	$(BIN)/python benchmarks/object_store.py
 	$(BIN)/python benchmarks/feast_online.py
+	$(BIN)/python benchmarks/crawl_throughput.py
+	$(BIN)/python benchmarks/backfill_overhead.py 2>/dev/null
+	$(BIN)/python benchmarks/scale.py
 
 ## make ui-screenshots: asset pages (EDA report, plots) as PNGs in .movie_platform/screenshots/, for a check by eye
 ui-screenshots: install

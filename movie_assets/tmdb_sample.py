@@ -46,78 +46,99 @@ def sample_months() -> list[dt.date]:
 
 
 def movies_for_month(month_start: dt.date, movies_per_month: int = MOVIES_PER_MONTH) -> list[SampleMovie]:
-    """All sample movies released in the month starting at `month_start` (deterministic)."""
+    """All sample movies released in the month starting at `month_start` (deterministic).
+
+    Every random draw of the month is one vectorized numpy call (a million movies take
+    seconds, not minutes); only the documents themselves are built per movie.
+    """
     month_index = (month_start.year - 2000) * 12 + month_start.month - 1
     if not (SAMPLE_START <= month_start < add_months(SAMPLE_START, SAMPLE_MONTHS)):
         return []
     rng = np.random.default_rng(1_000 + month_index)
     n = int(movies_per_month * rng.uniform(0.85, 1.15))
     days_in_month = (add_months(month_start, 1) - month_start).days
-    return [_movie(rng, month_index * 1_000_000 + i + 1, month_start, days_in_month) for i in range(n)]
+    d = _draws(rng, n, days_in_month)
+    return [_movie(month_index * 1_000_000 + i + 1, month_start, d, i) for i in range(n)]
 
 
-def _movie(rng: np.random.Generator, movie_id: int, month_start: dt.date, days_in_month: int) -> SampleMovie:
-    release = month_start + dt.timedelta(days=int(rng.integers(0, days_in_month)))
-    n_genres = int(rng.choice([1, 2, 3], p=[0.45, 0.4, 0.15]))
-    genres = [int(g) for g in rng.choice(GENRE_IDS, size=n_genres, replace=False, p=GENRE_WEIGHTS / GENRE_WEIGHTS.sum())]
-    language = str(rng.choice(LANGUAGES, p=LANGUAGE_WEIGHTS / LANGUAGE_WEIGHTS.sum()))
-    runtime = int(np.clip(rng.normal(102, 20), 60, 210)) if rng.random() > 0.06 else 0
-    has_budget = rng.random() < 0.45
-    budget = int(np.exp(rng.normal(16.3, 1.3))) // 1000 * 1000 if has_budget else 0
-    revenue = int(budget * np.exp(rng.normal(0.6, 1.0))) // 1000 * 1000 if has_budget and rng.random() < 0.8 else 0
-    vote_count = int(np.exp(rng.normal(3.5, 1.9))) if rng.random() > 0.1 else 0
-    popularity = round(float(np.exp(rng.normal(1.8, 1.1)) + np.log1p(vote_count)), 3)
-    quality = (
-        6.1
-        + sum(GENRE_EFFECT.get(g, 0.0) for g in genres)
-        + LANGUAGE_EFFECT.get(language, 0.0)
-        + 0.012 * (runtime - 100 if runtime else 0)
-        + 0.08 * np.log1p(vote_count)
-        + (0.15 if budget > 50_000_000 else 0.0)
-        + rng.normal(0, 0.55)
-    )
-    noise = rng.normal(0, 2.0 / np.sqrt(vote_count + 1))
-    vote_average = round(float(np.clip(quality + noise, 0, 10)), 3) if vote_count else 0.0
-    title = " ".join(w.capitalize() for w in rng.choice(WORDS, size=int(rng.integers(1, 4)), replace=False))
-    overview = f"A story about {' and '.join(rng.choice(WORDS, size=int(rng.integers(2, 6))))}."
+def _top_k(rng: np.random.Generator, n: int, weights: np.ndarray) -> np.ndarray:
+    """Per row, all choices ordered as weighted sampling without replacement would draw them (Gumbel-top-k)."""
+    keys = np.log(weights / weights.sum()) + rng.gumbel(size=(n, len(weights)))
+    return np.argsort(-keys, axis=1)
+
+
+def _draws(rng: np.random.Generator, n: int, days_in_month: int) -> dict[str, np.ndarray]:
+    """The month's random variables, one array each."""
+    n_genres = rng.choice([1, 2, 3], size=n, p=[0.45, 0.4, 0.15])
+    genre_order = GENRE_IDS[_top_k(rng, n, GENRE_WEIGHTS)[:, :3]]
+    language = np.array(LANGUAGES)[rng.choice(len(LANGUAGES), size=n, p=LANGUAGE_WEIGHTS / LANGUAGE_WEIGHTS.sum())]
+    runtime = np.where(rng.random(n) > 0.06, np.clip(rng.normal(102, 20, n), 60, 210).astype(int), 0)
+    has_budget = rng.random(n) < 0.45
+    budget = np.where(has_budget, np.exp(rng.normal(16.3, 1.3, n)).astype(np.int64) // 1000 * 1000, 0)
+    revenue = np.where(has_budget & (rng.random(n) < 0.8), (budget * np.exp(rng.normal(0.6, 1.0, n))).astype(np.int64) // 1000 * 1000, 0)
+    vote_count = np.where(rng.random(n) > 0.1, np.exp(rng.normal(3.5, 1.9, n)).astype(np.int64), 0)
+    popularity = np.round(np.exp(rng.normal(1.8, 1.1, n)) + np.log1p(vote_count), 3)
+    in_movie = np.arange(3) < n_genres[:, None]
+    genre_effect = (np.vectorize(lambda g: GENRE_EFFECT.get(int(g), 0.0))(genre_order) * in_movie).sum(axis=1)
+    quality = (6.1 + genre_effect + np.vectorize(lambda lang: LANGUAGE_EFFECT.get(lang, 0.0))(language)
+               + 0.012 * np.where(runtime > 0, runtime - 100, 0) + 0.08 * np.log1p(vote_count)
+               + np.where(budget > 50_000_000, 0.15, 0.0) + rng.normal(0, 0.55, n))
+    noise = rng.normal(0, 1, n) * 2.0 / np.sqrt(vote_count + 1)
+    word_order = _top_k(rng, n, np.ones(len(WORDS)))[:, :3]
+    return {
+        "day": rng.integers(0, days_in_month, n), "n_genres": n_genres, "genres": genre_order, "language": language,
+        "runtime": runtime, "budget": budget, "revenue": revenue, "vote_count": vote_count, "popularity": popularity,
+        "vote_average": np.where(vote_count > 0, np.round(np.clip(quality + noise, 0, 10), 3), 0.0),
+        "title_words": word_order, "title_length": rng.integers(1, 4, n),
+        "overview_words": rng.integers(0, len(WORDS), (n, 5)), "overview_length": rng.integers(2, 6, n),
+        "has_imdb": rng.random(n) > 0.15, "has_poster": rng.random(n) > 0.05,
+        "status": rng.choice(len(STATUS), size=n, p=STATUS_WEIGHTS), "quirk": rng.random(n),
+    }
+
+
+def _movie(movie_id: int, month_start: dt.date, d: dict[str, np.ndarray], i: int) -> SampleMovie:
+    release = month_start + dt.timedelta(days=int(d["day"][i]))
+    genres = [int(g) for g in d["genres"][i, :d["n_genres"][i]]]
+    language = str(d["language"][i])
+    title = " ".join(WORDS[w].capitalize() for w in d["title_words"][i, :d["title_length"][i]])
+    overview = f"A story about {' and '.join(WORDS[w] for w in d['overview_words'][i, :d['overview_length'][i]])}."
     details = {
         "adult": False,
         "backdrop_path": f"/b{movie_id}.jpg",
         "belongs_to_collection": None,
-        "budget": budget,
+        "budget": int(d["budget"][i]),
         "genres": [{"id": g, "name": GENRES[g]} for g in genres],
         "homepage": "",
         "id": movie_id,
-        "imdb_id": f"tt{movie_id:08d}" if rng.random() > 0.15 else None,
+        "imdb_id": f"tt{movie_id:08d}" if d["has_imdb"][i] else None,
         "original_language": language,
         "original_title": title,
         "overview": overview,
-        "popularity": popularity,
-        "poster_path": f"/p{movie_id}.jpg" if rng.random() > 0.05 else None,
+        "popularity": float(d["popularity"][i]),
+        "poster_path": f"/p{movie_id}.jpg" if d["has_poster"][i] else None,
         "production_countries": [{"iso_3166_1": "US", "name": "United States of America"}],
         "release_date": release.isoformat(),
-        "revenue": revenue,
-        "runtime": runtime,
+        "revenue": int(d["revenue"][i]),
+        "runtime": int(d["runtime"][i]),
         "spoken_languages": [{"iso_639_1": language, "english_name": language, "name": language}],
-        "status": str(rng.choice(STATUS, p=STATUS_WEIGHTS)),
+        "status": STATUS[d["status"][i]],
         "tagline": "",
         "title": title,
         "video": False,
-        "vote_average": vote_average,
-        "vote_count": vote_count,
+        "vote_average": float(d["vote_average"][i]),
+        "vote_count": int(d["vote_count"][i]),
     }
     list_item = {k: details[k] for k in (
         "adult", "backdrop_path", "id", "original_language", "original_title", "overview", "popularity",
         "poster_path", "release_date", "title", "video", "vote_average", "vote_count",
     )}
     list_item["genre_ids"] = genres
-    _add_quirks(rng, list_item, details)
+    _add_quirks(float(d["quirk"][i]), list_item, details)
     return SampleMovie(list_item, details)
 
 
-def _add_quirks(rng: np.random.Generator, item: dict, details: dict) -> None:
+def _add_quirks(roll: float, item: dict, details: dict) -> None:
     """The API's real defects: most are repaired by the details, a few stay invalid."""
-    roll = rng.random()
     if roll < 0.03:
         item["release_date"] = ""  # repaired by details
     elif roll < 0.05:

@@ -111,12 +111,14 @@ def write_latest(store, view, table: pa.Table, key_ttl_seconds: int | None) -> i
     client = RedisOnlineStore()._get_client(store.config.online_store)
     keys = layout.keys(table[layout.join_key].to_numpy())
     nanos = pc.cast(pc.cast(table[view.batch_source.timestamp_field], pa.timestamp("ns", tz="UTC")), pa.int64()).to_numpy()
-    columns = [encode_column(table[name], is_double) for name, is_double in layout.features]
     stamps: dict[int, bytes] = {}
     written = 0
     with client.pipeline(transaction=False) as pipe:
         for start in range(0, len(keys), WRITE_BATCH):
             batch = range(start, min(start + WRITE_BATCH, len(keys)))
+            # Encoded per batch: a million rows x 40 features encoded at once were 40M bytes objects (GiBs).
+            chunk = table.slice(start, len(batch))
+            columns = [encode_column(chunk[name], is_double) for name, is_double in layout.features]
             for row in batch:
                 pipe.hget(keys[row], layout.ts_field)
             previous = pipe.execute()
@@ -125,7 +127,7 @@ def write_latest(store, view, table: pa.Table, key_ttl_seconds: int | None) -> i
                 if stored is not None and _stored_nanos(stored) >= new:
                     continue  # Feast's rule: skip older or same-instant rows
                 stamp = stamps.get(new) or stamps.setdefault(new, timestamp_bytes(new))
-                mapping = dict(zip(layout.field_keys, (column[row] for column in columns)))
+                mapping = dict(zip(layout.field_keys, (column[row - start] for column in columns)))
                 mapping[layout.ts_field] = stamp
                 pipe.hset(keys[row], mapping=mapping)
                 if key_ttl_seconds:
