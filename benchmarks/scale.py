@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -101,6 +102,12 @@ def scale_run(movies: int, env: dict) -> dict:
         print(f"  {movies:>9,} movies | {stage:<8} | {results[stage][0]:>7.1f} s | peak {results[stage][1]:.2f} GiB", flush=True)
     import psycopg
 
+    from movie_assets.resources.feast import FeastStore
+
+    # Leave nothing behind: the project's Redis keys and registry entries, the schema, the folder.
+    FeastStore(db_url=env["MOVIE_DB_URL"], redis_url=env["MOVIE_REDIS_URL"], storage_url=config["storage_url"],
+               project=config["project"]).store().teardown()
+    shutil.rmtree(folder, ignore_errors=True)
     with psycopg.connect(env["MOVIE_DB_URL"], autocommit=True) as conn:
         results["rows"] = {table: conn.execute(f'select count(*) from "{config["schema"]}"."{table}"').fetchone()[0]
                            for table in ("movies_raw", "movies_clean", "features")}

@@ -187,6 +187,18 @@ class OnlineReader:
         return pd.DataFrame(values, columns=self.columns, index=pd.Index(ids, name=self.layout.join_key))
 
 
+    def present(self, ids, batch: int = 10_000) -> np.ndarray:
+        """Which movies have an online row (their hash holds Feast's timestamp field); pipelined in batches."""
+        found = np.zeros(len(ids), dtype=bool)
+        for start in range(0, len(ids), batch):
+            keys = self.layout.keys(np.asarray(ids[start:start + batch], dtype="int64"))
+            with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hexists(key, self.layout.ts_field)
+                found[start:start + len(keys)] = pipe.execute()
+        return found
+
+
 def read_latest(store, view, ids) -> "pd.DataFrame":
     """One-off read (builds an OnlineReader)."""
     return OnlineReader(store, view).read(ids)
