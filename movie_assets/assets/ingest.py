@@ -93,7 +93,9 @@ def movies_raw_backup(context: dg.AssetExecutionContext, movies_raw: pd.DataFram
 
 
 def backup_bytes(frame: pd.DataFrame) -> bytes:
-    """One line per movie: id, fetch time and the payload, enough to rebuild the typed row."""
+    """One line per movie, in movie_id order (the same bytes for the same movies): id, fetch time
+    and the payload, enough to rebuild the typed row."""
+    frame = frame.sort_values("movie_id", kind="stable")
     lines = [
         '{"movie_id":%d,"fetched_at":"%s","payload":%s}' % (movie_id, pd.Timestamp(fetched).isoformat(), payload if isinstance(payload, str) else payload_json(payload))
         for movie_id, fetched, payload in zip(frame["movie_id"], frame["fetched_at"], frame["payload"])
