@@ -157,7 +157,7 @@ class AirflowRuntime:
         stored = json.loads(path.read_text()) if path.exists() else {}
         credentials = {
             "username": self.environ.get("AIRFLOW_USERNAME") or stored.get("username") or DEFAULT_USERNAME,
-            "password": self.environ.get("AIRFLOW_PASSWORD") or stored.get("password") or secrets.token_urlsafe(16),
+            "password": self.environ.get("AIRFLOW_PASSWORD") or stored.get("password") or secrets.token_hex(16),
             "secret_key": stored.get("secret_key") or secrets.token_urlsafe(24),
         }
         if credentials != stored:
@@ -172,9 +172,10 @@ class AirflowRuntime:
                                   capture_output=True, text=True, timeout=300)
         names = {u.get("username") for u in json.loads(existing.stdout or "[]")} if existing.returncode == 0 else set()
         if credentials["username"] in names:  # `users reset-password` crashes in Airflow 2.11 (FAB); re-create instead
-            _run([str(self.airflow_bin), "users", "delete", "--username", credentials["username"]], "airflow users delete",
+            _run([str(self.airflow_bin), "users", "delete", f"--username={credentials['username']}"], "airflow users delete",
                  env=env, timeout=300)
-        cmd = ["users", "create", "--username", credentials["username"], "--password", credentials["password"],
+        # `--option=value`: a password that starts with "-" would otherwise read as an option.
+        cmd = ["users", "create", f"--username={credentials['username']}", f"--password={credentials['password']}",
                "--role", "Admin", "--firstname", "Movie", "--lastname", "Platform", "--email", "admin@localhost"]
         _run([str(self.airflow_bin), *cmd], f"airflow users ({credentials['username']})", env=env, timeout=300,
              secret=credentials["password"])

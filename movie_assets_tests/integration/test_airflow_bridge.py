@@ -39,6 +39,8 @@ def airflow(stack_env, tmp_path_factory):
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "PARTNER_DROP_DIR": str(tmp_path_factory.mktemp("partner_drops")),
+        # A leading "-" once made `airflow users create --password` read the password as an option.
+        "AIRFLOW_PASSWORD": f"-e2e-{uuid.uuid4().hex[:12]}",
     })
     env = runtime.up(log=log_to_pytest("airflow"))
     yield runtime, env
