@@ -8,7 +8,6 @@ HSET; online read p99 <= 1 ms for 1 movie and <= 8 ms for 100 movies.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import statistics
 import tempfile

@@ -19,7 +19,7 @@ from typing import Mapping
 
 import requests
 
-from movie_assets.local_stack import REPO_ROOT, StackError, _alive, _terminate
+from movie_assets.local_stack import REPO_ROOT, StackError, _alive, _terminate, default_state_dir, spawn, tail
 
 AIRFLOW_VENV = REPO_ROOT / ".venv-airflow"
 AIRFLOW_REQUIREMENTS = REPO_ROOT / "airflow" / "requirements.txt"
@@ -27,15 +27,14 @@ DAGS_FOLDER = REPO_ROOT / "airflow" / "dags"
 DEFAULT_PORT = 18080
 DEFAULT_USERNAME = "admin"
 START_TIMEOUT_S = 180
+PROCESSES = ("webserver", "scheduler")
 
 
 @dataclass
 class AirflowRuntime:
     """Where Airflow keeps its state, and the variables it is configured from."""
 
-    state_dir: Path = field(
-        default_factory=lambda: Path(os.environ.get("MOVIE_PLATFORM_STATE_DIR", REPO_ROOT / ".movie_platform"))
-    )
+    state_dir: Path = field(default_factory=default_state_dir)
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
     venv: Path = AIRFLOW_VENV
 
@@ -76,8 +75,7 @@ class AirflowRuntime:
     def up(self, log=print) -> dict[str, str]:
         """Start webserver + scheduler (idempotent); returns AIRFLOW_URL & co. for the Dagster side."""
         self.install(log)
-        state = self.load()
-        if state and all(_alive(state.get(name, {}).get("pid")) for name in ("webserver", "scheduler")):
+        if self.running():
             return self.env()
         self.down(log=lambda _msg: None)
         self.home.mkdir(parents=True, exist_ok=True)
@@ -89,7 +87,8 @@ class AirflowRuntime:
         state = {"url": self.url, "username": credentials["username"]}
         for name, cmd in (("webserver", ["webserver", "--port", str(self.port), "--hostname", "127.0.0.1"]),
                           ("scheduler", ["scheduler"])):
-            state[name] = {"pid": self._spawn(name, [str(self.airflow_bin), *cmd], env), "log": str(self.home / f"{name}.log")}
+            log_file = self.home / f"{name}.log"
+            state[name] = {"pid": spawn([str(self.airflow_bin), *cmd], log_file, env, cwd=self.home), "log": str(log_file)}
         self.save(state)
         self._wait_healthy(state, credentials)
         log(f"airflow    running   {self.url} (user {credentials['username']}, dags from {DAGS_FOLDER}) "
@@ -98,17 +97,17 @@ class AirflowRuntime:
 
     def down(self, log=print) -> None:
         state = self.load()
-        for name in ("scheduler", "webserver"):
+        for name in reversed(PROCESSES):
             pid = (state.get(name) or {}).get("pid")
             if _alive(pid):
                 _terminate(pid, timeout=20)
                 log(f"airflow {name} stopped (pid {pid})")
         if state:
-            self.save({k: v for k, v in state.items() if k not in ("webserver", "scheduler")})
+            self.save({k: v for k, v in state.items() if k not in PROCESSES})
 
     def running(self) -> bool:
         state = self.load()
-        return bool(state) and all(_alive(state.get(n, {}).get("pid")) for n in ("webserver", "scheduler"))
+        return bool(state) and all(_alive(state.get(name, {}).get("pid")) for name in PROCESSES)
 
     def env(self) -> dict[str, str]:
         """What the Dagster side needs to reach this Airflow (empty when it is not running)."""
@@ -120,7 +119,7 @@ class AirflowRuntime:
     def status(self) -> list[dict]:
         state = self.load()
         return [{"name": f"airflow-{name}", "url": state.get("url", self.url), "pid": state[name]["pid"],
-                 "running": _alive(state[name]["pid"])} for name in ("webserver", "scheduler") if name in state]
+                 "running": _alive(state[name]["pid"])} for name in PROCESSES if name in state]
 
     # ---- configuration ---------------------------------------------------------------
     def process_env(self, credentials: dict[str, str]) -> dict[str, str]:
@@ -181,21 +180,15 @@ class AirflowRuntime:
              secret=credentials["password"])
 
     # ---- processes ---------------------------------------------------------------------
-    def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> int:
-        with open(self.home / f"{name}.log", "ab") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                    start_new_session=True, cwd=self.home)
-        return proc.pid
-
     def _wait_healthy(self, state: dict, credentials: dict[str, str]) -> None:
         """Until the REST API answers with basic auth and the scheduler has a fresh heartbeat."""
         deadline = time.monotonic() + START_TIMEOUT_S
         auth = (credentials["username"], credentials["password"])
         last = "no answer yet"
         while time.monotonic() < deadline:
-            for name in ("webserver", "scheduler"):
+            for name in PROCESSES:
                 if not _alive(state[name]["pid"]):
-                    raise StackError(f"airflow {name} exited during start; see {state[name]['log']}:\n{_tail(state[name]['log'])}")
+                    raise StackError(f"airflow {name} exited during start; see {state[name]['log']}:\n{tail(state[name]['log'])}")
             try:
                 health = requests.get(f"{self.url}/api/v1/health", timeout=2).json()
                 dags = requests.get(f"{self.url}/api/v1/dags?limit=1", auth=auth, timeout=5)
@@ -223,9 +216,4 @@ def _run(cmd: list[str], what: str, env: dict[str, str] | None = None, timeout: 
         if secret:
             output = output.replace(secret, "***")
         raise StackError(f"{what} failed ({result.returncode}): {output}")
-
-
-def _tail(path: str, lines: int = 15) -> str:
-    file = Path(path)
-    return "\n".join(file.read_text(errors="replace").splitlines()[-lines:]) if file.exists() else ""
 

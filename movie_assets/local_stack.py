@@ -44,6 +44,11 @@ S3_TEST_CREDENTIALS = {
 START_TIMEOUT_S = 90
 
 
+def default_state_dir() -> Path:
+    """Where the embedded stack (and `make airflow`) keep their state: MOVIE_PLATFORM_STATE_DIR or `.movie_platform/`."""
+    return Path(os.environ.get("MOVIE_PLATFORM_STATE_DIR", REPO_ROOT / ".movie_platform"))
+
+
 class StackError(RuntimeError):
     """A service of the embedded stack could not be started or stopped."""
 
@@ -61,9 +66,7 @@ class Service:
 class Stack:
     """Where the stack keeps its state and which ports it uses."""
 
-    state_dir: Path = field(
-        default_factory=lambda: Path(os.environ.get("MOVIE_PLATFORM_STATE_DIR", REPO_ROOT / ".movie_platform"))
-    )
+    state_dir: Path = field(default_factory=default_state_dir)
     # Where ports and external services are read from (the process env unless a caller isolates it).
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
 
@@ -307,12 +310,7 @@ class Stack:
 
     def _spawn(self, name: str, cmd: list[str], extra_env: dict[str, str] | None = None) -> tuple[int, Path]:
         log_file = self.state_dir / f"{name}.log"
-        with open(log_file, "ab") as out:
-            proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **(extra_env or {})}, start_new_session=True, cwd=self.state_dir,
-            )
-        return proc.pid, log_file
+        return spawn(cmd, log_file, {**os.environ, **(extra_env or {})}, cwd=self.state_dir), log_file
 
     def _write_dagster_home(self, db_url: str) -> None:
         """The local instance keeps runs, events and schedules in PostgreSQL, like compose."""
@@ -340,6 +338,20 @@ def mlflow_artifacts(env: dict[str, str]) -> str:
 
 
 # ---- process helpers -------------------------------------------------------------
+def spawn(cmd: list[str], log_file: Path, env: Mapping[str, str], cwd: Path) -> int:
+    """Start a service in its own session (so `_terminate` stops it with its children), output to `log_file`."""
+    with open(log_file, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=dict(env), start_new_session=True, cwd=cwd)
+    return proc.pid
+
+
+def tail(log_file: str | Path, lines: int = 15) -> str:
+    """The last lines of a service's log, for start-up errors."""
+    path = Path(log_file)
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
 def _asdict(svc: Service) -> dict:
     return dict(svc.__dict__)
 
@@ -418,8 +430,7 @@ def _wait_port(port: int, name: str, log_file: Path, pid: int | None = None) -> 
         if pid is not None and not _alive(pid):
             break
         time.sleep(0.2)
-    tail = "\n".join(Path(log_file).read_text(errors="replace").splitlines()[-15:]) if Path(log_file).exists() else ""
-    raise StackError(f"{name} did not start listening on 127.0.0.1:{port}; see {log_file}:\n{tail}")
+    raise StackError(f"{name} did not start listening on 127.0.0.1:{port}; see {log_file}:\n{tail(log_file)}")
 
 
 def _ensure_databases(url: str, names: list[str]) -> None:

@@ -15,9 +15,14 @@ release_month_partitions = dg.MonthlyPartitionsDefinition(
 )
 
 
+def month_number(day: dt.date) -> int:
+    """Months since year 0: consecutive months are consecutive numbers."""
+    return day.year * 12 + day.month - 1
+
+
 def add_months(day: dt.date, months: int) -> dt.date:
     """The first day of the month `months` after (or before) `day`'s month."""
-    total = day.year * 12 + day.month - 1 + months
+    total = month_number(day) + months
     return dt.date(total // 12, total % 12 + 1, 1)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from movie_assets.movie_records import TMDB_GENRES as GENRES
-from movie_assets.partitions import add_months
+from movie_assets.partitions import add_months, month_number
 
 GENRE_IDS = np.array(list(GENRES))
 GENRE_WEIGHTS = np.array([10, 6, 4, 12, 5, 8, 16, 4, 4, 2, 8, 2, 3, 7, 4, 3, 8, 1, 1], dtype=float)
@@ -51,7 +51,7 @@ def movies_for_month(month_start: dt.date, movies_per_month: int = MOVIES_PER_MO
     Every random draw of the month is one vectorized numpy call (a million movies take
     seconds, not minutes); only the documents themselves are built per movie.
     """
-    month_index = (month_start.year - 2000) * 12 + month_start.month - 1
+    month_index = month_number(month_start) - month_number(dt.date(2000, 1, 1))
     if not (SAMPLE_START <= month_start < add_months(SAMPLE_START, SAMPLE_MONTHS)):
         return []
     rng = np.random.default_rng(1_000 + month_index)

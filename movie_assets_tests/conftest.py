@@ -35,6 +35,28 @@ def log_to_pytest(prefix: str):
     return lambda msg: print(f"[{prefix}] {msg}")
 
 
+def wait_for(condition, timeout: float, what: str, log_file: Path | None = None, interval: float = 0.2) -> None:
+    """Poll `condition` until it holds; else fail naming `what`, with the tail of the service's log.
+
+    An HTTP error while polling counts as "not yet" (a server that is still starting).
+    """
+    import time
+
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(interval)
+    from movie_assets.local_stack import tail
+
+    pytest.fail(f"timed out after {timeout}s waiting for {what}\n{tail(log_file, 30) if log_file else ''}")
+
+
 @pytest.fixture(scope="session")
 def test_stack() -> Stack:
     return Stack(TEST_STATE_DIR, environ=SESSION_ENVIRON)

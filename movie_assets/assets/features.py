@@ -37,8 +37,9 @@ def movie_features(context: dg.AssetExecutionContext, movies_clean: pd.DataFrame
     window = partition_window(context)
     event_time = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     features = build_features(movies_clean, event_time)
-    months = pd.to_datetime(movies_clean["release_month"]).dt.strftime("%Y-%m-01").to_numpy() if len(movies_clean) else np.array([])
-    table = features.assign(release_month=pd.to_datetime(movies_clean["release_month"]).dt.date.to_numpy() if len(movies_clean) else [])
+    release = pd.to_datetime(movies_clean["release_month"])
+    months = release.dt.strftime("%Y-%m-01").to_numpy() if len(movies_clean) else np.array([])
+    table = features.assign(release_month=release.dt.date.to_numpy() if len(movies_clean) else [])
     database.replace_rows("features", FEATURE_TABLE_COLUMNS, table, "release_month", window)
     objects = {key: features[months == key].reset_index(drop=True) for key in context.partition_keys}
     context.add_output_metadata({

@@ -145,7 +145,6 @@ def _stored_nanos(stored: bytes) -> int:
     return stamp.seconds * 1_000_000_000 + stamp.nanos
 
 
-
 @lru_cache(maxsize=4096)
 def decode_value(raw: bytes) -> float:
     """A serialized ValueProto of a double or int64 feature as a float (NaN for an empty one)."""

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg import sql
 
-from movie_assets.partitions import months_in
+from movie_assets.partitions import month_number, months_in
 from movie_assets.settings import redact_text, redact_url
 
 COPY_BATCH_ROWS = 50_000
@@ -38,10 +38,6 @@ ARROW_TYPES = {
     "timestamp with time zone": pa.timestamp("us", tz="UTC"),
     "jsonb": pa.string(),
 }
-
-
-def month_number(day: dt.date) -> int:
-    return day.year * 12 + day.month - 1
 
 
 class PostgresError(RuntimeError):

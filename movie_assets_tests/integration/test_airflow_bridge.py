@@ -4,7 +4,6 @@ Airflow comes from `.venv-airflow` (installed here if missing); Dagster runs on 
 test stack's PostgreSQL/Redis with its own instance folder, schema and object store,
 so nothing here touches what the other tests read.
 """
-import json
 import os
 import signal
 import subprocess
@@ -19,7 +18,7 @@ import requests
 from movie_assets.airflow_bridge import PIPELINE_TASKS
 from movie_assets.airflow_runtime import AirflowRuntime
 from movie_assets.local_stack import _alive
-from movie_assets_tests.conftest import log_to_pytest
+from movie_assets_tests.conftest import log_to_pytest, wait_for
 
 AIRFLOW_PORT = 28080
 DAGSTER_PORT = 23000
@@ -68,7 +67,7 @@ def dagster_dev(stack_env, airflow, tmp_path_factory):
         proc = subprocess.Popen([dagster, "dev", "-m", "movie_assets", "-h", "127.0.0.1", "-p", str(DAGSTER_PORT)],
                                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_for(lambda: "movies_raw" in _asset_keys(), 240, "dagster dev to load the code location", log_file)
+        wait_for(lambda: "movies_raw" in _asset_keys(), 240, "dagster dev to load the code location", log_file, interval=2)
         yield log_file
     finally:
         os.killpg(proc.pid, signal.SIGINT)
@@ -100,8 +99,8 @@ def test_airflow_dag_materializes_the_month_in_dagster_and_the_sensor_observes_l
     # Airflow only, observed: the sensor turns the legacy DAG's run into a materialization.
     legacy_run_id = api.trigger("partner_ratings_drop")
     api.wait_success("partner_ratings_drop", legacy_run_id, timeout=300)
-    _wait_for(lambda: any(_entry(m, "Airflow Run ID") == legacy_run_id for m in materializations("partner_ratings")),
-              120, "the airlift sensor to record partner_ratings", dagster_dev)
+    wait_for(lambda: any(_entry(m, "Airflow Run ID") == legacy_run_id for m in materializations("partner_ratings")),
+             120, "the airlift sensor to record partner_ratings", dagster_dev, interval=2)
     dag_asset = materializations("airflow/dag/partner_ratings_drop")
     assert any(_entry(m, "Airflow Run ID") == legacy_run_id for m in dag_asset)
 
@@ -114,8 +113,8 @@ class AirflowApi:
         self.session.auth = auth
 
     def trigger(self, dag_id: str, logical_date: str | None = None) -> str:
-        _wait_for(lambda: self.session.get(f"{self.url}/dags/{dag_id}", timeout=5).status_code == 200, 120,
-                  f"Airflow to parse {dag_id}")
+        wait_for(lambda: self.session.get(f"{self.url}/dags/{dag_id}", timeout=5).status_code == 200, 120,
+                 f"Airflow to parse {dag_id}", interval=2)
         self.session.patch(f"{self.url}/dags/{dag_id}", json={"is_paused": False}, timeout=10).raise_for_status()
         body = {"dag_run_id": f"e2e__{uuid.uuid4().hex[:8]}", **({"logical_date": logical_date} if logical_date else {})}
         response = self.session.post(f"{self.url}/dags/{dag_id}/dagRuns", json=body, timeout=10)
@@ -169,15 +168,3 @@ def _asset_keys() -> set[str]:
         return set()
     return {"/".join(n["assetKey"]["path"]) for n in nodes}
 
-
-def _wait_for(condition, timeout: float, what: str, log_file: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(2)
-    tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-30:]) if log_file else ""
-    pytest.fail(f"timed out after {timeout}s waiting for {what}\n{tail}")

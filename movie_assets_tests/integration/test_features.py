@@ -7,7 +7,6 @@ import uuid
 
 import dagster as dg
 import pandas as pd
-import pytest
 import redis
 
 from movie_assets.assets.features import feast_definitions, movie_features, online_features

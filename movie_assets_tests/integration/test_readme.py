@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from movie_assets.cli import build_parser
 from movie_assets.local_stack import REPO_ROOT

@@ -25,7 +25,7 @@ from movie_assets.resources.feast import FeastStore
 from movie_assets.resources.postgres import PostgresDatabase
 from movie_assets.resources.tmdb import TmdbApiClient, TmdbSampleSource
 from movie_assets.tmdb_sample import movies_for_month
-from movie_assets_tests.conftest import SESSION_ENVIRON, TEST_PORTS, TEST_STATE_DIR, log_to_pytest, platform_resources
+from movie_assets_tests.conftest import SESSION_ENVIRON, TEST_PORTS, TEST_STATE_DIR, log_to_pytest, platform_resources, wait_for
 from movie_assets_tests.integration import partition_writer
 from movie_assets_tests.tmdb_server import FakeTmdb, Faults, TmdbTestServer
 
@@ -56,7 +56,7 @@ def test_sigkill_mid_write_keeps_the_previous_rows_and_the_rerun_completes(datab
     run.send_signal(signal.SIGKILL)
     run.wait(timeout=30)
     assert copying and run.returncode == -signal.SIGKILL
-    wait_until(lambda: not copy_backends(database), 30, "PostgreSQL to abort the killed run's COPY")
+    wait_for(lambda: not copy_backends(database), 30, "PostgreSQL to abort the killed run's COPY")
     assert count_by_month(database, partition_writer.TABLE) == {"2024-01-01": (2, 2)}, "the previous rows must be intact"
 
     rerun = subprocess.run([*cmd[:-1], "200000"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
@@ -78,15 +78,6 @@ def wait_for_copy(database: PostgresDatabase, run: subprocess.Popen) -> bool:
             return True
         time.sleep(0.05)
     pytest.fail(f"the run never reached its COPY (exit {run.poll()}): {run.stderr.read().decode()[-2000:] if run.poll() is not None else ''}")
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 # ---- 2. Redis stopped during online_features -----------------------------------------------------
@@ -261,7 +252,7 @@ def s3_with_auth():
                             env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: _port_open(port), 60, "the S3 API server")
+        wait_for(lambda: _port_open(port), 60, "the S3 API server")
         url = f"http://127.0.0.1:{port}"
         iam = boto3.client("iam", endpoint_url=url, aws_access_key_id="setup", aws_secret_access_key="setup", region_name="us-east-1")
         iam.create_user(UserName="platform")
@@ -319,7 +310,7 @@ def test_overlapping_writers_leave_each_month_written_exactly_once(database):
 
     big = threading.Thread(target=write, args=(first, (months[0], months[3])))
     big.start()
-    wait_until(lambda: copy_backends(database), 60, "the first writer's COPY")
+    wait_for(lambda: copy_backends(database), 60, "the first writer's COPY")
     small = threading.Thread(target=write, args=(second, (months[1], dt.date(2024, 5, 1))))
     small.start()
     big.join(120)
