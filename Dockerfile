@@ -5,6 +5,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends curl && rm -rf 
 WORKDIR /opt/movie_platform
 COPY setup.py README.md ./
 COPY movie_assets ./movie_assets
+COPY movie_platform ./movie_platform
 RUN pip install -e . jupyterlab
 COPY . .
 RUN mkdir -p $DAGSTER_HOME && cp dagster.yaml workspace.yaml $DAGSTER_HOME/

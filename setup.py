@@ -4,6 +4,7 @@ All pins live here. The Dagster release train is pinned as a set:
 dagster==1.13.27 goes with every dagster-* library at 0.29.27; an unpinned
 install silently resolves ancient dagster-aws/dagster-postgres 0.11.
 """
+
 from setuptools import find_packages, setup
 
 DAGSTER = "1.13.27"
@@ -61,5 +62,5 @@ setup(
             "pyyaml",
         ],
     },
-    entry_points={"console_scripts": ["movie-platform=movie_assets.cli:main"]},
+    entry_points={"console_scripts": ["movie-platform=movie_platform.cli:main"]},
 )

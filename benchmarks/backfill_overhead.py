@@ -7,6 +7,7 @@
 3. a plain pandas script calling the same library functions with no Dagster at all.
 Each writes into its own schema and folder. Prints seconds and the framework overhead ratios.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -21,16 +22,15 @@ import pandas as pd
 from movie_assets.assets.features import movie_features
 from movie_assets.assets.ingest import movies_raw
 from movie_assets.assets.prepare import movies_clean
-from movie_assets.cleaning import CLEAN_COLUMNS, DROP_COLUMNS, GENRE_COLUMNS, clean_movies, genre_rows
-from movie_assets.feature_definitions import FEATURES_OBJECT_PATH
-from movie_assets.feature_engineering import FEATURE_TABLE_COLUMNS, build_features
-from movie_assets.local_stack import Stack
-from movie_assets.movie_records import RAW_COLUMNS, REJECT_COLUMNS, to_frame, validate_month
+from movie_assets.domain.cleaning import CLEAN_COLUMNS, DROP_COLUMNS, GENRE_COLUMNS, clean_movies, genre_rows
+from movie_assets.domain.feature_engineering import FEATURE_TABLE_COLUMNS, build_features
+from movie_assets.domain.movie_records import RAW_COLUMNS, REJECT_COLUMNS, to_frame, validate_month
+from movie_assets.object_layout import FEATURES_OBJECT_PATH
 from movie_assets.partitions import month_window, release_month_partitions
 from movie_assets.resources.object_store import ObjectStore, ObjectStoreIOManager, _serialize
 from movie_assets.resources.postgres import PostgresDatabase, PostgresIOManager
-from movie_assets.resources.tmdb import TmdbSampleSource
-from movie_assets.tmdb_sample import sample_months
+from movie_assets.resources.tmdb_sample import TmdbSampleSource, sample_months
+from movie_platform.local_stack import Stack
 
 ASSETS = [movies_raw, movies_clean, movie_features]
 
@@ -38,8 +38,13 @@ ASSETS = [movies_raw, movies_clean, movie_features]
 def resources(db_url: str, schema: str, folder: Path) -> dict:
     database = PostgresDatabase(url=db_url, db_schema=schema)
     store = ObjectStore(storage_url=folder.as_uri())
-    return {"tmdb": TmdbSampleSource(), "database": database, "postgres_io_manager": PostgresIOManager(database=database),
-            "object_store": store, "object_store_io_manager": ObjectStoreIOManager(store=store)}
+    return {
+        "tmdb": TmdbSampleSource(),
+        "database": database,
+        "postgres_io_manager": PostgresIOManager(database=database),
+        "object_store": store,
+        "object_store_io_manager": ObjectStoreIOManager(store=store),
+    }
 
 
 def single_run(res: dict, keys: list[str]) -> None:
@@ -74,11 +79,22 @@ def plain_pandas(res: dict, keys: list[str]) -> None:
     clean = database.read_rows("movies_clean", CLEAN_COLUMNS, "release_month", window)
     features = build_features(clean, dt.datetime.now(dt.timezone.utc).replace(microsecond=0))
     months = pd.to_datetime(clean["release_month"])
-    database.replace_rows("features", FEATURE_TABLE_COLUMNS, features.assign(release_month=months.dt.date.to_numpy()),
-                          "release_month", window)
+    database.replace_rows(
+        "features",
+        FEATURE_TABLE_COLUMNS,
+        features.assign(release_month=months.dt.date.to_numpy()),
+        "release_month",
+        window,
+    )
     for key in keys:
-        store.write(FEATURES_OBJECT_PATH, key, _serialize(features[(months.dt.strftime("%Y-%m-01") == key).to_numpy()]
-                                                          .reset_index(drop=True), FEATURES_OBJECT_PATH))
+        store.write(
+            FEATURES_OBJECT_PATH,
+            key,
+            _serialize(
+                features[(months.dt.strftime("%Y-%m-01") == key).to_numpy()].reset_index(drop=True),
+                FEATURES_OBJECT_PATH,
+            ),
+        )
 
 
 def rows_written(res: dict) -> int:
@@ -92,9 +108,13 @@ def main() -> None:
     keys = [m.isoformat() for m in sample_months()]
     assert all(k in release_month_partitions.get_partition_keys() for k in keys)
     results = {}
-    paths = (("plain pandas script", plain_pandas), ("single-run backfill", single_run), ("one run per partition", run_per_partition))
+    paths = (
+        ("plain pandas script", plain_pandas),
+        ("single-run backfill", single_run),
+        ("one run per partition", run_per_partition),
+    )
     with tempfile.TemporaryDirectory() as folder:
-        for repeat in range(2):  # the first round warms imports, connections and caches; the second counts
+        for _round in range(2):  # the first round warms imports, connections and caches; the second counts
             for name, fn in paths:
                 schema = f"bench_{uuid.uuid4().hex[:6]}"
                 res = resources(db_url, schema, Path(folder, schema))

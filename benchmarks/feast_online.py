@@ -5,6 +5,7 @@
 Same rows, same Redis, one process run. Goals: materialization >= 0.5x of pipelined
 HSET; online read p99 <= 1 ms for 1 movie and <= 8 ms for 100 movies.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,13 +20,14 @@ import numpy as np
 import pandas as pd
 import redis
 
-from movie_assets.feature_definitions import FEATURE_SERVICE, FEATURES_OBJECT_PATH
-from movie_assets.feature_engineering import FEATURE_NAMES, FLOAT_FEATURES
-from movie_assets.local_stack import Stack
+from movie_assets.domain.feature_engineering import FEATURE_NAMES, FLOAT_FEATURES
+from movie_assets.feature_definitions import FEATURE_SERVICE
+from movie_assets.object_layout import FEATURES_OBJECT_PATH
 from movie_assets.resources.feast import FeastStore
 from movie_assets.resources.object_store import ObjectStore, write_atomically
 from movie_assets.resources.online_materialize import materialize_parallel
 from movie_assets.resources.online_writer import OnlineReader
+from movie_platform.local_stack import Stack
 
 EVENT = pd.Timestamp("2024-06-01T00:00:00Z")
 
@@ -55,11 +57,17 @@ def main() -> None:
         objects = ObjectStore(storage_url=Path(folder).as_uri())
         for month in range(1, 13):  # spread over 12 monthly objects like the real dataset
             part = rows[rows["movie_id"] % 12 == month - 1]
-            write_atomically(objects.path_for(FEATURES_OBJECT_PATH, f"2024-{month:02d}-01"), part.to_parquet(index=False))
+            write_atomically(
+                objects.path_for(FEATURES_OBJECT_PATH, f"2024-{month:02d}-01"), part.to_parquet(index=False)
+            )
         results = {}
         for label, parallel in (("feast_materialize", False), ("parallel_materialize", True)):
-            feast = FeastStore(db_url=env["MOVIE_DB_URL"], redis_url=redis_url, storage_url=objects.storage_url,
-                               project=f"bench_{uuid.uuid4().hex[:8]}")
+            feast = FeastStore(
+                db_url=env["MOVIE_DB_URL"],
+                redis_url=redis_url,
+                storage_url=objects.storage_url,
+                project=f"bench_{uuid.uuid4().hex[:8]}",
+            )
             store = feast.store()
             store.apply(list(feast.definitions().values()))
             start, end = EVENT - pd.Timedelta(days=1), EVENT + pd.Timedelta(days=1)
@@ -67,14 +75,16 @@ def main() -> None:
             if parallel:
                 materialize_parallel(feast, start.to_pydatetime(), end.to_pydatetime())
             else:
-                store.materialize(start_date=start.to_pydatetime(), end_date=end.to_pydatetime(), feature_views=["movie_features"])
+                store.materialize(
+                    start_date=start.to_pydatetime(), end_date=end.to_pydatetime(), feature_views=["movie_features"]
+                )
             results[label] = time.perf_counter() - started
         # Baseline: the same rows as plain hashes, pipelined HSET in batches of 1,000.
         started = time.perf_counter()
         values = rows[FEATURE_NAMES].astype("float64").to_numpy()
         pipe = client.pipeline(transaction=False)
         for i, movie_id in enumerate(rows["movie_id"].to_numpy()):
-            pipe.hset(f"bench:{movie_id}", mapping=dict(zip(FEATURE_NAMES, values[i].tolist())))
+            pipe.hset(f"bench:{movie_id}", mapping=dict(zip(FEATURE_NAMES, values[i].tolist(), strict=True)))
             if i % 1000 == 999:
                 pipe.execute()
         pipe.execute()
@@ -83,7 +93,14 @@ def main() -> None:
         service = store.get_feature_service(FEATURE_SERVICE)
         ids = rows["movie_id"].to_numpy()
         rng = np.random.default_rng(5)
-        latency: dict[str, list[float]] = {"feast_1": [], "feast_100": [], "direct_1": [], "direct_100": [], "hgetall_1": [], "hgetall_100": []}
+        latency: dict[str, list[float]] = {
+            "feast_1": [],
+            "feast_100": [],
+            "direct_1": [],
+            "direct_100": [],
+            "hgetall_1": [],
+            "hgetall_100": [],
+        }
         reader = OnlineReader(store, store.get_feature_view("movie_features"))
         for _ in range(args.reads):
             one = int(rng.choice(ids))
@@ -116,13 +133,25 @@ def main() -> None:
     n = args.rows
     print(f"{'path':<22} | {'seconds':>8} | {'rows/s':>9} | ratio to pipelined HSET (goal >= 0.5x)")
     for label in ("feast_materialize", "parallel_materialize", "redis_hset"):
-        print(f"{label:<22} | {results[label]:>8.2f} | {n / results[label]:>9,.0f} | {results['redis_hset'] / results[label]:.2f}x")
+        print(
+            f"{label:<22} | {results[label]:>8.2f} | {n / results[label]:>9,.0f} | "
+            f"{results['redis_hset'] / results[label]:.2f}x"
+        )
     print()
     print(f"{'online read':<14} | {'p50 ms':>7} | {'p99 ms':>7} | goal p99")
-    for label, goal in (("feast_1", "<= 1 ms"), ("direct_1", "<= 1 ms"), ("hgetall_1", ""),
-                        ("feast_100", "<= 8 ms"), ("direct_100", "<= 8 ms"), ("hgetall_100", "")):
+    for label, goal in (
+        ("feast_1", "<= 1 ms"),
+        ("direct_1", "<= 1 ms"),
+        ("hgetall_1", ""),
+        ("feast_100", "<= 8 ms"),
+        ("direct_100", "<= 8 ms"),
+        ("hgetall_100", ""),
+    ):
         samples = latency[label]
-        print(f"{label:<14} | {percentile(samples, 50):>7.2f} | {percentile(samples, 99):>7.2f} | {goal}  (n={len(samples)})")
+        print(
+            f"{label:<14} | {percentile(samples, 50):>7.2f} | {percentile(samples, 99):>7.2f} | {goal}  "
+            f"(n={len(samples)})"
+        )
     print(f"\nmean feast_1 {statistics.mean(latency['feast_1']) * 1000:.2f} ms over {len(latency['feast_1'])} reads")
 
 

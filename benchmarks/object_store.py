@@ -4,10 +4,11 @@
 
 The same movie_features-shaped frame (movie_id, event_timestamp, 40 float features) each time.
 S3: the platform's write/read of the Parquet object (one PutObject/GetObject through the S3
-resource's client) vs boto3 put_object/get_object of the same bytes (goal >= 0.8x). Folder: the IO manager's DataFrame ->
-Parquet -> atomic file and back vs `pyarrow.parquet.write_table` / `read_table().to_pandas()`.
+resource's client) vs boto3 put_object/get_object of the same bytes (goal >= 0.8x). Folder: the IO
+manager's DataFrame -> Parquet -> atomic file and back vs `pyarrow.parquet.write_table` / `read_table().to_pandas()`.
 Best of 5 each; the S3 API server is moto, started here on its own port.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,9 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster_aws.s3 import S3Resource
 
-from movie_assets.feature_definitions import FEATURES_OBJECT_PATH
-from movie_assets.local_stack import S3_TEST_CREDENTIALS, _port_open, _terminate
+from movie_assets.object_layout import FEATURES_OBJECT_PATH
 from movie_assets.resources.object_store import ObjectStore, ObjectStoreIOManager, _serialize
+from movie_platform.local_stack import S3_TEST_CREDENTIALS, _port_open, _terminate
 
 PORT = 19100
 BUCKET = "bench-objects"
@@ -52,8 +53,12 @@ def best(fn, repeat: int = 5) -> float:
 
 def s3_rows(frame: pd.DataFrame) -> list[tuple]:
     credentials = {k.lower(): v for k, v in S3_TEST_CREDENTIALS.items() if k != "AWS_DEFAULT_REGION"}
-    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(PORT)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(PORT)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while not _port_open(PORT) and time.monotonic() < deadline:
@@ -61,8 +66,10 @@ def s3_rows(frame: pd.DataFrame) -> list[tuple]:
         url = f"http://127.0.0.1:{PORT}"
         client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", **credentials)
         client.create_bucket(Bucket=BUCKET)
-        store = ObjectStore(storage_url=f"s3://{BUCKET}/platform",
-                            s3=S3Resource(endpoint_url=url, region_name="us-east-1", **credentials))
+        store = ObjectStore(
+            storage_url=f"s3://{BUCKET}/platform",
+            s3=S3Resource(endpoint_url=url, region_name="us-east-1", **credentials),
+        )
         data = _serialize(frame, FEATURES_OBJECT_PATH)
         path = store.path_for(FEATURES_OBJECT_PATH, KEY)
         store.write(FEATURES_OBJECT_PATH, KEY, data)  # warm both paths (connections, s3fs caches)
@@ -75,8 +82,10 @@ def s3_rows(frame: pd.DataFrame) -> list[tuple]:
     finally:
         _terminate(server.pid)
     mb = len(data) / 1e6
-    return [("S3 write", "platform ObjectStore", write, "boto3 put_object", put, mb),
-            ("S3 read", "platform ObjectStore", read, "boto3 get_object", get, mb)]
+    return [
+        ("S3 write", "platform ObjectStore", write, "boto3 put_object", put, mb),
+        ("S3 read", "platform ObjectStore", read, "boto3 get_object", get, mb),
+    ]
 
 
 def folder_rows(frame: pd.DataFrame) -> list[tuple]:
@@ -90,8 +99,10 @@ def folder_rows(frame: pd.DataFrame) -> list[tuple]:
         read = best(lambda: io_manager.load_object(FEATURES_OBJECT_PATH, KEY))
         arrow_read = best(lambda: pq.read_table(plain).to_pandas())
         mb = path.stat().st_size / 1e6
-    return [("folder write", "platform (IO manager)", write, "pyarrow write_table", arrow_write, mb),
-            ("folder read", "platform (IO manager)", read, "pyarrow read_table", arrow_read, mb)]
+    return [
+        ("folder write", "platform (IO manager)", write, "pyarrow write_table", arrow_write, mb),
+        ("folder read", "platform (IO manager)", read, "pyarrow read_table", arrow_read, mb),
+    ]
 
 
 def main() -> None:
@@ -101,11 +112,16 @@ def main() -> None:
     frame = features_frame(args.rows)
     rows = s3_rows(frame) + folder_rows(frame)
     print(f"{args.rows:,} rows x {frame.shape[1]} columns")
-    print(f"{'operation':<13} | {'MB':>5} | {'platform':>22} {'s':>6} | {'baseline':>20} {'s':>6} | ratio (baseline s / platform s)")
+    print(
+        f"{'operation':<13} | {'MB':>5} | {'platform':>22} {'s':>6} | {'baseline':>20} {'s':>6} | ratio (baseline s "
+        "/ platform s)"
+    )
     for op, name, seconds, base_name, base_seconds, mb in rows:
         goal = "  (goal >= 0.8x)" if op.startswith("S3") else ""
-        print(f"{op:<13} | {mb:>5.1f} | {name:>22} {seconds:>6.3f} | {base_name:>20} {base_seconds:>6.3f} | "
-              f"{base_seconds / seconds:.2f}x{goal}")
+        print(
+            f"{op:<13} | {mb:>5.1f} | {name:>22} {seconds:>6.3f} | {base_name:>20} {base_seconds:>6.3f} | "
+            f"{base_seconds / seconds:.2f}x{goal}"
+        )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 Prints rows/s for each path and the ratios the project promises (write >= 4x to_sql,
 >= 0.6x psql \\copy; read >= 3x read_sql).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,14 +20,23 @@ import numpy as np
 import pandas as pd
 import sqlalchemy
 
-from movie_assets.local_stack import Stack
 from movie_assets.resources.postgres import PostgresDatabase
 from movie_assets.settings import dagster_storage_url
+from movie_platform.local_stack import Stack
 
 COLUMNS = {
-    "movie_id": "bigint", "title": "text", "original_language": "text", "release_date": "date",
-    "release_month": "date", "popularity": "double precision", "vote_average": "double precision",
-    "vote_count": "integer", "budget": "bigint", "revenue": "bigint", "runtime": "integer", "overview": "text",
+    "movie_id": "bigint",
+    "title": "text",
+    "original_language": "text",
+    "release_date": "date",
+    "release_month": "date",
+    "popularity": "double precision",
+    "vote_average": "double precision",
+    "vote_count": "integer",
+    "budget": "bigint",
+    "revenue": "bigint",
+    "runtime": "integer",
+    "overview": "text",
 }
 WINDOW = (dt.date(1990, 1, 1), dt.date(2100, 1, 1))
 
@@ -34,20 +44,22 @@ WINDOW = (dt.date(1990, 1, 1), dt.date(2100, 1, 1))
 def movie_rows(n: int, seed: int = 7) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     release = pd.to_datetime("2000-01-01") + pd.to_timedelta(rng.integers(0, 9000, n), unit="D")
-    frame = pd.DataFrame({
-        "movie_id": np.arange(1, n + 1, dtype=np.int64),
-        "title": pd.Series(rng.integers(0, 10**9, n)).map("Movie {}".format),
-        "original_language": rng.choice(["en", "fr", "ja", "es", "ko"], n),
-        "release_date": release.date,
-        "release_month": release.to_period("M").to_timestamp().date,
-        "popularity": rng.exponential(10, n),
-        "vote_average": rng.uniform(0, 10, n).round(3),
-        "vote_count": rng.integers(0, 20_000, n),
-        "budget": rng.integers(0, 200_000_000, n),
-        "revenue": rng.integers(0, 900_000_000, n),
-        "runtime": rng.integers(60, 200, n),
-        "overview": pd.Series(rng.integers(0, 10**6, n)).map("A story about number {} and its friends.".format),
-    })
+    frame = pd.DataFrame(
+        {
+            "movie_id": np.arange(1, n + 1, dtype=np.int64),
+            "title": pd.Series(rng.integers(0, 10**9, n)).map("Movie {}".format),
+            "original_language": rng.choice(["en", "fr", "ja", "es", "ko"], n),
+            "release_date": release.date,
+            "release_month": release.to_period("M").to_timestamp().date,
+            "popularity": rng.exponential(10, n),
+            "vote_average": rng.uniform(0, 10, n).round(3),
+            "vote_count": rng.integers(0, 20_000, n),
+            "budget": rng.integers(0, 200_000_000, n),
+            "revenue": rng.integers(0, 900_000_000, n),
+            "runtime": rng.integers(60, 200, n),
+            "overview": pd.Series(rng.integers(0, 10**6, n)).map("A story about number {} and its friends.".format),
+        }
+    )
     return frame
 
 
@@ -77,7 +89,9 @@ def run(db_url: str, n: int) -> dict[str, float]:
     results = {}
     results["platform_write"] = timed(lambda: database.replace_rows("movies", COLUMNS, frame, "release_month", WINDOW))
     results["platform_read"] = timed(lambda: database.read_rows("movies", COLUMNS, "release_month", WINDOW), repeat=3)
-    results["to_sql"] = timed(lambda: frame.to_sql("movies_to_sql", engine, schema=schema, index=False, if_exists="replace"))
+    results["to_sql"] = timed(
+        lambda: frame.to_sql("movies_to_sql", engine, schema=schema, index=False, if_exists="replace")
+    )
     results["read_sql"] = timed(lambda: pd.read_sql(f"select * from {schema}.movies_to_sql", engine), repeat=3)
     with tempfile.NamedTemporaryFile(suffix=".csv") as csv:
         frame.to_csv(csv.name, index=False, header=False)
@@ -87,14 +101,14 @@ def run(db_url: str, n: int) -> dict[str, float]:
             conn.execute(f"create table {schema}.movies_copy_bare (like {schema}.movies)")
         for table, key in (("movies_copy", "psql_copy"), ("movies_copy_bare", "psql_copy_no_index")):
             copy = f"\\copy {schema}.{table} ({', '.join(COLUMNS)}) from '{csv.name}' with (format csv)"
-            results[key] = timed(lambda: subprocess.run([psql, db_url, "-q", "-c", copy], check=True))
+            results[key] = timed(lambda copy=copy: subprocess.run([psql, db_url, "-q", "-c", copy], check=True))
     with database.connect() as conn:
         conn.execute(f"drop schema {schema} cascade")
     return results
 
 
 def _bundled_psql() -> str:
-    from movie_assets.local_stack import _pgserver_commands
+    from movie_platform.local_stack import _pgserver_commands
 
     return str(_pgserver_commands().POSTGRES_BIN_PATH / "psql")
 
@@ -113,11 +127,20 @@ def main() -> None:
         for path, seconds in results.items():
             print(f"{n:>9,} | {path:<18} | {seconds:>8.2f} | {n / seconds:>10,.0f}")
         write = results["platform_write"]
-        ratios.append((n, results["to_sql"] / write, results["psql_copy"] / write, results["psql_copy_no_index"] / write,
-                       results["read_sql"] / results["platform_read"]))
+        ratios.append(
+            (
+                n,
+                results["to_sql"] / write,
+                results["psql_copy"] / write,
+                results["psql_copy_no_index"] / write,
+                results["read_sql"] / results["platform_read"],
+            )
+        )
     print()
-    print(f"{'rows':>9} | write vs to_sql (goal >= 4x) | write vs psql \\copy, same table (goal >= 0.6x) | "
-          f"write vs psql \\copy, no index | read vs read_sql (goal >= 3x)")
+    print(
+        f"{'rows':>9} | write vs to_sql (goal >= 4x) | write vs psql \\copy, same table (goal >= 0.6x) | "
+        f"write vs psql \\copy, no index | read vs read_sql (goal >= 3x)"
+    )
     for n, vs_to_sql, vs_copy, vs_bare, vs_read in ratios:
         print(f"{n:>9,} | {vs_to_sql:>27.1f}x | {vs_copy:>45.2f}x | {vs_bare:>29.2f}x | {vs_read:>27.1f}x")
 

@@ -3,6 +3,7 @@
 The objects themselves are defined once in `movie_assets.feature_definitions`, which
 the Dagster assets use too.
 """
+
 import os
 
 from movie_assets.feature_definitions import build_definitions

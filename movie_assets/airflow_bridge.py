@@ -8,6 +8,7 @@ finished Airflow runs into materializations (downstream assets react through the
 automation conditions). An unreachable Airflow stops the load with a message that
 says so, never a raw connection traceback.
 """
+
 import datetime as dt
 import json
 import os
@@ -37,7 +38,7 @@ DEFAULT_SENSOR_INTERVAL_S = 30
 partner_ratings = dg.AssetSpec(
     "partner_ratings",
     description="A partner's daily ratings file, delivered by the legacy Airflow DAG partner_ratings_drop. "
-                "Dagster does not run it; the Airflow sensor records each delivery.",
+    "Dagster does not run it; the Airflow sensor records each delivery.",
     group_name="airflow",
     kinds={"airflow", "csv"},
 )
@@ -76,7 +77,9 @@ def with_airflow(defs: dg.Definitions, environ: Mapping[str, str] = os.environ) 
         airflow_instance=instance,
         defs=defs,
         event_transformer_fn=partition_by_data_interval,
-        sensor_minimum_interval_seconds=int(environ.get("AIRFLOW_SENSOR_INTERVAL_SECONDS") or DEFAULT_SENSOR_INTERVAL_S),
+        sensor_minimum_interval_seconds=int(
+            environ.get("AIRFLOW_SENSOR_INTERVAL_SECONDS") or DEFAULT_SENSOR_INTERVAL_S
+        ),
     )
 
 
@@ -85,9 +88,13 @@ def airflow_instance(environ: Mapping[str, str]):
 
     username, password = environ.get("AIRFLOW_USERNAME"), environ.get("AIRFLOW_PASSWORD")
     if not username or not password:
-        raise AirflowBridgeError("AIRFLOW_URL is set but AIRFLOW_USERNAME or AIRFLOW_PASSWORD is not: "
-                                 "the bridge logs in to Airflow's REST API with basic auth")
-    backend = AirflowBasicAuthBackend(webserver_url=environ["AIRFLOW_URL"].rstrip("/"), username=username, password=password)
+        raise AirflowBridgeError(
+            "AIRFLOW_URL is set but AIRFLOW_USERNAME or AIRFLOW_PASSWORD is not: "
+            "the bridge logs in to Airflow's REST API with basic auth"
+        )
+    backend = AirflowBasicAuthBackend(
+        webserver_url=environ["AIRFLOW_URL"].rstrip("/"), username=username, password=password
+    )
     return AirflowInstance(auth_backend=backend, name=INSTANCE_NAME)
 
 
@@ -99,11 +106,15 @@ def check_reachable(instance, url: str, timeout_s: float = 10) -> None:
     try:
         response = session.get(f"{instance.auth_backend.get_webserver_url()}/api/v1/dags?limit=1", timeout=timeout_s)
     except (requests.ConnectionError, requests.Timeout) as exc:
-        raise AirflowBridgeError(f"Airflow at {shown} (AIRFLOW_URL) is unreachable ({type(exc).__name__}): {advice}") from None
+        raise AirflowBridgeError(
+            f"Airflow at {shown} (AIRFLOW_URL) is unreachable ({type(exc).__name__}): {advice}"
+        ) from None
     if response.status_code in (401, 403):
-        raise AirflowBridgeError(f"Airflow at {shown} refused the credentials of AIRFLOW_USERNAME={instance.auth_backend.username} "
-                                 f"(HTTP {response.status_code}); check AIRFLOW_PASSWORD and that the API allows basic auth "
-                                 "(AIRFLOW__API__AUTH_BACKENDS)")
+        raise AirflowBridgeError(
+            f"Airflow at {shown} refused the credentials of AIRFLOW_USERNAME={instance.auth_backend.username} "
+            f"(HTTP {response.status_code}); check AIRFLOW_PASSWORD and that the API allows basic auth "
+            "(AIRFLOW__API__AUTH_BACKENDS)"
+        )
     if response.status_code != 200:
         raise AirflowBridgeError(f"Airflow at {shown} answered HTTP {response.status_code} to /api/v1/dags: {advice}")
 
@@ -113,7 +124,9 @@ def release_month_of_interval(start: dt.datetime, end: dt.datetime) -> str:
     key = release_month_partitions.get_partition_key_for_timestamp(start.timestamp())
     window = release_month_partitions.time_window_for_partition_key(key)
     if (window.start.timestamp(), window.end.timestamp()) != (start.timestamp(), end.timestamp()):
-        raise AirflowBridgeError(f"Airflow data interval {start.isoformat()} .. {end.isoformat()} is not one release month")
+        raise AirflowBridgeError(
+            f"Airflow data interval {start.isoformat()} .. {end.isoformat()} is not one release month"
+        )
     return key
 
 

@@ -1,18 +1,21 @@
 """The code location: wires assets, checks, resources, schedules and jobs. Nothing else lives here."""
+
 import dagster as dg
 
 from movie_assets.airflow_bridge import map_airflow_tasks, with_airflow
 from movie_assets.assets import features, ingest, prepare, training
+from movie_assets.automation.schedules import daily_recent_months, refresh_recent_months_job
+from movie_assets.automation.sensors import alert_sensors
+from movie_assets.jobs.restore import restore_movies_raw_from_backup
+from movie_assets.jobs.sweep import movie_rating_sweep
 from movie_assets.resources.wiring import build_resources
-from movie_assets.restore import restore_movies_raw_from_backup
-from movie_assets.schedules import daily_recent_months, refresh_recent_months_job
-from movie_assets.sensors import alert_sensors
-from movie_assets.sweep import movie_rating_sweep
 
-defs = with_airflow(dg.Definitions(
-    assets=map_airflow_tasks(dg.load_assets_from_modules([ingest, prepare, features, training])),
-    jobs=[refresh_recent_months_job, restore_movies_raw_from_backup, movie_rating_sweep],
-    schedules=[daily_recent_months],
-    sensors=alert_sensors(),
-    resources=build_resources(),
-))
+defs = with_airflow(
+    dg.Definitions(
+        assets=map_airflow_tasks(dg.load_assets_from_modules([ingest, prepare, features, training])),
+        jobs=[refresh_recent_months_job, restore_movies_raw_from_backup, movie_rating_sweep],
+        schedules=[daily_recent_months],
+        sensors=alert_sensors(),
+        resources=build_resources(),
+    )
+)

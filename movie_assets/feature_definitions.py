@@ -5,6 +5,7 @@ the `feast_definitions` asset builds them from its resource config. A new model
 version that needs other features gets a new FeatureService (`movie_rating_v2`),
 so training and serving always agree on which features a model used.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -13,19 +14,21 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueT
 from feast.data_format import ParquetFormat
 from feast.types import Float64, Int64
 
-from movie_assets.feature_engineering import FLOAT_FEATURES, INT_FEATURES
+from movie_assets.domain.feature_engineering import FLOAT_FEATURES, INT_FEATURES
+from movie_assets.object_layout import FEATURES_PREFIX
 
 FEATURE_VIEW_TTL = dt.timedelta(days=90)  # a feature row older than this is stale for a training join
-FEATURES_PREFIX = "features/movie_features"
-FEATURES_OBJECT_PATH = FEATURES_PREFIX + "/release_month={release_month}/part.parquet"
 FEATURE_SERVICE = "movie_rating_v1"
 
 
 def features_path(storage_url: str) -> str:
-    """The Parquet dataset Feast reads: `s3://bucket/...` as is, a `file://` root as a plain path (Feast mangles file:// URIs)."""
+    """The Parquet dataset Feast reads: `s3://bucket/...` as is, a `file://` root as a plain path.
+
+    Feast mangles file:// URIs.
+    """
     root = storage_url.rstrip("/")
     if root.startswith("file://"):
-        root = root[len("file://"):]
+        root = root[len("file://") :]
     return f"{root}/{FEATURES_PREFIX}/"
 
 
@@ -44,10 +47,13 @@ def build_definitions(storage_url: str, s3_endpoint_url: str | None = None) -> d
         name="movie_features",
         entities=[movie],
         ttl=FEATURE_VIEW_TTL,
-        schema=[Field(name=name, dtype=Float64) for name in FLOAT_FEATURES] + [Field(name=name, dtype=Int64) for name in INT_FEATURES],
+        schema=[Field(name=name, dtype=Float64) for name in FLOAT_FEATURES]
+        + [Field(name=name, dtype=Int64) for name in INT_FEATURES],
         online=True,
         source=source,
         description="engineered movie features (no target-derived values)",
     )
-    service = FeatureService(name=FEATURE_SERVICE, features=[view], description="features of the movie_rating_xgb model, v1")
+    service = FeatureService(
+        name=FEATURE_SERVICE, features=[view], description="features of the movie_rating_xgb model, v1"
+    )
     return {"movie": movie, "movie_features_source": source, "movie_features": view, "movie_rating_v1": service}

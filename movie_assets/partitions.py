@@ -1,15 +1,18 @@
 """Release-month partitions: every partitioned asset is keyed by TMDB `primary_release_date` month."""
+
 import datetime as dt
 import os
 import warnings
 
 import dagster as dg
 
+from movie_assets.settings import DEFAULT_PARTITION_START
+
 # The design asks for single-run backfills; Dagster flags the parameter as beta at every import.
 warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
 
 release_month_partitions = dg.MonthlyPartitionsDefinition(
-    start_date=os.environ.get("MOVIE_PARTITION_START") or "1990-01-01",
+    start_date=os.environ.get("MOVIE_PARTITION_START") or DEFAULT_PARTITION_START,
     # Include the running month: movies released so far this month are crawlable now.
     end_offset=1,
 )

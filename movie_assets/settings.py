@@ -1,8 +1,10 @@
 """Connection settings read from the environment, shared by the CLI, resources and notebooks.
 
-One place knows the env var names of the design contract, so no module (or
-notebook) copies connection code. Secrets are redacted before anything is printed.
+One place knows the env var names of the design contract and their defaults, so no
+module (or notebook) copies connection code. Settings only read; resources are
+built from them in `resources/`. Secrets are redacted before anything is printed.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 S3_TEST_BUCKET = "movie-platform"
 DEFAULT_TMDB_BASE_URL = "https://api.themoviedb.org/3"
+DEFAULT_PARTITION_START = "1990-01-01"
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class Settings:
     aws_session_token: str | None = None
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         has_tmdb_credentials = bool(env.get("TMDB_API_KEY") or env.get("TMDB_READ_ACCESS_TOKEN"))
         return cls(
@@ -43,20 +46,11 @@ class Settings:
             mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
             tmdb_base_url=env.get("TMDB_BASE_URL") or DEFAULT_TMDB_BASE_URL,
             tmdb_source=env.get("TMDB_SOURCE") or ("api" if has_tmdb_credentials else "sample"),
-            partition_start=env.get("MOVIE_PARTITION_START") or "1990-01-01",
+            partition_start=env.get("MOVIE_PARTITION_START") or DEFAULT_PARTITION_START,
             aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
             aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
             aws_region=env.get("AWS_DEFAULT_REGION") or None,
             aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
-        )
-
-    def object_root(self):
-        """The object store root as a UPath, with this environment's S3 endpoint and credentials."""
-        from movie_assets.resources.object_store import object_root
-
-        return object_root(
-            self.storage_url, self.s3_endpoint_url, self.aws_access_key_id, self.aws_secret_access_key, self.aws_region,
-            self.aws_session_token,
         )
 
 

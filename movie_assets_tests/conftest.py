@@ -4,6 +4,7 @@ The test stack lives in its own state folder and on its own ports, so `make test
 never touches a developer's `make dev` stack. It is stopped at the end of the
 session if the session started it.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,11 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from movie_assets.local_stack import REPO_ROOT, Stack
+from movie_platform.local_stack import REPO_ROOT, Stack
 
 TEST_STATE_DIR = REPO_ROOT / ".movie_platform" / "test-stack"
 # Below the ephemeral port range, like the defaults, and apart from them.
-TEST_PORTS = {"MOVIE_PG_PORT": "25432", "MOVIE_REDIS_PORT": "26379", "MOVIE_MLFLOW_PORT": "25000", "MOVIE_S3_PORT": "29000"}
+TEST_PORTS = {
+    "MOVIE_PG_PORT": "25432",
+    "MOVIE_REDIS_PORT": "26379",
+    "MOVIE_MLFLOW_PORT": "25000",
+    "MOVIE_S3_PORT": "29000",
+}
 
 
 def _session_environ() -> dict[str, str]:
@@ -52,7 +58,7 @@ def wait_for(condition, timeout: float, what: str, log_file: Path | None = None,
         except requests.RequestException:
             pass
         time.sleep(interval)
-    from movie_assets.local_stack import tail
+    from movie_platform.local_stack import tail
 
     pytest.fail(f"timed out after {timeout}s waiting for {what}\n{tail(log_file, 30) if log_file else ''}")
 
@@ -110,7 +116,8 @@ def database(stack_env, request):
 
     from movie_assets.resources.postgres import PostgresDatabase
 
-    schema = f"test_{request.node.name[:30].lower().replace('[', '_').replace(']', '').replace('-', '_')}_{uuid.uuid4().hex[:6]}"
+    name = request.node.name[:30].lower().replace("[", "_").replace("]", "").replace("-", "_")
+    schema = f"test_{name}_{uuid.uuid4().hex[:6]}"
     yield PostgresDatabase(url=stack_env["MOVIE_DB_URL"], db_schema=schema)
     with psycopg.connect(stack_env["MOVIE_DB_URL"], autocommit=True) as conn:
         conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema)))
@@ -133,8 +140,10 @@ def s3_object_store(s3_stack_env, request):
     from movie_assets.resources.object_store import ObjectStore
 
     s3 = S3Resource(
-        endpoint_url=s3_stack_env["MOVIE_S3_ENDPOINT_URL"], aws_access_key_id=s3_stack_env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=s3_stack_env["AWS_SECRET_ACCESS_KEY"], region_name=s3_stack_env["AWS_DEFAULT_REGION"],
+        endpoint_url=s3_stack_env["MOVIE_S3_ENDPOINT_URL"],
+        aws_access_key_id=s3_stack_env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=s3_stack_env["AWS_SECRET_ACCESS_KEY"],
+        region_name=s3_stack_env["AWS_DEFAULT_REGION"],
     )
     return ObjectStore(storage_url=f"{s3_stack_env['MOVIE_STORAGE_URL']}/tests/{uuid.uuid4().hex[:8]}", s3=s3)
 
@@ -160,4 +169,6 @@ def demo_run(test_stack, stack_env):
     import sys
 
     env = {**os.environ, **stack_env, "MOVIE_PLATFORM_STATE_DIR": str(test_stack.state_dir)}
-    return subprocess.run([sys.executable, "-m", "movie_assets.cli", "demo"], capture_output=True, text=True, env=env, timeout=1800)
+    return subprocess.run(
+        [sys.executable, "-m", "movie_platform.cli", "demo"], capture_output=True, text=True, env=env, timeout=1800
+    )

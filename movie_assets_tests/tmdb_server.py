@@ -5,6 +5,7 @@ client is exercised over real HTTP: paging (20 per page, at most 500 pages),
 error bodies with `status_code`/`status_message`, 401 for a wrong key or token,
 404, 429 with `Retry-After`, 5xx, and items repeated across pages.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from movie_assets.tmdb_sample import SampleMovie
+from movie_assets.resources.tmdb_sample import SampleMovie
 
 ERRORS = {
     401: (7, "Invalid API key: You must be granted a valid key."),
@@ -65,7 +66,12 @@ class FakeTmdb:
 
     # ---- request handling --------------------------------------------------------
     def handle(self, path: str, query: dict[str, str], headers) -> tuple[int, dict, dict]:
-        request_key = (path, query.get("page"), query.get("primary_release_date.gte"), query.get("primary_release_date.lte"))
+        request_key = (
+            path,
+            query.get("page"),
+            query.get("primary_release_date.gte"),
+            query.get("primary_release_date.lte"),
+        )
         with self._lock:
             self._count += 1
             number = self._sequence.setdefault(request_key, len(self._sequence) + 1)
@@ -76,7 +82,9 @@ class FakeTmdb:
             if now - self._window_start >= 1.0:
                 self._window_start, self._window_count = now, 0
             self._window_count += 1
-            over_limit = self.faults.max_requests_per_second and self._window_count > self.faults.max_requests_per_second
+            over_limit = (
+                self.faults.max_requests_per_second and self._window_count > self.faults.max_requests_per_second
+            )
         if self.faults.latency_s:
             time.sleep(self.faults.latency_s)
         if not self._authorized(query, headers):
@@ -88,7 +96,11 @@ class FakeTmdb:
             self.requests["429"] += 1
             return self._error(429, {"Retry-After": str(self.faults.retry_after_s)})
         erroring = self.faults.error_every and number % self.faults.error_every == 0
-        if erroring and attempt - (1 if self.faults.throttle_every and number % self.faults.throttle_every == 0 else 0) <= self.faults.error_attempts:
+        if (
+            erroring
+            and attempt - (1 if self.faults.throttle_every and number % self.faults.throttle_every == 0 else 0)
+            <= self.faults.error_attempts
+        ):
             self.requests["5xx"] += 1
             return self._error(500 if attempt % 2 else 503)
         if path == "/3/discover/movie":
@@ -122,7 +134,7 @@ class FakeTmdb:
             # Popularity shifted while the client paged: from this page on the list moved down
             # by one per shift, so an item repeats and the tail slides past the last page.
             start -= sum(1 for q in range(2, page + 1) if q % every == 0)
-        items = [m.list_item for m in matching[start:start + 20]]
+        items = [m.list_item for m in matching[start : start + 20]]
         total = len(matching)
         body = {"page": page, "results": items, "total_pages": max(1, -(-total // 20)), "total_results": total}
         return 200, body, {}
@@ -167,7 +179,7 @@ class TmdbTestServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}/3"
 
-    def __enter__(self) -> "TmdbTestServer":
+    def __enter__(self) -> TmdbTestServer:
         self.thread.start()
         return self
 
@@ -182,12 +194,39 @@ def crowded_month(month_start: dt.date, count: int) -> list[SampleMovie]:
     movies = []
     for i in range(count):
         release = (month_start + dt.timedelta(days=i % days)).isoformat()
-        details = {"id": 900_000_000 + i, "title": f"Crowded {i}", "original_title": f"Crowded {i}", "release_date": release,
-                   "original_language": "en", "genres": [{"id": 18, "name": "Drama"}], "popularity": 1.0,
-                   "vote_average": 6.0, "vote_count": 10, "budget": 0, "revenue": 0, "runtime": 90, "status": "Released",
-                   "adult": False, "overview": "", "imdb_id": None}
-        item = {k: details[k] for k in ("id", "title", "original_title", "release_date", "original_language",
-                                         "popularity", "vote_average", "vote_count", "adult", "overview")}
+        details = {
+            "id": 900_000_000 + i,
+            "title": f"Crowded {i}",
+            "original_title": f"Crowded {i}",
+            "release_date": release,
+            "original_language": "en",
+            "genres": [{"id": 18, "name": "Drama"}],
+            "popularity": 1.0,
+            "vote_average": 6.0,
+            "vote_count": 10,
+            "budget": 0,
+            "revenue": 0,
+            "runtime": 90,
+            "status": "Released",
+            "adult": False,
+            "overview": "",
+            "imdb_id": None,
+        }
+        item = {
+            k: details[k]
+            for k in (
+                "id",
+                "title",
+                "original_title",
+                "release_date",
+                "original_language",
+                "popularity",
+                "vote_average",
+                "vote_count",
+                "adult",
+                "overview",
+            )
+        }
         item["genre_ids"] = [18]
         movies.append(SampleMovie(item, details))
     return movies

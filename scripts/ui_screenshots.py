@@ -6,6 +6,7 @@ Starts `dagster-webserver` on the running stack's instance, opens each asset pag
 headless Chromium (Debian's, driven by Playwright), dismisses the welcome dialog,
 opens the markdown metadata (summary table, plots) and saves one PNG per view.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,15 +19,32 @@ from pathlib import Path
 
 import requests
 
-from movie_assets.local_stack import REPO_ROOT, Stack
+from movie_platform.local_stack import REPO_ROOT, Stack
 
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def start_webserver(port: int, env: dict[str, str]) -> subprocess.Popen:
-    command = [str(Path(sys.executable).with_name("dagster-webserver")), "-m", "movie_assets", "-h", "127.0.0.1", "-p", str(port)]
-    proc = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [
+        str(Path(sys.executable).with_name("dagster-webserver")),
+        "-m",
+        "movie_assets",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
+    proc = subprocess.Popen(
+        command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:

@@ -6,6 +6,7 @@ through the Dagster webserver's GraphQL at DAGSTER_URL, launches one run for the
 release month of the DAG run's data interval, tags it with the Airflow run id and
 waits for it (and its retries) to finish.
 """
+
 import os
 
 import requests
@@ -44,12 +45,17 @@ class MovieAssetsOperator(BaseProxyTaskToDagsterOperator):
         which Dagster refuses for assets with checks), and a refused launch says why instead of KeyError: 'run'."""
         selector = {k: v for k, v in execution_params["selector"].items() if k != "assetCheckSelection"}
         execution_params = {**execution_params, "selector": selector}  # no check selection = the assets' checks
-        response = session.post(f"{dagster_url}/graphql", json={"query": TRIGGER_ASSETS_MUTATION,
-                                                                "variables": {"executionParams": execution_params}}, timeout=30)
+        response = session.post(
+            f"{dagster_url}/graphql",
+            json={"query": TRIGGER_ASSETS_MUTATION, "variables": {"executionParams": execution_params}},
+            timeout=30,
+        )
         launch = self.get_valid_graphql_response(response, "launchPipelineExecution")
         if launch.get("__typename") != "LaunchRunSuccess":
             reason = launch.get("message") or "; ".join(e["message"] for e in launch.get("errors", []))
-            raise AirflowFailException(f"Dagster at {dagster_url} refused the run ({launch.get('__typename')}): {reason}")
+            raise AirflowFailException(
+                f"Dagster at {dagster_url} refused the run ({launch.get('__typename')}): {reason}"
+            )
         return launch["run"]["id"]
 
     def launch_runs_for_task(self, context, dag_id: str, task_id: str) -> None:

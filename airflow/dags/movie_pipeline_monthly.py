@@ -6,13 +6,15 @@ ask Dagster to materialize their assets for the release month of the run's data
 interval. A scheduled run on the 1st covers the month that just ended; a manual
 trigger covers the last complete month before its logical date.
 """
+
 from pathlib import Path
 
 import pendulum
-from airflow import DAG
 from airflow.operators.python import PythonOperator
 from dagster_airlift.in_airflow import load_proxied_state_from_yaml, proxying_to_dagster
 from movie_bridge import MovieAssetsOperator
+
+from airflow import DAG
 
 
 def runs_in_dagster(**context) -> None:

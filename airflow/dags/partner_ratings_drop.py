@@ -4,13 +4,15 @@ It stands for a partner's daily ratings file landing in a drop folder. The airli
 sensor in Dagster turns each successful run into a materialization of the external
 asset `partner_ratings`, so the file shows up in the lineage graph next to TMDB data.
 """
+
 import csv
 import os
 from pathlib import Path
 
 import pendulum
-from airflow import DAG
 from airflow.operators.python import PythonOperator
+
+from airflow import DAG
 
 
 def receive_ratings_file(ds: str, **_) -> str:

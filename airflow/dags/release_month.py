@@ -5,6 +5,7 @@ A scheduled run of `0 0 1 * *` covers [1st of a month, 1st of the next); a manua
 trigger covers the last complete month before its logical date (Airflow infers that
 interval), never the month of the trigger itself.
 """
+
 import datetime as dt
 
 

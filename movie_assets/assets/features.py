@@ -1,4 +1,5 @@
 """Features: movie_features Parquet (Feast's offline store) and Postgres `features`; Feast apply; Redis online store."""
+
 import contextlib
 import datetime as dt
 import hashlib
@@ -8,8 +9,9 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from movie_assets.feature_definitions import FEATURE_SERVICE, FEATURES_OBJECT_PATH, FEATURES_PREFIX
-from movie_assets.feature_engineering import FEATURE_NAMES, FEATURE_TABLE_COLUMNS, build_features
+from movie_assets.domain.feature_engineering import FEATURE_NAMES, FEATURE_TABLE_COLUMNS, build_features
+from movie_assets.feature_definitions import FEATURE_SERVICE
+from movie_assets.object_layout import FEATURES_OBJECT_PATH, FEATURES_PREFIX
 from movie_assets.partitions import monthly_asset, partition_window
 from movie_assets.resources.feast import FIRST_MATERIALIZATION_START, FeastStore
 from movie_assets.resources.object_store import ObjectStore
@@ -28,7 +30,9 @@ OVERLAP = dt.timedelta(hours=6)
     kinds={"s3", "parquet", "pandas"},
     metadata={"object_path": FEATURES_OBJECT_PATH},
 )
-def movie_features(context: dg.AssetExecutionContext, movies_clean: pd.DataFrame, database: PostgresDatabase) -> dict[str, pd.DataFrame]:
+def movie_features(
+    context: dg.AssetExecutionContext, movies_clean: pd.DataFrame, database: PostgresDatabase
+) -> dict[str, pd.DataFrame]:
     """Engineered features, one row per movie, as of this materialization (`event_timestamp`).
 
     One Parquet object per release month (Feast's offline source) and the same rows in
@@ -42,46 +46,67 @@ def movie_features(context: dg.AssetExecutionContext, movies_clean: pd.DataFrame
     table = features.assign(release_month=release.dt.date.to_numpy() if len(movies_clean) else [])
     database.replace_rows("features", FEATURE_TABLE_COLUMNS, table, "release_month", window)
     objects = {key: features[months == key].reset_index(drop=True) for key in context.partition_keys}
-    context.add_output_metadata({
-        "rows": len(features),
-        "features": len(FEATURE_NAMES),
-        "event_timestamp": event_time.isoformat(),
-        "postgres_table": "features",
-        "preview": dg.MetadataValue.md(features.head(5).to_markdown(index=False)),
-    })
+    context.add_output_metadata(
+        {
+            "rows": len(features),
+            "features": len(FEATURE_NAMES),
+            "event_timestamp": event_time.isoformat(),
+            "postgres_table": "features",
+            "preview": dg.MetadataValue.md(features.head(5).to_markdown(index=False)),
+        }
+    )
     return objects
 
 
-@dg.asset(group_name="features", deps=[movie_features], kinds={"feast"})
+@dg.asset(group_name="features", deps=["movie_features"], kinds={"feast"})
 def feast_definitions(context: dg.AssetExecutionContext, feast: FeastStore) -> dg.MaterializeResult:
     """`feast apply` of the definitions in `feature_repo/` (Entity, FileSource, FeatureView, FeatureService)."""
     store = feast.store()
     objects = feast.definitions()
     store.apply(list(objects.values()))
     view, service = objects["movie_features"], objects[FEATURE_SERVICE]
-    version = hashlib.sha256(view.to_proto().spec.SerializeToString() + service.to_proto().spec.SerializeToString()).hexdigest()[:12]
-    context.log.info(f"applied project {feast.project}: feature view {view.name} ({len(view.features)} features), service {service.name}")
-    return dg.MaterializeResult(metadata={
-        "project": feast.project,
-        "feature_views": dg.MetadataValue.md(f"| view | features | ttl | source |\n|---|---|---|---|\n"
-                                             f"| {view.name} | {len(view.features)} | {view.ttl} | {view.batch_source.path} |"),
-        "feature_services": service.name,
-        "definitions_version": version,
-        "features": ", ".join(f.name for f in view.features),
-    })
+    version = hashlib.sha256(
+        view.to_proto().spec.SerializeToString() + service.to_proto().spec.SerializeToString()
+    ).hexdigest()[:12]
+    context.log.info(
+        f"applied project {feast.project}: feature view {view.name} ({len(view.features)} features), service "
+        f"{service.name}"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "project": feast.project,
+            "feature_views": dg.MetadataValue.md(
+                f"| view | features | ttl | source |\n|---|---|---|---|\n"
+                f"| {view.name} | {len(view.features)} | {view.ttl} | {view.batch_source.path} |"
+            ),
+            "feature_services": service.name,
+            "definitions_version": version,
+            "features": ", ".join(f.name for f in view.features),
+        }
+    )
 
 
 @dg.asset(
     group_name="features",
-    deps=[feast_definitions, movie_features],
+    deps=["feast_definitions", "movie_features"],
     kinds={"redis", "feast"},
     automation_condition=dg.AutomationCondition.eager(),
     check_specs=[
-        dg.AssetCheckSpec("online_keys_present", asset="online_features", description="every movie of the offline store has online values"),
-        dg.AssetCheckSpec("online_matches_offline", asset="online_features", description="sampled online values equal the latest offline values"),
+        dg.AssetCheckSpec(
+            "online_keys_present",
+            asset="online_features",
+            description="every movie of the offline store has online values",
+        ),
+        dg.AssetCheckSpec(
+            "online_matches_offline",
+            asset="online_features",
+            description="sampled online values equal the latest offline values",
+        ),
     ],
 )
-def online_features(context: dg.AssetExecutionContext, feast: FeastStore, object_store: ObjectStore) -> dg.MaterializeResult:
+def online_features(
+    context: dg.AssetExecutionContext, feast: FeastStore, object_store: ObjectStore
+) -> dg.MaterializeResult:
     """Materialize what is new in the offline store into Redis (Feast's format, written by all cores).
 
     Starts where the registry's last materialization ended (the first time: at the
@@ -94,14 +119,19 @@ def online_features(context: dg.AssetExecutionContext, feast: FeastStore, object
     start = (view.most_recent_end_time - OVERLAP) if view.most_recent_end_time else FIRST_MATERIALIZATION_START
     end = dt.datetime.now(dt.timezone.utc)
     offline = read_offline(object_store, columns=OFFLINE_KEYS)
-    new_rows = int(((offline["event_timestamp"] >= start) & (offline["event_timestamp"] < end)).sum()) if len(offline) else 0
+    new_rows = (
+        int(((offline["event_timestamp"] >= start) & (offline["event_timestamp"] < end)).sum()) if len(offline) else 0
+    )
     started = time.monotonic()
     with redis_errors_named(feast, start):
         written = materialize_parallel(feast, start, end)
         seconds = time.monotonic() - started
         latest = latest_offline(offline)
         coverage, skew = online_vs_offline(store, object_store, latest)
-    context.log.info(f"materialized {new_rows} new rows ({written} movies written) ({start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M}) in {seconds:.1f}s")
+    context.log.info(
+        f"materialized {new_rows} new rows ({written} movies written) ({start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M}) "
+        f"in {seconds:.1f}s"
+    )
     return dg.MaterializeResult(
         metadata={
             "rows": new_rows,
@@ -114,7 +144,9 @@ def online_features(context: dg.AssetExecutionContext, feast: FeastStore, object
         },
         check_results=[
             dg.AssetCheckResult(check_name="online_keys_present", passed=coverage["missing"] == 0, metadata=coverage),
-            dg.AssetCheckResult(check_name="online_matches_offline", passed=skew["mismatched_values"] == 0, metadata=skew),
+            dg.AssetCheckResult(
+                check_name="online_matches_offline", passed=skew["mismatched_values"] == 0, metadata=skew
+            ),
         ],
     )
 
@@ -132,9 +164,9 @@ def redis_errors_named(feast: FeastStore, start: dt.datetime):
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         raise dg.Failure(
             description=f"Redis (the Feast online store) at {redact_url(feast.redis_url)} is unreachable: "
-                        f"{redact_text(str(exc)) or type(exc).__name__}. Start it (`movie-platform up`) or fix MOVIE_REDIS_URL, "
-                        f"then re-run online_features; nothing was recorded as materialized, so the retry writes "
-                        f"everything from {start:%Y-%m-%d %H:%M} UTC again.",
+            f"{redact_text(str(exc)) or type(exc).__name__}. Start it (`movie-platform up`) or fix MOVIE_REDIS_URL, "
+            f"then re-run online_features; nothing was recorded as materialized, so the retry writes "
+            f"everything from {start:%Y-%m-%d %H:%M} UTC again.",
             allow_retries=True,
         ) from None
 
@@ -153,17 +185,25 @@ def read_offline(object_store: ObjectStore, columns: list[str] | None = None, mo
     if not folder.exists():
         return empty
     filters = [("movie_id", "in", [int(i) for i in movie_ids])] if movie_ids is not None else None
-    frames = [pd.read_parquet(part.open("rb"), columns=columns, filters=filters)
-              for part in sorted(folder.glob("release_month=*/part.parquet"))]
+    frames = [
+        pd.read_parquet(part.open("rb"), columns=columns, filters=filters)
+        for part in sorted(folder.glob("release_month=*/part.parquet"))
+    ]
     return pd.concat(frames, ignore_index=True) if frames else empty
 
 
 def latest_offline(offline: pd.DataFrame) -> pd.DataFrame:
     """The newest row per movie: what the online store must hold."""
-    return offline.sort_values(["movie_id", "event_timestamp", "created"]).drop_duplicates("movie_id", keep="last").reset_index(drop=True)
+    return (
+        offline.sort_values(["movie_id", "event_timestamp", "created"])
+        .drop_duplicates("movie_id", keep="last")
+        .reset_index(drop=True)
+    )
 
 
-def online_vs_offline(store, object_store: ObjectStore, latest: pd.DataFrame, sample: int = SKEW_SAMPLE) -> tuple[dict, dict]:
+def online_vs_offline(
+    store, object_store: ObjectStore, latest: pd.DataFrame, sample: int = SKEW_SAMPLE
+) -> tuple[dict, dict]:
     """(coverage of all movies, value comparison on a sample): the offline/online skew check.
 
     Coverage asks Redis whether each movie's hash holds Feast's timestamp (pipelined, in
@@ -176,10 +216,12 @@ def online_vs_offline(store, object_store: ObjectStore, latest: pd.DataFrame, sa
     picked_keys = latest.sample(n=min(sample, len(latest)), random_state=0)
     picked = latest_offline(read_offline(object_store, movie_ids=picked_keys["movie_id"]))
     picked = picked.merge(picked_keys[["movie_id", "event_timestamp"]], on=["movie_id", "event_timestamp"])
-    online = pd.DataFrame(store.get_online_features(
-        features=store.get_feature_service(FEATURE_SERVICE),
-        entity_rows=[{"movie_id": int(i)} for i in picked["movie_id"]],
-    ).to_dict())
+    online = pd.DataFrame(
+        store.get_online_features(
+            features=store.get_feature_service(FEATURE_SERVICE),
+            entity_rows=[{"movie_id": int(i)} for i in picked["movie_id"]],
+        ).to_dict()
+    )
     mismatched = 0
     examples = []
     for name in FEATURE_NAMES:
@@ -189,4 +231,8 @@ def online_vs_offline(store, object_store: ObjectStore, latest: pd.DataFrame, sa
         mismatched += int(bad.sum())
         if bad.any():
             examples.append(name)
-    return {"movies": len(latest), "missing": missing}, {"sampled": len(picked), "mismatched_values": mismatched, "mismatched_features": str(examples[:5])}
+    return {"movies": len(latest), "missing": missing}, {
+        "sampled": len(picked),
+        "mismatched_values": mismatched,
+        "mismatched_features": str(examples[:5]),
+    }

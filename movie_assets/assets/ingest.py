@@ -9,13 +9,13 @@ import dagster as dg
 import pandas as pd
 
 from movie_assets.checks import MOVIES_RAW_CHECKS, movies_raw_check_results
-from movie_assets.movie_records import RAW_COLUMNS, REJECT_COLUMNS, payload_json, to_frame, validate_month
+from movie_assets.domain.movie_records import RAW_COLUMNS, REJECT_COLUMNS, payload_json, to_frame, validate_month
+from movie_assets.domain.progress import Progress
+from movie_assets.object_layout import RAW_BACKUP_PATH
 from movie_assets.partitions import monthly_asset, months_in, partition_window
-from movie_assets.progress import Progress
 from movie_assets.resources.postgres import PostgresDatabase, table_schema
 from movie_assets.resources.tmdb import CrawlStats, TmdbAuthError, TmdbSource
 
-RAW_BACKUP_PATH = "raw/tmdb/release_month={release_month}/movies.jsonl.gz"
 RAW_DESCRIPTIONS = {
     "movie_id": "TMDB movie id",
     "release_month": "first day of the release month: the partition key",
@@ -31,7 +31,10 @@ RAW_DESCRIPTIONS = {
     group_name="ingestion",
     kinds={"postgres", "python"},
     check_specs=MOVIES_RAW_CHECKS,
-    metadata={"dagster/column_schema": table_schema(RAW_COLUMNS, RAW_DESCRIPTIONS), "partition_column": "release_month"},
+    metadata={
+        "dagster/column_schema": table_schema(RAW_COLUMNS, RAW_DESCRIPTIONS),
+        "partition_column": "release_month",
+    },
 )
 def movies_raw(context: dg.AssetExecutionContext, tmdb: TmdbSource, database: PostgresDatabase):
     """Movies released in the partition's month(s), crawled from TMDB: typed columns plus the raw payload.
@@ -62,16 +65,21 @@ def movies_raw(context: dg.AssetExecutionContext, tmdb: TmdbSource, database: Po
     rejected = to_frame(rejects, REJECT_COLUMNS)
     database.replace_rows("movies_rejected", REJECT_COLUMNS, rejected, "release_month", window)
     reasons = collections.Counter(r["reason"].split(":")[0] for r in rejects)
-    yield dg.Output(frame, metadata={
-        "source": tmdb.description,
-        "months": len(months_in(window)),
-        "rows": len(frame),
-        "rejected": len(rejected),
-        "reject_reasons": dg.MetadataValue.md(_counts_table(reasons, "reason")) if reasons else "none",
-        **{name: value for name, value in totals.as_dict().items()},
-        "duration_s": round(time.monotonic() - started, 2),
-        "preview": dg.MetadataValue.md(frame.drop(columns=["payload", "overview"]).head(10).to_markdown(index=False)),
-    })
+    yield dg.Output(
+        frame,
+        metadata={
+            "source": tmdb.description,
+            "months": len(months_in(window)),
+            "rows": len(frame),
+            "rejected": len(rejected),
+            "reject_reasons": dg.MetadataValue.md(_counts_table(reasons, "reason")) if reasons else "none",
+            **{name: value for name, value in totals.as_dict().items()},
+            "duration_s": round(time.monotonic() - started, 2),
+            "preview": dg.MetadataValue.md(
+                frame.drop(columns=["payload", "overview"]).head(10).to_markdown(index=False)
+            ),
+        },
+    )
     yield from movies_raw_check_results(frame, window)
 
 
@@ -83,7 +91,9 @@ def movies_raw(context: dg.AssetExecutionContext, tmdb: TmdbSource, database: Po
 )
 def movies_raw_backup(context: dg.AssetExecutionContext, movies_raw: pd.DataFrame) -> dict[str, bytes]:
     """The raw partition as gzip JSON Lines in the object store: what `restore_movies_raw_from_backup` reads."""
-    months = pd.to_datetime(movies_raw["release_month"]).dt.strftime("%Y-%m-01") if len(movies_raw) else pd.Series(dtype=str)
+    months = (
+        pd.to_datetime(movies_raw["release_month"]).dt.strftime("%Y-%m-01") if len(movies_raw) else pd.Series(dtype=str)
+    )
     objects = {}
     for key in context.partition_keys:
         part = movies_raw[months == key]
@@ -97,8 +107,9 @@ def backup_bytes(frame: pd.DataFrame) -> bytes:
     and the payload, enough to rebuild the typed row."""
     frame = frame.sort_values("movie_id", kind="stable")
     lines = [
-        '{"movie_id":%d,"fetched_at":"%s","payload":%s}' % (movie_id, pd.Timestamp(fetched).isoformat(), payload if isinstance(payload, str) else payload_json(payload))
-        for movie_id, fetched, payload in zip(frame["movie_id"], frame["fetched_at"], frame["payload"])
+        f'{{"movie_id":{movie_id:d},"fetched_at":"{pd.Timestamp(fetched).isoformat()}",'
+        f'"payload":{payload if isinstance(payload, str) else payload_json(payload)}}}'
+        for movie_id, fetched, payload in zip(frame["movie_id"], frame["fetched_at"], frame["payload"], strict=True)
     ]
     body = ("\n".join(lines) + "\n").encode() if lines else b""
     return gzip.compress(body, mtime=0)

@@ -1,4 +1,5 @@
 """Preparation: cleaned movies and EDA statistics in PostgreSQL, the report and plots in the UI."""
+
 import base64
 import collections
 import datetime as dt
@@ -9,8 +10,9 @@ import pandas as pd
 from psycopg import sql
 
 from movie_assets.checks import MOVIES_CLEAN_CHECKS, movies_clean_check_results
-from movie_assets.cleaning import CLEAN_COLUMNS, DROP_COLUMNS, GENRE_COLUMNS, clean_movies, genre_rows
-from movie_assets.eda import EDA_COLUMNS, eda_stats_frame, report_plots, summary_markdown
+from movie_assets.domain.cleaning import CLEAN_COLUMNS, DROP_COLUMNS, GENRE_COLUMNS, clean_movies, genre_rows
+from movie_assets.domain.eda import EDA_COLUMNS, eda_stats_frame, report_plots, summary_markdown
+from movie_assets.object_layout import EDA_PREFIX
 from movie_assets.partitions import add_months, monthly_asset, partition_window
 from movie_assets.resources.object_store import ObjectStore, write_atomically
 from movie_assets.resources.postgres import PostgresDatabase, copy_frame, table_schema
@@ -46,14 +48,21 @@ def movies_clean(context: dg.AssetExecutionContext, movies_raw: pd.DataFrame, da
     database.replace_rows("movies_clean_dropped", DROP_COLUMNS, dropped, "release_month", window)
     reasons = collections.Counter(dropped["reason"])
     context.log.info(f"{len(movies_raw)} raw -> {len(clean)} clean, {len(dropped)} dropped {dict(reasons)}")
-    yield dg.Output(clean, metadata={
-        "raw_rows": len(movies_raw),
-        "rows": len(clean),
-        "dropped": len(dropped),
-        "drop_reasons": dg.MetadataValue.md(pd.DataFrame(reasons.most_common(), columns=["reason", "rows"]).to_markdown(index=False)) if reasons else "none",
-        "cleaning_rules": dg.MetadataValue.md(CLEANING_RULES),
-        "preview": dg.MetadataValue.md(clean.head(10).to_markdown(index=False)),
-    })
+    yield dg.Output(
+        clean,
+        metadata={
+            "raw_rows": len(movies_raw),
+            "rows": len(clean),
+            "dropped": len(dropped),
+            "drop_reasons": dg.MetadataValue.md(
+                pd.DataFrame(reasons.most_common(), columns=["reason", "rows"]).to_markdown(index=False)
+            )
+            if reasons
+            else "none",
+            "cleaning_rules": dg.MetadataValue.md(CLEANING_RULES),
+            "preview": dg.MetadataValue.md(clean.head(10).to_markdown(index=False)),
+        },
+    )
     yield from movies_clean_check_results(clean, raw_rows=len(movies_raw), dropped_rows=len(dropped))
 
 
@@ -61,9 +70,15 @@ def movies_clean(context: dg.AssetExecutionContext, movies_raw: pd.DataFrame, da
     io_manager_key="postgres_io_manager",
     group_name="preparation",
     kinds={"postgres", "pandas"},
-    metadata={"dagster/column_schema": table_schema(EDA_COLUMNS), "partition_column": "release_month", "report_path": "eda/"},
+    metadata={
+        "dagster/column_schema": table_schema(EDA_COLUMNS),
+        "partition_column": "release_month",
+        "report_path": EDA_PREFIX + "/",
+    },
 )
-def eda_stats(context: dg.AssetExecutionContext, movies_clean: pd.DataFrame, database: PostgresDatabase, object_store: ObjectStore):
+def eda_stats(
+    context: dg.AssetExecutionContext, movies_clean: pd.DataFrame, database: PostgresDatabase, object_store: ObjectStore
+):
     """Per-month statistics (count, missing ratio, mean, std, min, quartiles, max, top-k, genre counts).
 
     Each materialization is also appended to `eda_stats_history`, which the view
@@ -76,27 +91,34 @@ def eda_stats(context: dg.AssetExecutionContext, movies_clean: pd.DataFrame, dat
     history = stats.assign(run_id=context.run_id, computed_at=dt.datetime.now(dt.timezone.utc))
     with database.connect("recording EDA history") as conn:
         database.ensure_table(conn, "eda_stats_history", EDA_HISTORY_COLUMNS, "release_month")
-        conn.execute(sql.SQL("delete from {} where run_id = %s").format(database.ident("eda_stats_history")), (context.run_id,))
+        conn.execute(
+            sql.SQL("delete from {} where run_id = %s").format(database.ident("eda_stats_history")), (context.run_id,)
+        )
         copy_frame(conn, database.ident("eda_stats_history"), EDA_HISTORY_COLUMNS, history)
     ensure_views(database)
 
     report_start = add_months(window[1], -REPORT_MONTHS)
     report_data = database.read_rows("movies_clean", CLEAN_COLUMNS, "release_month", (report_start, window[1]))
-    folder = f"eda/report_until={(window[1] - dt.timedelta(days=1)):%Y-%m}"
+    folder = f"{EDA_PREFIX}/report_until={(window[1] - dt.timedelta(days=1)):%Y-%m}"
     images = []
     for name, png in report_plots(report_data).items():
         write_atomically(object_store.root / folder / name, png)
-        images.append(f"**{name[:-4].replace('_', ' ')}**\n\n![{name}](data:image/png;base64,{base64.b64encode(png).decode()})")
+        images.append(
+            f"**{name[:-4].replace('_', ' ')}**\n\n![{name}](data:image/png;base64,{base64.b64encode(png).decode()})"
+        )
     context.log.info(f"{len(stats)} statistics for {stats['release_month'].nunique()} months; report in {folder}/")
-    return dg.Output(stats, metadata={
-        "rows": len(stats),
-        "months": int(stats["release_month"].nunique()),
-        "report_window": f"{report_start:%Y-%m}..{window[1] - dt.timedelta(days=1):%Y-%m}",
-        "report_movies": len(report_data),
-        "summary": dg.MetadataValue.md(summary_markdown(report_data)),
-        "plots": dg.MetadataValue.md("\n\n".join(images)),
-        "plots_path": dg.MetadataValue.path(str(object_store.root / folder)),
-    })
+    return dg.Output(
+        stats,
+        metadata={
+            "rows": len(stats),
+            "months": int(stats["release_month"].nunique()),
+            "report_window": f"{report_start:%Y-%m}..{window[1] - dt.timedelta(days=1):%Y-%m}",
+            "report_movies": len(report_data),
+            "summary": dg.MetadataValue.md(summary_markdown(report_data)),
+            "plots": dg.MetadataValue.md("\n\n".join(images)),
+            "plots_path": dg.MetadataValue.path(str(object_store.root / folder)),
+        },
+    )
 
 
 def ensure_views(database: PostgresDatabase) -> None:

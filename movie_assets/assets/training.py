@@ -1,4 +1,5 @@
 """Training: the XGBoost rating model tracked in MLflow, and monthly batch scores from the champion."""
+
 import base64
 import datetime as dt
 import tempfile
@@ -8,14 +9,8 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from movie_assets.assets.features import feast_definitions, movie_features
-from movie_assets.feature_definitions import FEATURE_SERVICE
-from movie_assets.feature_engineering import FEATURE_NAMES
-from movie_assets.partitions import monthly_asset, partition_window
-from movie_assets.resources.feast import FeastStore
-from movie_assets.resources.mlflow import MlflowTracking
-from movie_assets.resources.postgres import table_schema
-from movie_assets.training import (
+from movie_assets.domain.feature_engineering import FEATURE_NAMES
+from movie_assets.domain.training import (
     TARGET,
     baselines,
     features_of,
@@ -26,6 +21,11 @@ from movie_assets.training import (
     train_xgboost,
     training_set,
 )
+from movie_assets.feature_definitions import FEATURE_SERVICE
+from movie_assets.partitions import monthly_asset, partition_window
+from movie_assets.resources.feast import FeastStore
+from movie_assets.resources.mlflow import MlflowTracking
+from movie_assets.resources.postgres import table_schema
 
 PREDICTION_COLUMNS = {
     "movie_id": "bigint",
@@ -60,13 +60,22 @@ class TrainingConfig(dg.Config):
 
 @dg.asset(
     group_name="training",
-    deps=[movie_features, feast_definitions],
+    deps=["movie_features", "feast_definitions"],
     kinds={"xgboost", "mlflow"},
-    check_specs=[dg.AssetCheckSpec("beats_mean_baseline", asset="movie_rating_model",
-                                   description="holdout RMSE at least 5% below the mean-rating baseline")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "beats_mean_baseline",
+            asset="movie_rating_model",
+            description="holdout RMSE at least 5% below the mean-rating baseline",
+        )
+    ],
 )
 def movie_rating_model(
-    context: dg.AssetExecutionContext, config: TrainingConfig, movies_clean: pd.DataFrame, feast: FeastStore, mlflow_tracking: MlflowTracking,
+    context: dg.AssetExecutionContext,
+    config: TrainingConfig,
+    movies_clean: pd.DataFrame,
+    feast: FeastStore,
+    mlflow_tracking: MlflowTracking,
 ) -> dg.MaterializeResult:
     """XGBoost predicting TMDB's vote average from the `movie_rating_v1` features.
 
@@ -88,7 +97,9 @@ def movie_rating_model(
             "movie_features for the older months (feature rows older than the view's TTL are stale) and train again"
         )
     split = split_by_time(data, config.holdout_months)
-    context.log.info(f"{len(split.train)} training movies, {len(split.holdout)} held out ({', '.join(split.holdout_months)})")
+    context.log.info(
+        f"{len(split.train)} training movies, {len(split.holdout)} held out ({', '.join(split.holdout_months)})"
+    )
     model = train_xgboost(split.train, config.xgboost_params())
     predictions = model.predict(features_of(split.holdout))
     scores = {**metrics(split.holdout[TARGET], predictions), **baselines(split)}
@@ -96,32 +107,46 @@ def movie_rating_model(
 
     mlflow_tracking.activate()
     with mlflow.start_run(run_name=f"dagster-{context.run_id[:8]}") as run, tempfile.TemporaryDirectory() as folder:
-        mlflow.log_params({**config.model_dump(), "train_rows": len(split.train), "holdout_rows": len(split.holdout),
-                           "features": len(features_of(split.train).columns)})
+        mlflow.log_params(
+            {
+                **config.model_dump(),
+                "train_rows": len(split.train),
+                "holdout_rows": len(split.holdout),
+                "features": len(features_of(split.train).columns),
+            }
+        )
         mlflow.log_metrics(scores)
-        mlflow.set_tags({
-            "dagster_run_id": context.run_id,
-            "partition_range": f"{months[0]}..{months[-1]}",
-            "holdout_months": ",".join(split.holdout_months),
-            "feature_service": FEATURE_SERVICE,
-            "features_as_of": as_of.isoformat(),
-        })
+        mlflow.set_tags(
+            {
+                "dagster_run_id": context.run_id,
+                "partition_range": f"{months[0]}..{months[-1]}",
+                "holdout_months": ",".join(split.holdout_months),
+                "feature_service": FEATURE_SERVICE,
+                "features_as_of": as_of.isoformat(),
+            }
+        )
         plot = importance_plot(model)
         (Path(folder) / "feature_importance.png").write_bytes(plot)
         split.holdout.assign(predicted=predictions)[["movie_id", "release_month", TARGET, "predicted"]].to_csv(
-            Path(folder) / "holdout_predictions.csv", index=False)
+            Path(folder) / "holdout_predictions.csv", index=False
+        )
         mlflow.log_artifact(str(Path(folder) / "feature_importance.png"))
         mlflow.log_artifact(str(Path(folder) / "holdout_predictions.csv"))
         example = features_of(split.train).head(5)
         info = mlflow.xgboost.log_model(
-            model, name="model", signature=infer_signature(example, model.predict(example)), input_example=example,
+            model,
+            name="model",
+            signature=infer_signature(example, model.predict(example)),
+            input_example=example,
             registered_model_name=mlflow_tracking.registered_model,
         )
         version = str(info.registered_model_version)
         decision, champion_rmse = choose_champion(mlflow_tracking, version, scores["rmse"], split)
         mlflow.set_tags({"champion_decision": decision, "model_version": version})
         run_url = mlflow_tracking.run_url(run.info.experiment_id, run.info.run_id)
-    context.log.info(f"version {version}: rmse {scores['rmse']:.3f} (baseline {scores['baseline_rmse']:.3f}); {decision}")
+    context.log.info(
+        f"version {version}: rmse {scores['rmse']:.3f} (baseline {scores['baseline_rmse']:.3f}); {decision}"
+    )
     beats = scores["rmse"] <= 0.95 * scores["baseline_rmse"]
     return dg.MaterializeResult(
         metadata={
@@ -133,10 +158,17 @@ def movie_rating_model(
             "train_rows": len(split.train),
             "labels_without_features": len(labels) - len(data),
             "holdout_months": ", ".join(split.holdout_months),
-            "feature_importance": dg.MetadataValue.md(f"![importance](data:image/png;base64,{base64.b64encode(plot).decode()})"),
+            "feature_importance": dg.MetadataValue.md(
+                f"![importance](data:image/png;base64,{base64.b64encode(plot).decode()})"
+            ),
         },
-        check_results=[dg.AssetCheckResult(check_name="beats_mean_baseline", passed=bool(beats),
-                                           metadata={"rmse": scores["rmse"], "baseline_rmse": scores["baseline_rmse"]})],
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="beats_mean_baseline",
+                passed=bool(beats),
+                metadata={"rmse": scores["rmse"], "baseline_rmse": scores["baseline_rmse"]},
+            )
+        ],
     )
 
 
@@ -155,40 +187,72 @@ def choose_champion(tracking: MlflowTracking, version: str, rmse: float, split) 
     caveat = " (the champion trained on part of this holdout)" if seen else ""
     if rmse < champion_rmse:
         tracking.promote(version)
-        return f"promoted v{version}: rmse {rmse:.4f} < champion v{current.version} {champion_rmse:.4f}{caveat}", champion_rmse
-    return f"kept champion v{current.version}: rmse {champion_rmse:.4f} <= new v{version} {rmse:.4f}{caveat}", champion_rmse
+        return (
+            f"promoted v{version}: rmse {rmse:.4f} < champion v{current.version} {champion_rmse:.4f}{caveat}",
+            champion_rmse,
+        )
+    return (
+        f"kept champion v{current.version}: rmse {champion_rmse:.4f} <= new v{version} {rmse:.4f}{caveat}",
+        champion_rmse,
+    )
 
 
 @monthly_asset(
     group_name="training",
-    deps=[movie_rating_model],
+    deps=["movie_rating_model"],
     io_manager_key="postgres_io_manager",
     kinds={"postgres", "xgboost"},
-    metadata={"dagster/column_schema": table_schema(PREDICTION_COLUMNS), "partition_column": "release_month", "table_name": "predictions"},
+    metadata={
+        "dagster/column_schema": table_schema(PREDICTION_COLUMNS),
+        "partition_column": "release_month",
+        "table_name": "predictions",
+    },
 )
 def movie_rating_predictions(
-    context: dg.AssetExecutionContext, movies_clean: pd.DataFrame, feast: FeastStore, mlflow_tracking: MlflowTracking,
+    context: dg.AssetExecutionContext,
+    movies_clean: pd.DataFrame,
+    feast: FeastStore,
+    mlflow_tracking: MlflowTracking,
 ) -> dg.Output:
     """Scores of the month's movies by the `champion` model, with the model version that produced them."""
     champion = mlflow_tracking.champion()
     if champion is None:
-        raise dg.Failure(f"MLflow has no `champion` version of {mlflow_tracking.registered_model} yet: materialize movie_rating_model first")
+        raise dg.Failure(
+            f"MLflow has no `champion` version of {mlflow_tracking.registered_model} yet: materialize "
+            "movie_rating_model first"
+        )
     model = mlflow_tracking.load_xgboost(champion.version)
     scored_at = dt.datetime.now(dt.timezone.utc)
     store = feast.store()
-    entity_df = pd.DataFrame({"movie_id": movies_clean["movie_id"].astype("int64"), "event_timestamp": pd.Timestamp(scored_at)})
-    features = store.get_historical_features(entity_df=entity_df, features=store.get_feature_service(FEATURE_SERVICE)).to_df()
+    entity_df = pd.DataFrame(
+        {"movie_id": movies_clean["movie_id"].astype("int64"), "event_timestamp": pd.Timestamp(scored_at)}
+    )
+    features = store.get_historical_features(
+        entity_df=entity_df, features=store.get_feature_service(FEATURE_SERVICE)
+    ).to_df()
     months = movies_clean[["movie_id", "release_month"]].astype({"movie_id": "int64"})
     scored = features.merge(months, on="movie_id")
     scored = scored[scored[FEATURE_NAMES].notna().any(axis=1)]  # stale (past TTL) features: unscored, not guessed
-    frame = pd.DataFrame({
-        "movie_id": scored["movie_id"],
-        "release_month": scored["release_month"],
-        "predicted_vote_average": model.predict(features_of(scored)) if len(scored) else [],
-        "model_name": mlflow_tracking.registered_model,
-        "model_version": str(champion.version),
-        "scored_at": scored_at,
-    })
+    frame = pd.DataFrame(
+        {
+            "movie_id": scored["movie_id"],
+            "release_month": scored["release_month"],
+            "predicted_vote_average": model.predict(features_of(scored)) if len(scored) else [],
+            "model_name": mlflow_tracking.registered_model,
+            "model_version": str(champion.version),
+            "scored_at": scored_at,
+        }
+    )
     window = partition_window(context)
-    context.log.info(f"scored {len(frame)} of {len(movies_clean)} movies of {window[0]:%Y-%m}..{window[1]:%Y-%m} with v{champion.version}")
-    return dg.Output(frame, metadata={"rows": len(frame), "unscored": len(movies_clean) - len(frame), "model_version": str(champion.version)})
+    context.log.info(
+        f"scored {len(frame)} of {len(movies_clean)} movies of {window[0]:%Y-%m}..{window[1]:%Y-%m} with "
+        f"v{champion.version}"
+    )
+    return dg.Output(
+        frame,
+        metadata={
+            "rows": len(frame),
+            "unscored": len(movies_clean) - len(frame),
+            "model_version": str(champion.version),
+        },
+    )

@@ -3,21 +3,26 @@
 Registry: SQL, in the PostgreSQL database `feast` (shared by every process).
 Offline store: the movie_features Parquet under MOVIE_STORAGE_URL. Online store: Redis.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Optional
 from urllib.parse import urlsplit
 
 import dagster as dg
+import yaml
 from pydantic import Field
 
 from movie_assets.settings import dagster_storage_url, database_url
 
 FEATURE_REPO = Path(__file__).resolve().parents[2] / "feature_repo"
-KEY_TTL_SECONDS = 30 * 86400  # keep in step with feature_repo/feature_store.yaml
-REGISTRY_CACHE_TTL_SECONDS = 10
+# feature_store.yaml is the one source of what the Feast CLI and the assets share: the code
+# reads project, key TTL and registry cache TTL from it instead of repeating them.
+REPO_YAML = yaml.safe_load((FEATURE_REPO / "feature_store.yaml").read_text())
+PROJECT = REPO_YAML["project"]
+KEY_TTL_SECONDS = int(REPO_YAML["online_store"]["key_ttl_seconds"])
+REGISTRY_CACHE_TTL_SECONDS = int(REPO_YAML["registry"]["cache_ttl_seconds"])
 FIRST_MATERIALIZATION_START = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 
 
@@ -56,15 +61,19 @@ class FeastStore(dg.ConfigurableResource):
     db_url: str
     redis_url: str
     storage_url: str
-    s3_endpoint_url: Optional[str] = None
-    project: str = Field(default="movie_platform", description="Feast project: registry rows and Redis keys are per project")
+    s3_endpoint_url: str | None = None
+    project: str = Field(default=PROJECT, description="Feast project: registry rows and Redis keys are per project")
     key_ttl_seconds: int = KEY_TTL_SECONDS
 
     @classmethod
-    def from_settings(cls, settings) -> "FeastStore":
+    def from_settings(cls, settings) -> FeastStore:
         """The default project for a `Settings` (CLI, notebooks); the assets get theirs from wiring.py."""
-        return cls(db_url=settings.db_url, redis_url=settings.redis_url, storage_url=settings.storage_url,
-                   s3_endpoint_url=settings.s3_endpoint_url)
+        return cls(
+            db_url=settings.db_url,
+            redis_url=settings.redis_url,
+            storage_url=settings.storage_url,
+            s3_endpoint_url=settings.s3_endpoint_url,
+        )
 
     def repo_config(self):
         from feast.repo_config import RepoConfig
@@ -72,10 +81,18 @@ class FeastStore(dg.ConfigurableResource):
         return RepoConfig(
             project=self.project,
             provider="local",
-            registry={"registry_type": "sql", "path": registry_url(self.db_url), "cache_ttl_seconds": REGISTRY_CACHE_TTL_SECONDS},
+            registry={
+                "registry_type": "sql",
+                "path": registry_url(self.db_url),
+                "cache_ttl_seconds": REGISTRY_CACHE_TTL_SECONDS,
+            },
             offline_store={"type": "file"},
-            online_store={"type": "redis", "connection_string": redis_connection_string(self.redis_url), "key_ttl_seconds": self.key_ttl_seconds},
-            entity_key_serialization_version=3,
+            online_store={
+                "type": "redis",
+                "connection_string": redis_connection_string(self.redis_url),
+                "key_ttl_seconds": self.key_ttl_seconds,
+            },
+            entity_key_serialization_version=REPO_YAML["entity_key_serialization_version"],
             repo_path=FEATURE_REPO,
         )
 

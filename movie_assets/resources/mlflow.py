@@ -1,8 +1,8 @@
 """MLflow tracking and registry against MLFLOW_TRACKING_URI (artifacts are served by the tracking server)."""
+
 from __future__ import annotations
 
 import tempfile
-from typing import Optional
 
 import dagster as dg
 from pydantic import Field
@@ -51,5 +51,5 @@ class MlflowTracking(dg.ConfigurableResource):
     def promote(self, version: str) -> None:
         self.client().set_registered_model_alias(self.registered_model, CHAMPION, version)
 
-    def run_url(self, experiment_id: str, run_id: str) -> Optional[str]:
+    def run_url(self, experiment_id: str, run_id: str) -> str | None:
         return f"{redact_url(self.tracking_uri).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"

@@ -3,6 +3,7 @@
 Paths are `universal-pathlib` UPaths over fsspec, so `s3://bucket/prefix` (s3fs)
 and `file:///folder` behave the same to every caller.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,7 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field
 from upath import UPath
 
-from movie_assets.settings import redact_url
+from movie_assets.settings import Settings, redact_url
 
 
 def object_root(
@@ -46,6 +47,18 @@ def object_root(
     return UPath(storage_url, **options)
 
 
+def object_root_for(settings: Settings) -> UPath:
+    """The object store root of a `Settings` (CLI, doctor, notebooks), with its S3 endpoint and credentials."""
+    return object_root(
+        settings.storage_url or "",
+        settings.s3_endpoint_url,
+        settings.aws_access_key_id,
+        settings.aws_secret_access_key,
+        settings.aws_region,
+        settings.aws_session_token,
+    )
+
+
 def partition_month(partition_key: str) -> str:
     """`2024-03-01` -> `2024-03`: the release_month folder of the object-store layout."""
     return partition_key[:7]
@@ -65,8 +78,12 @@ class ObjectStore(dg.ConfigurableResource):
     @property
     def root(self) -> UPath:
         return object_root(
-            self.storage_url, self.s3.endpoint_url, self.s3.aws_access_key_id, self.s3.aws_secret_access_key,
-            self.s3.region_name, self.s3.aws_session_token,
+            self.storage_url,
+            self.s3.endpoint_url,
+            self.s3.aws_access_key_id,
+            self.s3.aws_secret_access_key,
+            self.s3.region_name,
+            self.s3.aws_session_token,
         )
 
     def path_for(self, template: str, partition_key: str | None = None) -> UPath:
@@ -107,23 +124,38 @@ class ObjectStore(dg.ConfigurableResource):
         """s3fs/botocore failures as ObjectStoreError: which store, which bucket or key id, and the fix."""
         from botocore.exceptions import ClientError, EndpointConnectionError
 
-        where = f"object store {redact_url(self.storage_url)}" + (f" at {self.s3.endpoint_url}" if self.s3.endpoint_url else "")
+        where = f"object store {redact_url(self.storage_url)}" + (
+            f" at {self.s3.endpoint_url}" if self.s3.endpoint_url else ""
+        )
         bucket = self.storage_url.removeprefix("s3://").split("/", 1)[0]
-        missing_bucket = (f"{where}: bucket {bucket!r} does not exist. Create it (compose's minio-init does) or fix "
-                          f"MOVIE_STORAGE_URL; nothing was written for {what}.")
-        refused = (f"{where} refused the credentials of AWS_ACCESS_KEY_ID={self.s3.aws_access_key_id or '(default chain)'}: "
-                   f"check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; nothing was written for {what}.")
+        missing_bucket = (
+            f"{where}: bucket {bucket!r} does not exist. Create it (compose's minio-init does) or fix "
+            f"MOVIE_STORAGE_URL; nothing was written for {what}."
+        )
+        refused = (
+            f"{where} refused the credentials of AWS_ACCESS_KEY_ID={self.s3.aws_access_key_id or '(default chain)'}: "
+            f"check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; nothing was written for {what}."
+        )
         try:
             yield
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code == "NoSuchBucket":
                 raise ObjectStoreError(missing_bucket) from None
-            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "InvalidToken", "ExpiredToken"):
+            if code in (
+                "InvalidAccessKeyId",
+                "SignatureDoesNotMatch",
+                "AccessDenied",
+                "403",
+                "InvalidToken",
+                "ExpiredToken",
+            ):
                 raise ObjectStoreError(refused) from None
             raise
         except EndpointConnectionError:
-            raise ObjectStoreError(f"{where} is unreachable: start it or fix MOVIE_S3_ENDPOINT_URL; nothing was written for {what}.") from None
+            raise ObjectStoreError(
+                f"{where} is unreachable: start it or fix MOVIE_S3_ENDPOINT_URL; nothing was written for {what}."
+            ) from None
         except FileNotFoundError:
             if is_local(self.root):
                 raise
@@ -161,18 +193,23 @@ class ObjectStoreIOManager(dg.ConfigurableIOManager):
             missing = sorted(set(context.asset_partition_keys) - set(items))
             extra = sorted(set(items) - set(context.asset_partition_keys))
             raise dg.DagsterInvariantViolationError(
-                f"{context.asset_key.to_user_string()} must return one object per partition of the run; missing {missing[:3]}, unexpected {extra[:3]}"
+                f"{context.asset_key.to_user_string()} must return one object per partition of the run; missing "
+                f"{missing[:3]}, unexpected {extra[:3]}"
             )
         written, total = [], 0
         for key, value in sorted(items.items(), key=lambda kv: kv[0] or ""):
             data = _serialize(value, template)
             written.append(str(self.store.write(template, key, data)))
             total += len(data)
-        context.add_output_metadata({
-            "objects": len(written),
-            "bytes": total,
-            "path": dg.MetadataValue.path(written[0] if len(written) == 1 else str(self.path_for(template, None).parent.parent)),
-        })
+        context.add_output_metadata(
+            {
+                "objects": len(written),
+                "bytes": total,
+                "path": dg.MetadataValue.path(
+                    written[0] if len(written) == 1 else str(self.path_for(template, None).parent.parent)
+                ),
+            }
+        )
 
     def load_object(self, template: str, partition_key: str | None):
         """One object as the asset returned it; a local Parquet file is read by Arrow straight from disk."""
@@ -190,7 +227,8 @@ class ObjectStoreIOManager(dg.ConfigurableIOManager):
             path = self.path_for(template, key)
             if not path.exists():
                 raise FileNotFoundError(
-                    f"object store has no {path} for {context.asset_key.to_user_string()} partition {key}; materialize that partition first"
+                    f"object store has no {path} for {context.asset_key.to_user_string()} partition {key}; "
+                    "materialize that partition first"
                 )
             loaded[key] = self.load_object(template, key)
         return loaded
@@ -215,7 +253,9 @@ def write_atomically(path: UPath, data: bytes) -> None:
 def _template(context: dg.OutputContext) -> str:
     template = (context.definition_metadata or {}).get("object_path")
     if not template:
-        raise dg.DagsterInvariantViolationError(f"asset {context.asset_key.to_user_string()} has no `object_path` metadata")
+        raise dg.DagsterInvariantViolationError(
+            f"asset {context.asset_key.to_user_string()} has no `object_path` metadata"
+        )
     return str(template.value if hasattr(template, "value") else template)
 
 

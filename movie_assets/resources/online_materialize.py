@@ -8,6 +8,7 @@ written by one worker process per core. Redis holds exactly the bytes stock Feas
 writes (a test compares them), so the Feast SDK reads them as usual. Feast's
 underscore helpers are used only in these two modules.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -21,22 +22,31 @@ VIEW = "movie_features"
 PARALLEL_FROM_ROWS = 20_000  # below this, worker start-up costs more than it saves
 
 
-def materialize_parallel(feast, start: dt.datetime, end: dt.datetime, workers: int | None = None,
-                         parallel_from_rows: int = PARALLEL_FROM_ROWS) -> int:
+def materialize_parallel(
+    feast,
+    start: dt.datetime,
+    end: dt.datetime,
+    workers: int | None = None,
+    parallel_from_rows: int = PARALLEL_FROM_ROWS,
+) -> int:
     """Write the latest offline rows of [start, end) per movie to Redis; returns the rows written."""
     store = feast.store()
     view = store.get_feature_view(VIEW)
     source = view.batch_source
-    table = store._get_provider().offline_store.pull_latest_from_table_or_query(
-        config=store.config,
-        data_source=source,
-        join_key_columns=[column.name for column in view.entity_columns],
-        feature_name_columns=[feature.name for feature in view.features],
-        timestamp_field=source.timestamp_field,
-        created_timestamp_column=source.created_timestamp_column,
-        start_date=start,
-        end_date=end,
-    ).to_arrow()
+    table = (
+        store._get_provider()
+        .offline_store.pull_latest_from_table_or_query(
+            config=store.config,
+            data_source=source,
+            join_key_columns=[column.name for column in view.entity_columns],
+            feature_name_columns=[feature.name for feature in view.features],
+            timestamp_field=source.timestamp_field,
+            created_timestamp_column=source.created_timestamp_column,
+            start_date=start,
+            end_date=end,
+        )
+        .to_arrow()
+    )
     workers = workers or os.cpu_count() or 1
     if table.num_rows == 0:
         written = 0

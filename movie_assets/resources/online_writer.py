@@ -7,12 +7,14 @@ produced from Arrow columns in bulk. `check_encoding` compares them with Feast's
 own encoder at start, so a change in Feast's format fails loudly instead of
 writing keys the SDK cannot read. Newer-wins dedupe is kept as Feast does it.
 """
+
 from __future__ import annotations
 
 import struct
 from functools import lru_cache
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -43,7 +45,7 @@ def encode_column(column: pa.ChunkedArray, is_double: bool) -> list[bytes]:
         numbers = pc.fill_null(column, 0.0).to_numpy().astype("<f8")
         nulls = nulls | np.isnan(numbers)  # Feast writes NaN as an empty ValueProto too
         raw = numbers.tobytes()
-        encoded = [DOUBLE_TAG + raw[i:i + 8] for i in range(0, len(raw), 8)]
+        encoded = [DOUBLE_TAG + raw[i : i + 8] for i in range(0, len(raw), 8)]
     else:
         encoded = [encode_int64(v) for v in pc.fill_null(column, 0).to_numpy().tolist()]
     if nulls.any():
@@ -75,20 +77,24 @@ class FeastRedisLayout:
         self.field_keys = [_mmh3(f"{self.name}:{name}") for name, _ in self.features]
         (self.join_key,) = [column.name for column in view.entity_columns]
         version = config.entity_key_serialization_version
-        zero = _redis_key(config.project, EntityKey(join_keys=[self.join_key], entity_values=[Value(int64_val=0)]), version)
+        zero = _redis_key(
+            config.project, EntityKey(join_keys=[self.join_key], entity_values=[Value(int64_val=0)]), version
+        )
         self.project_suffix = config.project.encode()
         self.key_prefix = zero[: -(8 + len(self.project_suffix))]
         self._reference = (_redis_key, EntityKey, Value, version, config.project)
 
     def keys(self, ids: np.ndarray) -> list[bytes]:
         raw = ids.astype("<i8").tobytes()
-        return [self.key_prefix + raw[i:i + 8] + self.project_suffix for i in range(0, len(raw), 8)]
+        return [self.key_prefix + raw[i : i + 8] + self.project_suffix for i in range(0, len(raw), 8)]
 
     def check_encoding(self) -> None:
         """Our bytes must equal Feast's for keys and values, or nothing is written."""
         redis_key, entity_key, value, version, project = self._reference
         for movie_id in (1, 290000001, 2**40 + 7):
-            expected = redis_key(project, entity_key(join_keys=[self.join_key], entity_values=[value(int64_val=movie_id)]), version)
+            expected = redis_key(
+                project, entity_key(join_keys=[self.join_key], entity_values=[value(int64_val=movie_id)]), version
+            )
             if self.keys(np.array([movie_id]))[0] != expected:
                 raise RuntimeError("Feast's Redis entity-key layout changed: use FeatureStore.materialize instead")
         for number in (0, 1, 127, 128, 2024, -5, 2**40):
@@ -110,7 +116,9 @@ def write_latest(store, view, table: pa.Table, key_ttl_seconds: int | None) -> i
     layout.check_encoding()
     client = RedisOnlineStore()._get_client(store.config.online_store)
     keys = layout.keys(table[layout.join_key].to_numpy())
-    nanos = pc.cast(pc.cast(table[view.batch_source.timestamp_field], pa.timestamp("ns", tz="UTC")), pa.int64()).to_numpy()
+    nanos = pc.cast(
+        pc.cast(table[view.batch_source.timestamp_field], pa.timestamp("ns", tz="UTC")), pa.int64()
+    ).to_numpy()
     stamps: dict[int, bytes] = {}
     written = 0
     with client.pipeline(transaction=False) as pipe:
@@ -122,12 +130,12 @@ def write_latest(store, view, table: pa.Table, key_ttl_seconds: int | None) -> i
             for row in batch:
                 pipe.hget(keys[row], layout.ts_field)
             previous = pipe.execute()
-            for row, stored in zip(batch, previous):
+            for row, stored in zip(batch, previous, strict=True):
                 new = int(nanos[row])
                 if stored is not None and _stored_nanos(stored) >= new:
                     continue  # Feast's rule: skip older or same-instant rows
                 stamp = stamps.get(new) or stamps.setdefault(new, timestamp_bytes(new))
-                mapping = dict(zip(layout.field_keys, (column[row - start] for column in columns)))
+                mapping = dict(zip(layout.field_keys, (column[row - start] for column in columns), strict=True))
                 mapping[layout.ts_field] = stamp
                 pipe.hset(keys[row], mapping=mapping)
                 if key_ttl_seconds:
@@ -174,30 +182,29 @@ class OnlineReader:
         self.client = RedisOnlineStore()._get_client(store.config.online_store)
         self.columns = [name for name, _ in self.layout.features]
 
-    def read(self, ids) -> "pd.DataFrame":
+    def read(self, ids) -> pd.DataFrame:
         """Movies not online come back as all-NaN rows."""
-        import pandas as pd
-
         with self.client.pipeline(transaction=False) as pipe:
             for key in self.layout.keys(np.asarray(ids, dtype="int64")):
                 pipe.hmget(key, self.layout.field_keys)
             rows = pipe.execute()
-        values = np.array([[decode_value(raw or b"") for raw in row] for row in rows], dtype="float64").reshape(len(rows), len(self.columns))
+        values = np.array([[decode_value(raw or b"") for raw in row] for row in rows], dtype="float64").reshape(
+            len(rows), len(self.columns)
+        )
         return pd.DataFrame(values, columns=self.columns, index=pd.Index(ids, name=self.layout.join_key))
-
 
     def present(self, ids, batch: int = 10_000) -> np.ndarray:
         """Which movies have an online row (their hash holds Feast's timestamp field); pipelined in batches."""
         found = np.zeros(len(ids), dtype=bool)
         for start in range(0, len(ids), batch):
-            keys = self.layout.keys(np.asarray(ids[start:start + batch], dtype="int64"))
+            keys = self.layout.keys(np.asarray(ids[start : start + batch], dtype="int64"))
             with self.client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.hexists(key, self.layout.ts_field)
-                found[start:start + len(keys)] = pipe.execute()
+                found[start : start + len(keys)] = pipe.execute()
         return found
 
 
-def read_latest(store, view, ids) -> "pd.DataFrame":
+def read_latest(store, view, ids) -> pd.DataFrame:
     """One-off read (builds an OnlineReader)."""
     return OnlineReader(store, view).read(ids)

@@ -5,14 +5,15 @@ new rows, in one transaction. Re-runs never duplicate and a failed write leaves 
 previous rows. Bulk paths go through COPY with CSV built by Arrow (C speed on both
 sides); tables get explicit DDL from the asset's `dagster/column_schema`.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import io
 import json
 import re
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Iterator, Mapping
 
 import dagster as dg
 import numpy as np
@@ -79,7 +80,9 @@ class PostgresDatabase(dg.ConfigurableResource):
     def ident(self, table: str) -> sql.Composed:
         return sql.SQL("{}.{}").format(sql.Identifier(self.db_schema), sql.Identifier(table))
 
-    def ensure_table(self, conn: psycopg.Connection, table: str, columns: Mapping[str, str], partition_column: str | None) -> None:
+    def ensure_table(
+        self, conn: psycopg.Connection, table: str, columns: Mapping[str, str], partition_column: str | None
+    ) -> None:
         """Create schema, table and partition index when missing, and commit at once.
 
         Checking first means an existing table costs no DDL lock (CREATE INDEX IF NOT
@@ -101,8 +104,13 @@ class PostgresDatabase(dg.ConfigurableResource):
         ddl = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in columns.items())
         conn.execute(sql.SQL("create table if not exists {} ({})").format(self.ident(table), ddl))
         if partition_column:
-            conn.execute(sql.SQL("create index if not exists {} on {} ({})").format(
-                sql.Identifier(f"{table}_{partition_column}_idx"), self.ident(table), sql.Identifier(partition_column)))
+            conn.execute(
+                sql.SQL("create index if not exists {} on {} ({})").format(
+                    sql.Identifier(f"{table}_{partition_column}_idx"),
+                    self.ident(table),
+                    sql.Identifier(partition_column),
+                )
+            )
         conn.commit()
 
     def replace_rows(
@@ -129,7 +137,9 @@ class PostgresDatabase(dg.ConfigurableResource):
                 self._lock_months(conn, table, window if partition_column else None)
                 if window and partition_column:
                     conn.execute(
-                        sql.SQL("delete from {} where {col} >= %s and {col} < %s").format(self.ident(table), col=sql.Identifier(partition_column)),
+                        sql.SQL("delete from {} where {col} >= %s and {col} < %s").format(
+                            self.ident(table), col=sql.Identifier(partition_column)
+                        ),
                         (window[0], window[1]),
                     )
                 else:
@@ -160,7 +170,8 @@ class PostgresDatabase(dg.ConfigurableResource):
         query = sql.SQL("select {} from {}").format(select, self.ident(table))
         if window and partition_column:
             query += sql.SQL(" where {col} >= {start} and {col} < {end}").format(
-                col=sql.Identifier(partition_column), start=sql.Literal(window[0]), end=sql.Literal(window[1]))
+                col=sql.Identifier(partition_column), start=sql.Literal(window[0]), end=sql.Literal(window[1])
+            )
         table_data = self.read_arrow(query.as_string(None), label)
         if table_data is None:  # the table was never written: nothing to read yet
             return arrow_to_frame(pa.Table.from_pylist([], _arrow_schema(columns)), columns)
@@ -184,12 +195,15 @@ class PostgresDatabase(dg.ConfigurableResource):
             raise
         except adbc.Error as exc:
             raise PostgresError(
-                f"PostgreSQL at {redact_url(self.url)} failed while reading {label}: {redact_text(str(exc).splitlines()[0])}. "
+                f"PostgreSQL at {redact_url(self.url)} failed while reading {label}: "
+                f"{redact_text(str(exc).splitlines()[0])}. "
                 "Check that it runs (`movie-platform doctor`) and that MOVIE_DB_URL is right."
             ) from None
 
 
-def copy_frame(conn: psycopg.Connection, target: sql.Composable, columns: Mapping[str, str], frame: pd.DataFrame) -> None:
+def copy_frame(
+    conn: psycopg.Connection, target: sql.Composable, columns: Mapping[str, str], frame: pd.DataFrame
+) -> None:
     """COPY a frame into `target` as CSV written by Arrow (nulls unquoted, strings quoted).
 
     The CSV is produced and sent batch by batch, so the server parses one batch while
@@ -233,7 +247,12 @@ def _to_arrow(frame: pd.DataFrame, columns: Mapping[str, str]) -> pa.Table:
         if sql_type.endswith("[]"):
             arrays.append(pa.array([_pg_array(v) for v in values], pa.string()))
         elif sql_type == "jsonb":
-            arrays.append(pa.array([v if v is None or isinstance(v, str) else json.dumps(v, separators=(",", ":")) for v in values], pa.string()))
+            arrays.append(
+                pa.array(
+                    [v if v is None or isinstance(v, str) else json.dumps(v, separators=(",", ":")) for v in values],
+                    pa.string(),
+                )
+            )
         elif sql_type == "date":
             days = pd.to_datetime(values).values.astype("datetime64[D]")
             arrays.append(pa.array(days, pa.date32(), mask=pd.isna(days)))
@@ -288,11 +307,13 @@ class PostgresIOManager(dg.ConfigurableIOManager):
         started = dt.datetime.now()
         rows = self.database.replace_rows(table, columns, obj, partition_column, window)
         seconds = (dt.datetime.now() - started).total_seconds()
-        context.add_output_metadata({
-            "table": f"{self.database.db_schema}.{table}",
-            "dagster/row_count": rows,
-            "rows_per_second": round(rows / seconds) if seconds > 0 else rows,
-        })
+        context.add_output_metadata(
+            {
+                "table": f"{self.database.db_schema}.{table}",
+                "dagster/row_count": rows,
+                "rows_per_second": round(rows / seconds) if seconds > 0 else rows,
+            }
+        )
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         table, columns, partition_column, window = self._target(context.upstream_output, context)

@@ -1,9 +1,11 @@
-"""TMDB as a Dagster resource: the real API client and the offline sample, interchangeable.
+"""TMDB as a Dagster resource: the `TmdbSource` interface and the real API client.
 
-Assets ask for `TmdbSource.crawl(window)` and never learn which one they got. Both
-return (discover list item, details document) pairs; `movie_records` turns them
-into rows, so the sample walks the same parsing and validation path as the API.
+Assets ask for `TmdbSource.crawl(window)` and never learn which one they got: this
+client or the offline sample in `tmdb_sample.py`. Both return (discover list item,
+details document) pairs; `movie_records` turns them into rows, so the sample walks
+the same parsing and validation path as the API.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -11,16 +13,16 @@ import random
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 import dagster as dg
 import requests
 from pydantic import Field
 
-from movie_assets.progress import Progress
-from movie_assets.settings import redact_url
+from movie_assets.domain.progress import Progress
+from movie_assets.settings import DEFAULT_TMDB_BASE_URL, redact_url
 
 PAGE_SIZE = 20
 MAX_PAGES = 500  # TMDB refuses pages past 500: at most 10,000 results per discover query
@@ -29,7 +31,7 @@ MAX_RETRY_AFTER_S = 60.0
 MAX_LISTING_PASSES = 2  # extra passes over the pages when fewer movies were listed than TMDB counted
 
 Window = tuple[dt.date, dt.date]  # [start, end): end is exclusive
-Pair = tuple[dict, Optional[dict]]
+Pair = tuple[dict, dict | None]
 
 
 class TmdbError(RuntimeError):
@@ -106,10 +108,14 @@ class RateLimiter:
 class TmdbApiClient(TmdbSource):
     """Real HTTP against TMDB (or anything that speaks its wire format)."""
 
-    base_url: str = "https://api.themoviedb.org/3"
-    api_key: Optional[str] = Field(default=None, description="TMDB v3 API key (sent as the api_key query parameter)")
-    read_access_token: Optional[str] = Field(default=None, description="TMDB v4 read access token (sent as a Bearer header)")
-    requests_per_second: float = Field(default=38.0, description="client-side limit: 95% of the 40/s floor of TMDB's 40-50/s")
+    base_url: str = DEFAULT_TMDB_BASE_URL
+    api_key: str | None = Field(default=None, description="TMDB v3 API key (sent as the api_key query parameter)")
+    read_access_token: str | None = Field(
+        default=None, description="TMDB v4 read access token (sent as a Bearer header)"
+    )
+    requests_per_second: float = Field(
+        default=38.0, description="client-side limit: 95% of the 40/s floor of TMDB's 40-50/s"
+    )
     max_workers: int = Field(default=8, description="concurrent requests inside one run")
     max_retries: int = 6
     backoff_base_s: float = 0.5
@@ -133,8 +139,10 @@ class TmdbApiClient(TmdbSource):
             for item in items:
                 unique.setdefault(item.get("id"), item)
             stats.add(listed=len(items), duplicates=len(items) - len(unique))
-            log(f"TMDB {window[0]}..{window[1]}: {len(unique)} movies listed ({stats.pages} pages, "
-                f"{len(items) - len(unique)} duplicates); fetching details")
+            log(
+                f"TMDB {window[0]}..{window[1]}: {len(unique)} movies listed ({stats.pages} pages, "
+                f"{len(items) - len(unique)} duplicates); fetching details"
+            )
             progress = Progress(f"TMDB details {window[0]:%Y-%m}", len(unique), log)
 
             def fetch_details(movie_id):
@@ -144,9 +152,9 @@ class TmdbApiClient(TmdbSource):
 
             details = list(pool.map(fetch_details, unique))
         stats.add(details_missing=sum(d is None for d in details))
-        return Crawl(list(zip(unique.values(), details)), stats)
+        return Crawl(list(zip(unique.values(), details, strict=True)), stats)
 
-    def _discover(self, http: "_Http", pool: ThreadPoolExecutor, window: Window, log) -> list[dict]:
+    def _discover(self, http: _Http, pool: ThreadPoolExecutor, window: Window, log) -> list[dict]:
         """All list items of the window; windows over TMDB's 10,000-result cap are split, never truncated."""
         start, end = window
         params = {
@@ -179,10 +187,16 @@ class TmdbApiClient(TmdbSource):
             if listed >= total_results:
                 break
             # Paging under a shifting order repeats some items and pushes others past the last page.
-            log(f"TMDB {start}..{end}: listed {listed} of {total_results} movies; paging again ({attempt + 2}/{MAX_LISTING_PASSES + 1})")
+            log(
+                f"TMDB {start}..{end}: listed {listed} of {total_results} movies; paging again "
+                f"({attempt + 2}/{MAX_LISTING_PASSES + 1})"
+            )
         else:
             http.stats.add(missing_listings=total_results - listed)
-            log(f"WARNING TMDB {start}..{end}: {total_results - listed} of {total_results} movies never appeared in the listing")
+            log(
+                f"WARNING TMDB {start}..{end}: {total_results - listed} of {total_results} movies never appeared in "
+                "the listing"
+            )
         return [item for page in pages for item in page.get("results", [])]
 
 
@@ -232,7 +246,9 @@ class _Http:
                 elif response.status_code >= 500:
                     problem, wait = f"{response.status_code} {_status_message(response)}", self._backoff(attempt)
                 else:
-                    raise TmdbError(f"TMDB {response.status_code} for {self._safe(response.url)}: {_status_message(response)}")
+                    raise TmdbError(
+                        f"TMDB {response.status_code} for {self._safe(response.url)}: {_status_message(response)}"
+                    )
             if attempt == self.client.max_retries:
                 raise TmdbError(
                     f"TMDB still failing after {attempt + 1} attempts for {self._safe(url)} ({problem}); "
@@ -266,35 +282,3 @@ def _status_message(response: requests.Response) -> str:
         return str(response.json().get("status_message", response.reason))
     except ValueError:
         return response.reason or ""
-
-
-class TmdbSampleSource(TmdbSource):
-    """The deterministic offline catalogue of `tmdb_sample`, paged like the API (duplicates included)."""
-
-    movies_per_month: int = Field(default=130, description="catalogue size per release month")
-
-    @property
-    def description(self) -> str:
-        return f"TMDB sample ({self.movies_per_month} movies/month)"
-
-    def crawl(self, window: Window, log: Callable[[str], None] = print) -> Crawl:
-        from movie_assets.partitions import months_in
-        from movie_assets.tmdb_sample import movies_for_month
-
-        start, end = window
-        months = [first for first, _ in months_in((start.replace(day=1), end))]
-        movies = [m for month in months for m in movies_for_month(month, self.movies_per_month)
-                  if start.isoformat() <= m.details["release_date"] < end.isoformat()]
-        pairs: list[Pair] = []
-        stats = CrawlStats(windows=1)
-        for number, first in enumerate(range(0, len(movies), PAGE_SIZE)):
-            page = movies[first:first + PAGE_SIZE]
-            if number and number % 3 == 0:
-                # TMDB repeats items across pages when popularity shifts mid-crawl.
-                page = [movies[first - 1], *page]
-                stats.add(duplicates=1)
-            pairs += [(m.list_item, m.details) for m in page]
-            stats.add(pages=1)
-        stats.add(listed=len(pairs))
-        log(f"TMDB sample {start}..{end}: {len(movies)} movies in {stats.pages} pages")
-        return Crawl(pairs, stats)

@@ -4,6 +4,7 @@ Values come through `dg.EnvVar`, so secrets (DB passwords, TMDB keys, AWS keys) 
 resolved at run time and never shown in the UI or the event log. Optional variables
 are wired only when set at load time.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,8 @@ from movie_assets.resources.feast import FeastStore
 from movie_assets.resources.mlflow import MlflowTracking
 from movie_assets.resources.object_store import ObjectStore, ObjectStoreIOManager
 from movie_assets.resources.postgres import PostgresDatabase, PostgresIOManager
-from movie_assets.resources.tmdb import TmdbApiClient, TmdbSampleSource, TmdbSource
+from movie_assets.resources.tmdb import TmdbApiClient, TmdbSource
+from movie_assets.resources.tmdb_sample import TmdbSampleSource
 from movie_assets.settings import Settings
 
 
@@ -37,10 +39,15 @@ def tmdb_source(settings: Settings) -> TmdbSource:
 def build_resources(settings: Settings | None = None) -> dict:
     settings = settings or Settings.from_env()
     database = PostgresDatabase(url=dg.EnvVar("MOVIE_DB_URL"), db_schema=settings.db_schema)
-    s3 = S3Resource(**_env_if_set(
-        endpoint_url="MOVIE_S3_ENDPOINT_URL", aws_access_key_id="AWS_ACCESS_KEY_ID",
-        aws_secret_access_key="AWS_SECRET_ACCESS_KEY", aws_session_token="AWS_SESSION_TOKEN", region_name="AWS_DEFAULT_REGION",
-    ))
+    s3 = S3Resource(
+        **_env_if_set(
+            endpoint_url="MOVIE_S3_ENDPOINT_URL",
+            aws_access_key_id="AWS_ACCESS_KEY_ID",
+            aws_secret_access_key="AWS_SECRET_ACCESS_KEY",
+            aws_session_token="AWS_SESSION_TOKEN",
+            region_name="AWS_DEFAULT_REGION",
+        )
+    )
     store = ObjectStore(storage_url=dg.EnvVar("MOVIE_STORAGE_URL"), s3=s3)
     return {
         "tmdb": tmdb_source(settings),
@@ -50,7 +57,9 @@ def build_resources(settings: Settings | None = None) -> dict:
         "object_store_io_manager": ObjectStoreIOManager(store=store),
         "mlflow_tracking": MlflowTracking(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI")),
         "feast": FeastStore(
-            db_url=dg.EnvVar("MOVIE_DB_URL"), redis_url=dg.EnvVar("MOVIE_REDIS_URL"), storage_url=dg.EnvVar("MOVIE_STORAGE_URL"),
+            db_url=dg.EnvVar("MOVIE_DB_URL"),
+            redis_url=dg.EnvVar("MOVIE_REDIS_URL"),
+            storage_url=dg.EnvVar("MOVIE_STORAGE_URL"),
             **_env_if_set(s3_endpoint_url="MOVIE_S3_ENDPOINT_URL"),
         ),
     }

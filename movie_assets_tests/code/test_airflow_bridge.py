@@ -1,4 +1,5 @@
 """The bridge without a running Airflow: month mapping on both sides, task mappings, and the off/unreachable paths."""
+
 import datetime as dt
 import importlib.util
 import re
@@ -19,7 +20,7 @@ from movie_assets.airflow_bridge import (
     with_airflow,
 )
 from movie_assets.definitions import defs
-from movie_assets.local_stack import REPO_ROOT
+from movie_platform.local_stack import REPO_ROOT
 
 UTC = dt.timezone.utc
 
@@ -44,15 +45,21 @@ def test_a_monthly_data_interval_is_its_release_month(release_month):
     assert release_month(dt.datetime(2024, 2, 1, tzinfo=UTC), dt.datetime(2024, 3, 1, tzinfo=UTC)) == "2024-02-01"
     # The same instants written in another time zone are the same month.
     berlin = ZoneInfo("Europe/Berlin")
-    assert release_month(dt.datetime(2024, 3, 1, 1, tzinfo=berlin), dt.datetime(2024, 4, 1, 2, tzinfo=berlin)) == "2024-03-01"
+    assert (
+        release_month(dt.datetime(2024, 3, 1, 1, tzinfo=berlin), dt.datetime(2024, 4, 1, 2, tzinfo=berlin))
+        == "2024-03-01"
+    )
 
 
 @pytest.mark.parametrize("release_month", BOTH_SIDES)
-@pytest.mark.parametrize("start, end", [
-    (dt.datetime(2024, 3, 1, tzinfo=UTC), dt.datetime(2024, 3, 2, tzinfo=UTC)),    # a daily schedule
-    (dt.datetime(2024, 3, 1, tzinfo=UTC), dt.datetime(2024, 5, 1, tzinfo=UTC)),    # two months
-    (dt.datetime(2024, 3, 15, tzinfo=UTC), dt.datetime(2024, 4, 15, tzinfo=UTC)),  # a month, not a calendar month
-])
+@pytest.mark.parametrize(
+    "start, end",
+    [
+        (dt.datetime(2024, 3, 1, tzinfo=UTC), dt.datetime(2024, 3, 2, tzinfo=UTC)),  # a daily schedule
+        (dt.datetime(2024, 3, 1, tzinfo=UTC), dt.datetime(2024, 5, 1, tzinfo=UTC)),  # two months
+        (dt.datetime(2024, 3, 15, tzinfo=UTC), dt.datetime(2024, 4, 15, tzinfo=UTC)),  # a month, not a calendar month
+    ],
+)
 def test_an_interval_that_is_not_one_calendar_month_is_refused(release_month, start, end):
     with pytest.raises((ValueError, AirflowBridgeError), match="not one (calendar|release) month"):
         release_month(start, end)
@@ -60,14 +67,19 @@ def test_an_interval_that_is_not_one_calendar_month_is_refused(release_month, st
 
 def test_sensor_materializations_get_the_month_of_the_data_interval_not_the_logical_date():
     """A manual trigger on 2024-04-10 has that logical date but covers March (Airflow infers the interval)."""
-    run = {"data_interval_start": "2024-03-01T00:00:00+00:00", "data_interval_end": "2024-04-01T00:00:00+00:00",
-           "logical_date": "2024-04-10T08:00:00+00:00"}
+    run = {
+        "data_interval_start": "2024-03-01T00:00:00+00:00",
+        "data_interval_end": "2024-04-01T00:00:00+00:00",
+        "logical_date": "2024-04-10T08:00:00+00:00",
+    }
 
     class AirflowData:
         airflow_mapped_asset_specs = {spec.key: spec for spec in defs.resolve_all_asset_specs()}
 
-    mats = [dg.AssetMaterialization(key, metadata={"Run Metadata (raw)": dg.MetadataValue.json(run)})
-            for key in ("movies_raw", "partner_ratings")]
+    mats = [
+        dg.AssetMaterialization(key, metadata={"Run Metadata (raw)": dg.MetadataValue.json(run)})
+        for key in ("movies_raw", "partner_ratings")
+    ]
     out = {m.asset_key.to_user_string(): m.partition for m in partition_by_data_interval(None, AirflowData(), mats)}
     assert out == {"movies_raw": "2024-03-01", "partner_ratings": None}
 
@@ -80,8 +92,12 @@ def test_pipeline_tasks_map_to_our_assets_and_the_legacy_dag_to_an_external_one(
     mapped = {k for ks in PIPELINE_TASKS.values() for k in ks}
     # Every task's assets share the release-month partitions: one Dagster run per task and month.
     assert all(specs[k].partitions_def == specs["movies_raw"].partitions_def for k in mapped)
-    assert specs["partner_ratings"].metadata["dagster-airlift/task-mapping"] == [{"dag_id": LEGACY_DAG, "task_id": "receive_ratings_file"}]
-    assert not defs.resolve_asset_graph().get(dg.AssetKey("partner_ratings")).is_executable, "Airflow produces it; Dagster only observes"
+    assert specs["partner_ratings"].metadata["dagster-airlift/task-mapping"] == [
+        {"dag_id": LEGACY_DAG, "task_id": "receive_ratings_file"}
+    ]
+    assert not defs.resolve_asset_graph().get(dg.AssetKey("partner_ratings")).is_executable, (
+        "Airflow produces it; Dagster only observes"
+    )
 
 
 def test_proxied_state_and_dag_files_name_the_mapped_tasks():
@@ -124,7 +140,11 @@ def test_refused_credentials_name_the_user_not_the_password():
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Refuses)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    environ = {"AIRFLOW_URL": f"http://127.0.0.1:{server.server_address[1]}", "AIRFLOW_USERNAME": "admin", "AIRFLOW_PASSWORD": "s3cr3t-pw"}
+    environ = {
+        "AIRFLOW_URL": f"http://127.0.0.1:{server.server_address[1]}",
+        "AIRFLOW_USERNAME": "admin",
+        "AIRFLOW_PASSWORD": "s3cr3t-pw",
+    }
     try:
         with pytest.raises(AirflowBridgeError, match="refused the credentials of AIRFLOW_USERNAME=admin") as error:
             with_airflow(defs, environ=environ)

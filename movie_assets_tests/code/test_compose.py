@@ -1,17 +1,38 @@
 """docker-compose.yml checked on paper (no Docker engine here): services, env names, health, order, instance files."""
+
 import re
 
 import pytest
 import yaml
 
-from movie_assets.local_stack import REPO_ROOT
+from movie_platform.local_stack import REPO_ROOT
 
 CONTRACT_VARS = {  # the design contract's configuration table
-    "MOVIE_DB_URL", "MOVIE_DB_SCHEMA", "MOVIE_REDIS_URL", "MOVIE_STORAGE_URL", "MOVIE_S3_ENDPOINT_URL",
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "MLFLOW_TRACKING_URI",
-    "TMDB_API_KEY", "TMDB_READ_ACCESS_TOKEN", "MOVIE_PARTITION_START", "ALERT_WEBHOOK_URL",
+    "MOVIE_DB_URL",
+    "MOVIE_DB_SCHEMA",
+    "MOVIE_REDIS_URL",
+    "MOVIE_STORAGE_URL",
+    "MOVIE_S3_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "MLFLOW_TRACKING_URI",
+    "TMDB_API_KEY",
+    "TMDB_READ_ACCESS_TOKEN",
+    "MOVIE_PARTITION_START",
+    "ALERT_WEBHOOK_URL",
 }
-PLATFORM_SERVICES = {"postgres", "redis", "minio", "minio-init", "mlflow", "dagster-code", "dagster-webserver", "dagster-daemon", "jupyterlab"}
+PLATFORM_SERVICES = {
+    "postgres",
+    "redis",
+    "minio",
+    "minio-init",
+    "mlflow",
+    "dagster-code",
+    "dagster-webserver",
+    "dagster-daemon",
+    "jupyterlab",
+}
 AIRFLOW_SERVICES = {"airflow-init", "airflow-webserver", "airflow-scheduler"}
 
 
@@ -41,7 +62,16 @@ def test_python_services_get_the_contract_variables(compose):
 
 def test_health_checks_and_start_order(compose):
     services = compose["services"]
-    for name in ("postgres", "redis", "minio", "mlflow", "dagster-code", "dagster-webserver", "airflow-webserver", "airflow-scheduler"):
+    for name in (
+        "postgres",
+        "redis",
+        "minio",
+        "mlflow",
+        "dagster-code",
+        "dagster-webserver",
+        "airflow-webserver",
+        "airflow-scheduler",
+    ):
         assert services[name].get("healthcheck", {}).get("test"), name
     for name, service in services.items():
         for dependency, condition in (service.get("depends_on") or {}).items():
@@ -58,7 +88,9 @@ def test_health_checks_and_start_order(compose):
         order += ready
         for n in ready:
             pending.pop(n)
-    assert order.index("postgres") < order.index("mlflow") < order.index("dagster-code") < order.index("dagster-webserver")
+    assert (
+        order.index("postgres") < order.index("mlflow") < order.index("dagster-code") < order.index("dagster-webserver")
+    )
 
 
 def test_ports_are_unique(compose):
@@ -70,7 +102,11 @@ def test_ports_are_unique(compose):
 def test_secrets_come_from_env_example(compose):
     text = (REPO_ROOT / "docker-compose.yml").read_text()
     required = {m for m in re.findall(r"\$\{(\w+)\}", text)}
-    example = {line.split("=", 1)[0] for line in (REPO_ROOT / ".env.example").read_text().splitlines() if "=" in line and not line.startswith("#")}
+    example = {
+        line.split("=", 1)[0]
+        for line in (REPO_ROOT / ".env.example").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    }
     assert required <= example, required - example
 
 
@@ -99,7 +135,9 @@ def test_airflow_profile_is_bridged_to_the_same_dagster(compose):
         env = services[name]["environment"]
         assert services[name]["image"].startswith("apache/airflow:2.11"), name
         assert env["DAGSTER_URL"] == "http://dagster-webserver:3000", name
-        assert env["_PIP_ADDITIONAL_REQUIREMENTS"] in requirements, "the in-Airflow airlift pin differs from airflow/requirements.txt"
+        assert env["_PIP_ADDITIONAL_REQUIREMENTS"] in requirements, (
+            "the in-Airflow airlift pin differs from airflow/requirements.txt"
+        )
         assert "basic_auth" in env["AIRFLOW__API__AUTH_BACKENDS"]
     for name in ("airflow-webserver", "airflow-scheduler"):
         assert "./airflow/dags:/opt/airflow/dags:ro" in services[name]["volumes"], name

@@ -1,11 +1,12 @@
 """A snapshot of the code location: an accidental rename, regrouping or lost dependency shows up here."""
+
 import datetime as dt
 
 import dagster as dg
 
+from movie_assets.automation.schedules import daily_recent_months, recent_months
 from movie_assets.definitions import defs
 from movie_assets.settings import Settings
-from movie_assets.schedules import daily_recent_months, recent_months
 
 EXPECTED_ASSETS = {
     # key: (group, partitioned, upstream keys)
@@ -40,7 +41,12 @@ def test_crawl_shares_the_tmdb_api_pool_and_has_checks():
     spec = defs.get_assets_def("movies_raw")
     assert spec.op.pool == "tmdb_api"
     checks = {key.name for key in spec.check_keys}
-    assert checks == {"unique_movie_ids", "release_dates_inside_partition", "ids_and_titles_present", "rows_for_past_months"}
+    assert checks == {
+        "unique_movie_ids",
+        "release_dates_inside_partition",
+        "ids_and_titles_present",
+        "rows_for_past_months",
+    }
 
 
 def test_jobs_and_schedule_exist():

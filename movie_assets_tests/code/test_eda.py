@@ -1,14 +1,15 @@
 """eda_stats values are pandas' own statistics on the same frame; plots are real PNGs."""
+
 import datetime as dt
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from movie_assets.cleaning import clean_movies
-from movie_assets.eda import NUMERIC, eda_stats_frame, report_plots, summary_markdown
-from movie_assets.movie_records import RAW_COLUMNS, to_frame, validate_month
-from movie_assets.tmdb_sample import movies_for_month
+from movie_assets.domain.cleaning import clean_movies
+from movie_assets.domain.eda import NUMERIC, eda_stats_frame, report_plots, summary_markdown
+from movie_assets.domain.movie_records import RAW_COLUMNS, to_frame, validate_month
+from movie_assets.resources.tmdb_sample import movies_for_month
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,12 @@ def test_categorical_top_k_and_genre_counts_equal_pandas(clean):
 
 def test_report_plots_are_pngs_and_summary_is_a_table(clean):
     plots = report_plots(clean)
-    assert set(plots) == {"vote_average_distribution.png", "movies_per_month.png", "genre_counts.png", "budget_vs_revenue.png"}
+    assert set(plots) == {
+        "vote_average_distribution.png",
+        "movies_per_month.png",
+        "genre_counts.png",
+        "budget_vs_revenue.png",
+    }
     assert all(png.startswith(b"\x89PNG") and len(png) > 5_000 for png in plots.values())
     summary = summary_markdown(clean)
     assert "vote_average" in summary and summary.count("\n") >= len(NUMERIC)

@@ -1,18 +1,31 @@
 """Feature engineering: nothing from the target, nothing from after the event time, one-hots right."""
+
 import datetime as dt
 
 import pandas as pd
 import pytest
 
-from movie_assets.feature_engineering import FEATURE_NAMES, GENRE_FEATURES, build_features
+from movie_assets.domain.feature_engineering import FEATURE_NAMES, GENRE_FEATURES, build_features
 
 EVENT = dt.datetime(2024, 7, 1, 12, 0, tzinfo=dt.timezone.utc)
 
 
 def clean_rows(**overrides) -> pd.DataFrame:
-    row = {"movie_id": 7, "release_date": dt.date(2024, 6, 1), "release_month": dt.date(2024, 6, 1), "budget": 1_000_000,
-           "revenue": None, "vote_count": 99, "runtime": 101, "popularity": 3.5, "overview_length": 40, "title_length": 4,
-           "genre_ids": [18, 878], "original_language": "ko", "vote_average": 7.9}
+    row = {
+        "movie_id": 7,
+        "release_date": dt.date(2024, 6, 1),
+        "release_month": dt.date(2024, 6, 1),
+        "budget": 1_000_000,
+        "revenue": None,
+        "vote_count": 99,
+        "runtime": 101,
+        "popularity": 3.5,
+        "overview_length": 40,
+        "title_length": 4,
+        "genre_ids": [18, 878],
+        "original_language": "ko",
+        "vote_average": 7.9,
+    }
     return pd.DataFrame([{**row, **overrides}])
 
 
@@ -43,13 +56,15 @@ def test_genre_one_hot_and_language_flags():
 def test_every_declared_feature_is_built():
     frame = build_features(clean_rows(), EVENT)
     assert set(FEATURE_NAMES) <= set(frame.columns)
-    assert "release_month" not in frame.columns, "the partition folder carries release_month; a column would clash in Feast"
+    assert "release_month" not in frame.columns, (
+        "the partition folder carries release_month; a column would clash in Feast"
+    )
 
 
 def test_empty_partitions_give_empty_frames():
-    from movie_assets.cleaning import CLEAN_COLUMNS, clean_movies
-    from movie_assets.eda import EDA_COLUMNS, eda_stats_frame
-    from movie_assets.movie_records import RAW_COLUMNS, to_frame
+    from movie_assets.domain.cleaning import CLEAN_COLUMNS, clean_movies
+    from movie_assets.domain.eda import EDA_COLUMNS, eda_stats_frame
+    from movie_assets.domain.movie_records import RAW_COLUMNS, to_frame
 
     clean, dropped = clean_movies(to_frame([], RAW_COLUMNS))
     assert clean.empty and dropped.empty and list(clean.columns) == list(CLEAN_COLUMNS)

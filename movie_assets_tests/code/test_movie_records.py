@@ -1,15 +1,26 @@
 """Merging and validating TMDB documents: repairs what the details fix, rejects the rest with a reason."""
+
 import datetime as dt
 
-from movie_assets.movie_records import RAW_COLUMNS, merge, to_frame, validate, validate_month
+from movie_assets.domain.movie_records import RAW_COLUMNS, merge, to_frame, validate, validate_month
 
 JAN = (dt.date(2024, 1, 1), dt.date(2024, 2, 1))
 NOW = dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc)
 
 
 def details(**overrides):
-    doc = {"id": 7, "title": "Heat", "release_date": "2024-01-15", "vote_average": 7.5, "vote_count": 100,
-           "budget": 0, "revenue": 0, "runtime": 120, "genres": [{"id": 80, "name": "Crime"}], "original_language": "en"}
+    doc = {
+        "id": 7,
+        "title": "Heat",
+        "release_date": "2024-01-15",
+        "vote_average": 7.5,
+        "vote_count": 100,
+        "budget": 0,
+        "revenue": 0,
+        "runtime": 120,
+        "genres": [{"id": 80, "name": "Crime"}],
+        "original_language": "en",
+    }
     return {**doc, **overrides}
 
 

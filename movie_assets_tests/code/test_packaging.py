@@ -1,4 +1,5 @@
 """The pinned Dagster release train is what is installed, and the code location loads."""
+
 import subprocess
 import sys
 from importlib.metadata import version
@@ -28,14 +29,17 @@ def test_redis_client_is_one_feast_accepts():
 def test_definitions_validate(tmp_path):
     result = subprocess.run(
         [str(Path(sys.executable).with_name("dagster")), "definitions", "validate", "-m", "movie_assets"],
-        capture_output=True, text=True, timeout=300, env={"PATH": str(Path(sys.executable).parent), "DAGSTER_HOME": str(tmp_path), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": str(Path(sys.executable).parent), "DAGSTER_HOME": str(tmp_path), "HOME": str(tmp_path)},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "All code locations passed validation" in result.stdout + result.stderr
 
 
 def test_progress_logs_rate_and_eta():
-    from movie_assets.progress import Progress
+    from movie_assets.domain.progress import Progress
 
     lines = []
     progress = Progress("details", 4, lines.append, every_s=0)

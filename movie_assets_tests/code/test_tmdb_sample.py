@@ -1,8 +1,9 @@
 """The sample catalogue is deterministic, TMDB-shaped, and keeps the API's quirks."""
+
 import datetime as dt
 
-from movie_assets.movie_records import validate_month
-from movie_assets.tmdb_sample import movies_for_month, sample_months
+from movie_assets.domain.movie_records import validate_month
+from movie_assets.resources.tmdb_sample import movies_for_month, sample_months
 
 
 def test_deterministic():

@@ -4,6 +4,7 @@ Airflow comes from `.venv-airflow` (installed here if missing); Dagster runs on 
 test stack's PostgreSQL/Redis with its own instance folder, schema and object store,
 so nothing here touches what the other tests read.
 """
+
 import os
 import signal
 import subprocess
@@ -16,9 +17,9 @@ import pytest
 import requests
 
 from movie_assets.airflow_bridge import PIPELINE_TASKS
-from movie_assets.airflow_runtime import AirflowRuntime
-from movie_assets.local_stack import _alive
 from movie_assets_tests.conftest import log_to_pytest, wait_for
+from movie_platform.airflow_runtime import AirflowRuntime
+from movie_platform.local_stack import _alive
 
 AIRFLOW_PORT = 28080
 DAGSTER_PORT = 23000
@@ -31,16 +32,19 @@ DAG_RUN_ID_TAG = "dagster-airlift/airflow-dag-run-id"
 @pytest.fixture(scope="module")
 def airflow(stack_env, tmp_path_factory):
     # A fresh Airflow home: its SQLite database holds only this test's runs.
-    runtime = AirflowRuntime(tmp_path_factory.mktemp("airflow_state"), environ={
-        "AIRFLOW_PORT": str(AIRFLOW_PORT),
-        "DAGSTER_URL": DAGSTER_URL,
-        # Only the runs this test triggers: no scheduled run of the latest interval on unpause.
-        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "PARTNER_DROP_DIR": str(tmp_path_factory.mktemp("partner_drops")),
-        # A leading "-" once made `airflow users create --password` read the password as an option.
-        "AIRFLOW_PASSWORD": f"-e2e-{uuid.uuid4().hex[:12]}",
-    })
+    runtime = AirflowRuntime(
+        tmp_path_factory.mktemp("airflow_state"),
+        environ={
+            "AIRFLOW_PORT": str(AIRFLOW_PORT),
+            "DAGSTER_URL": DAGSTER_URL,
+            # Only the runs this test triggers: no scheduled run of the latest interval on unpause.
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "PARTNER_DROP_DIR": str(tmp_path_factory.mktemp("partner_drops")),
+            # A leading "-" once made `airflow users create --password` read the password as an option.
+            "AIRFLOW_PASSWORD": f"-e2e-{uuid.uuid4().hex[:12]}",
+        },
+    )
     env = runtime.up(log=log_to_pytest("airflow"))
     yield runtime, env
     pids = [row["pid"] for row in runtime.status()]
@@ -54,7 +58,9 @@ def dagster_dev(stack_env, airflow, tmp_path_factory):
     home = tmp_path_factory.mktemp("dagster_home")
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = {
-        **os.environ, **stack_env, **airflow_env,
+        **os.environ,
+        **stack_env,
+        **airflow_env,
         "DAGSTER_HOME": str(home),
         "MOVIE_DB_SCHEMA": f"airflow_e2e_{uuid.uuid4().hex[:6]}",
         "MOVIE_STORAGE_URL": (tmp_path_factory.mktemp("objects")).as_uri(),
@@ -64,10 +70,17 @@ def dagster_dev(stack_env, airflow, tmp_path_factory):
     log_file = home / "dagster-dev.log"
     dagster = str(Path(sys.executable).with_name("dagster"))
     with open(log_file, "wb") as out:
-        proc = subprocess.Popen([dagster, "dev", "-m", "movie_assets", "-h", "127.0.0.1", "-p", str(DAGSTER_PORT)],
-                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [dagster, "dev", "-m", "movie_assets", "-h", "127.0.0.1", "-p", str(DAGSTER_PORT)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
-        wait_for(lambda: "movies_raw" in _asset_keys(), 240, "dagster dev to load the code location", log_file, interval=2)
+        wait_for(
+            lambda: "movies_raw" in _asset_keys(), 240, "dagster dev to load the code location", log_file, interval=2
+        )
         yield log_file
     finally:
         os.killpg(proc.pid, signal.SIGINT)
@@ -85,9 +98,11 @@ def test_airflow_dag_materializes_the_month_in_dagster_and_the_sensor_observes_l
     # Airflow -> Dagster: the proxied tasks launch one Dagster run each for March 2024.
     run_id = api.trigger("movie_pipeline_monthly", logical_date=LOGICAL_DATE)
     api.wait_success("movie_pipeline_monthly", run_id, timeout=600)
-    runs = graphql("""query($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags}) {
+    runs = graphql(
+        """query($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags}) {
         ... on Runs { results { runId status tags { key value } } } } }""",
-                   tags=[{"key": DAG_RUN_ID_TAG, "value": run_id}])["runsOrError"]["results"]
+        tags=[{"key": DAG_RUN_ID_TAG, "value": run_id}],
+    )["runsOrError"]["results"]
     tags = {r["runId"]: {t["key"]: t["value"] for t in r["tags"]} for r in runs}
     assert {t["dagster-airlift/airflow-task-id"] for t in tags.values()} == set(PIPELINE_TASKS)
     assert all(r["status"] == "SUCCESS" for r in runs), runs
@@ -99,8 +114,13 @@ def test_airflow_dag_materializes_the_month_in_dagster_and_the_sensor_observes_l
     # Airflow only, observed: the sensor turns the legacy DAG's run into a materialization.
     legacy_run_id = api.trigger("partner_ratings_drop")
     api.wait_success("partner_ratings_drop", legacy_run_id, timeout=300)
-    wait_for(lambda: any(_entry(m, "Airflow Run ID") == legacy_run_id for m in materializations("partner_ratings")),
-             120, "the airlift sensor to record partner_ratings", dagster_dev, interval=2)
+    wait_for(
+        lambda: any(_entry(m, "Airflow Run ID") == legacy_run_id for m in materializations("partner_ratings")),
+        120,
+        "the airlift sensor to record partner_ratings",
+        dagster_dev,
+        interval=2,
+    )
     dag_asset = materializations("airflow/dag/partner_ratings_drop")
     assert any(_entry(m, "Airflow Run ID") == legacy_run_id for m in dag_asset)
 
@@ -113,10 +133,17 @@ class AirflowApi:
         self.session.auth = auth
 
     def trigger(self, dag_id: str, logical_date: str | None = None) -> str:
-        wait_for(lambda: self.session.get(f"{self.url}/dags/{dag_id}", timeout=5).status_code == 200, 120,
-                 f"Airflow to parse {dag_id}", interval=2)
+        wait_for(
+            lambda: self.session.get(f"{self.url}/dags/{dag_id}", timeout=5).status_code == 200,
+            120,
+            f"Airflow to parse {dag_id}",
+            interval=2,
+        )
         self.session.patch(f"{self.url}/dags/{dag_id}", json={"is_paused": False}, timeout=10).raise_for_status()
-        body = {"dag_run_id": f"e2e__{uuid.uuid4().hex[:8]}", **({"logical_date": logical_date} if logical_date else {})}
+        body = {
+            "dag_run_id": f"e2e__{uuid.uuid4().hex[:8]}",
+            **({"logical_date": logical_date} if logical_date else {}),
+        }
         response = self.session.post(f"{self.url}/dags/{dag_id}/dagRuns", json=body, timeout=10)
         assert response.status_code == 200, response.text
         return body["dag_run_id"]
@@ -133,11 +160,18 @@ class AirflowApi:
         pytest.fail(f"Airflow run {dag_id}/{run_id} not done in {timeout}s")
 
     def failed_logs(self, dag_id: str, run_id: str) -> str:
-        tasks = self.session.get(f"{self.url}/dags/{dag_id}/dagRuns/{run_id}/taskInstances", timeout=10).json()["task_instances"]
+        tasks = self.session.get(f"{self.url}/dags/{dag_id}/dagRuns/{run_id}/taskInstances", timeout=10).json()[
+            "task_instances"
+        ]
         return "\n".join(
-            self.session.get(f"{self.url}/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{t['task_id']}/logs/{max(t['try_number'], 1)}",
-                             headers={"Accept": "text/plain"}, timeout=10).text[-3000:]
-            for t in tasks if t["state"] == "failed"
+            self.session.get(
+                f"{self.url}/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{t['task_id']}"
+                f"/logs/{max(t['try_number'], 1)}",
+                headers={"Accept": "text/plain"},
+                timeout=10,
+            ).text[-3000:]
+            for t in tasks
+            if t["state"] == "failed"
         )
 
 
@@ -150,10 +184,13 @@ def graphql(query: str, **variables) -> dict:
 
 
 def materializations(asset: str, partitions: list[str] | None = None) -> list[dict]:
-    data = graphql("""query($key: AssetKeyInput!, $partitions: [String!]) { assetOrError(assetKey: $key) {
+    data = graphql(
+        """query($key: AssetKeyInput!, $partitions: [String!]) { assetOrError(assetKey: $key) {
         ... on Asset { assetMaterializations(partitions: $partitions) { runId partition timestamp
             metadataEntries { label ... on TextMetadataEntry { text } } } } } }""",
-                   key={"path": asset.split("/")}, partitions=partitions)
+        key={"path": asset.split("/")},
+        partitions=partitions,
+    )
     return sorted(data["assetOrError"].get("assetMaterializations") or [], key=lambda m: float(m["timestamp"]))
 
 
@@ -167,4 +204,3 @@ def _asset_keys() -> set[str]:
     except (requests.RequestException, AssertionError):
         return set()
     return {"/".join(n["assetKey"]["path"]) for n in nodes}
-

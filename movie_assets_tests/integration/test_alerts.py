@@ -1,11 +1,12 @@
 """A failed run reaches the Slack-compatible webhook, with partition and error, and no secret."""
+
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
 
-from movie_assets.sensors import alert_on_run_failure
+from movie_assets.automation.sensors import alert_on_run_failure
 
 
 @dg.op
@@ -35,10 +36,15 @@ def test_failed_run_posts_an_alert(monkeypatch):
     monkeypatch.setenv("ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_address[1]}/hook")
     try:
         instance = dg.DagsterInstance.ephemeral()
-        result = failing_job.execute_in_process(instance=instance, raise_on_error=False, tags={"dagster/partition": "2024-03-01"})
+        result = failing_job.execute_in_process(
+            instance=instance, raise_on_error=False, tags={"dagster/partition": "2024-03-01"}
+        )
         failure = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
         context = dg.build_run_status_sensor_context(
-            sensor_name="alert_on_run_failure", dagster_event=failure, dagster_instance=instance, dagster_run=result.dagster_run,
+            sensor_name="alert_on_run_failure",
+            dagster_event=failure,
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
         ).for_run_failure()
         alert_on_run_failure(context)
     finally:

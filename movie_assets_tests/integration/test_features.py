@@ -1,4 +1,5 @@
 """Feature layer on real services: Parquet offline store (folder and S3), Feast SQL registry, Redis online store."""
+
 import datetime as dt
 import os
 import subprocess
@@ -12,23 +13,31 @@ import redis
 from movie_assets.assets.features import feast_definitions, movie_features, online_features
 from movie_assets.assets.ingest import movies_raw
 from movie_assets.assets.prepare import movies_clean
-from movie_assets.feature_definitions import FEATURE_SERVICE, FEATURES_OBJECT_PATH
+from movie_assets.feature_definitions import FEATURE_SERVICE
+from movie_assets.object_layout import FEATURES_OBJECT_PATH
 from movie_assets.resources.feast import KEY_TTL_SECONDS, FeastStore, feast_env
-from movie_assets.local_stack import REPO_ROOT
-from movie_assets.resources.tmdb import TmdbSampleSource
+from movie_assets.resources.tmdb_sample import TmdbSampleSource
 from movie_assets_tests.conftest import platform_resources
+from movie_platform.local_stack import REPO_ROOT
 
 RANGE_TAGS = {"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-02-01"}
 
 
 def feast_for(stack_env, store, project=None, s3_endpoint=None) -> FeastStore:
-    return FeastStore(db_url=stack_env["MOVIE_DB_URL"], redis_url=stack_env["MOVIE_REDIS_URL"], storage_url=store.storage_url,
-                      s3_endpoint_url=s3_endpoint, project=project or f"t{uuid.uuid4().hex[:10]}")
+    return FeastStore(
+        db_url=stack_env["MOVIE_DB_URL"],
+        redis_url=stack_env["MOVIE_REDIS_URL"],
+        storage_url=store.storage_url,
+        s3_endpoint_url=s3_endpoint,
+        project=project or f"t{uuid.uuid4().hex[:10]}",
+    )
 
 
 def run_features(resources):
     instance = dg.DagsterInstance.ephemeral()
-    monthly = dg.materialize([movies_raw, movies_clean, movie_features], resources=resources, tags=RANGE_TAGS, instance=instance)
+    monthly = dg.materialize(
+        [movies_raw, movies_clean, movie_features], resources=resources, tags=RANGE_TAGS, instance=instance
+    )
     online = dg.materialize([feast_definitions, online_features], resources=resources, instance=instance)
     return monthly, online
 
@@ -54,7 +63,11 @@ def test_features_to_online_store_on_a_folder(stack_env, database, object_store)
     assert features == clean > 200
     assert check_results(online) == {"online_keys_present": True, "online_matches_offline": True}
     metadata = online.asset_materializations_for_node("online_features")[0].metadata
-    assert metadata["rows"].value == clean and metadata["entities"].value == clean and metadata["movies_written"].value == clean
+    assert (
+        metadata["rows"].value == clean
+        and metadata["entities"].value == clean
+        and metadata["movies_written"].value == clean
+    )
 
     keys = project_keys(stack_env, feast.project)
     assert len(keys) == clean
@@ -66,8 +79,11 @@ def test_features_to_online_store_on_a_folder(stack_env, database, object_store)
 
     store = feast.store()
     ids = read_ids(object_store)[:50] + [1]
-    sdk = pd.DataFrame(store.get_online_features(features=store.get_feature_service(FEATURE_SERVICE),
-                                                 entity_rows=[{"movie_id": i} for i in ids]).to_dict()).set_index("movie_id")
+    sdk = pd.DataFrame(
+        store.get_online_features(
+            features=store.get_feature_service(FEATURE_SERVICE), entity_rows=[{"movie_id": i} for i in ids]
+        ).to_dict()
+    ).set_index("movie_id")
     direct = read_latest(store, store.get_feature_view("movie_features"), ids)
     pd.testing.assert_frame_equal(direct, sdk[direct.columns].astype("float64"), check_names=False)
     assert direct.loc[1].isna().all()
@@ -89,9 +105,15 @@ def test_features_through_the_s3_api_server(stack_env, s3_stack_env, database, s
     assert check_results(online) == {"online_keys_present": True, "online_matches_offline": True}
     store = feast.store()
     assert store.get_data_source("movie_features_source").path.startswith("s3://")
-    entity_df = pd.DataFrame({"movie_id": [int(k) for k in read_ids(s3_object_store)[:5]],
-                              "event_timestamp": [pd.Timestamp.now(tz="UTC")] * 5})
-    training = store.get_historical_features(entity_df=entity_df, features=store.get_feature_service(FEATURE_SERVICE)).to_df()
+    entity_df = pd.DataFrame(
+        {
+            "movie_id": [int(k) for k in read_ids(s3_object_store)[:5]],
+            "event_timestamp": [pd.Timestamp.now(tz="UTC")] * 5,
+        }
+    )
+    training = store.get_historical_features(
+        entity_df=entity_df, features=store.get_feature_service(FEATURE_SERVICE)
+    ).to_df()
     assert training["runtime"].notna().any(), "Feast read the S3 Parquet through the endpoint"
 
 
@@ -102,8 +124,10 @@ def read_ids(store) -> list[int]:
 def test_point_in_time_join_never_returns_a_future_value(stack_env, object_store):
     t1 = pd.Timestamp("2024-03-01T00:00:00Z")
     t2 = pd.Timestamp("2024-03-10T00:00:00Z")
-    rows = pd.DataFrame({"movie_id": [1, 1], "event_timestamp": [t1, t2], "created": [t1, t2], "runtime": [100.0, 200.0]})
-    from movie_assets.feature_engineering import FEATURE_NAMES
+    rows = pd.DataFrame(
+        {"movie_id": [1, 1], "event_timestamp": [t1, t2], "created": [t1, t2], "runtime": [100.0, 200.0]}
+    )
+    from movie_assets.domain.feature_engineering import FEATURE_NAMES
 
     for name in FEATURE_NAMES:
         if name not in rows:
@@ -114,12 +138,20 @@ def test_point_in_time_join_never_returns_a_future_value(stack_env, object_store
     feast = feast_for(stack_env, object_store)
     store = feast.store()
     store.apply(list(feast.definitions().values()))
-    entity_df = pd.DataFrame({"movie_id": [1, 1, 1, 1], "event_timestamp": [
-        pd.Timestamp("2024-02-28T00:00:00Z"), pd.Timestamp("2024-03-05T00:00:00Z"),
-        pd.Timestamp("2024-03-10T00:00:00Z"), pd.Timestamp("2024-08-01T00:00:00Z")]})
+    entity_df = pd.DataFrame(
+        {
+            "movie_id": [1, 1, 1, 1],
+            "event_timestamp": [
+                pd.Timestamp("2024-02-28T00:00:00Z"),
+                pd.Timestamp("2024-03-05T00:00:00Z"),
+                pd.Timestamp("2024-03-10T00:00:00Z"),
+                pd.Timestamp("2024-08-01T00:00:00Z"),
+            ],
+        }
+    )
     joined = store.get_historical_features(entity_df=entity_df, features=["movie_features:runtime"]).to_df()
     # Feast's file store drops entity rows without a usable value; a missing row and NaN mean the same.
-    values = {ts: v for ts, v in zip(joined["event_timestamp"], joined["runtime"]) if not pd.isna(v)}
+    values = {ts: v for ts, v in zip(joined["event_timestamp"], joined["runtime"], strict=True) if not pd.isna(v)}
     assert pd.Timestamp("2024-02-28T00:00:00Z") not in values, "no value existed yet"
     assert values[pd.Timestamp("2024-03-05T00:00:00Z")] == 100.0, "the value of t1; t2's value lies in the future"
     assert values[pd.Timestamp("2024-03-10T00:00:00Z")] == 200.0
@@ -127,32 +159,59 @@ def test_point_in_time_join_never_returns_a_future_value(stack_env, object_store
 
 
 def test_cli_lookup_and_feast_cli_share_the_registry(demo_run, test_stack, stack_env):
-    """The default project as a user has it after `make demo`: online lookup by the CLI, and `feast` in feature_repo/ sees it."""
+    """The default project as a user has it after `make demo`.
+
+    Online lookup by the CLI, and `feast` in feature_repo/ sees it.
+    """
     assert demo_run.returncode == 0, demo_run.stderr[-2000:]
+    from movie_assets.resources.object_store import object_root_for
     from movie_assets.settings import Settings
 
-    store = Settings.from_env(stack_env).object_root()
+    store = object_root_for(Settings.from_env(stack_env))
     part = next(iter(sorted((store / "features" / "movie_features").glob("release_month=*/part.parquet"))))
     movie_id = int(pd.read_parquet(part.open("rb"))["movie_id"].iloc[0])
     env = {**os.environ, **stack_env, "MOVIE_PLATFORM_STATE_DIR": str(test_stack.state_dir)}
-    lookup = subprocess.run([sys.executable, "-m", "movie_assets.cli", "features", str(movie_id)], capture_output=True, text=True, env=env, timeout=300)
+    lookup = subprocess.run(
+        [sys.executable, "-m", "movie_platform.cli", "features", str(movie_id)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert lookup.returncode == 0, lookup.stderr[-2000:]
     assert "runtime" in lookup.stdout and "genre_drama" in lookup.stdout
-    missing = subprocess.run([sys.executable, "-m", "movie_assets.cli", "features", "1"], capture_output=True, text=True, env=env, timeout=300)
+    missing = subprocess.run(
+        [sys.executable, "-m", "movie_platform.cli", "features", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert missing.returncode == 1 and "not in the online store: [1]" in missing.stderr
     feast_cli = str(os.path.join(os.path.dirname(sys.executable), "feast"))
-    listing = subprocess.run([feast_cli, "-c", "feature_repo", "feature-services", "list"], capture_output=True, text=True,
-                             env={**env, **feast_env(env)}, timeout=300, cwd=REPO_ROOT)
+    listing = subprocess.run(
+        [feast_cli, "-c", "feature_repo", "feature-services", "list"],
+        capture_output=True,
+        text=True,
+        env={**env, **feast_env(env)},
+        timeout=300,
+        cwd=REPO_ROOT,
+    )
     assert listing.returncode == 0, listing.stderr[-2000:]
     assert FEATURE_SERVICE in listing.stdout
 
 
 def test_parallel_materialization_writes_what_stock_feast_writes(stack_env, object_store):
+    from movie_assets.domain.feature_engineering import FEATURE_NAMES, FLOAT_FEATURES
     from movie_assets.resources.online_materialize import materialize_parallel
-    from movie_assets.feature_engineering import FEATURE_NAMES, FLOAT_FEATURES
 
-    rows = pd.DataFrame({"movie_id": range(1, 301), "event_timestamp": pd.Timestamp("2024-06-01T00:00:00Z"),
-                         "created": pd.Timestamp("2024-06-01T00:00:00Z")})
+    rows = pd.DataFrame(
+        {
+            "movie_id": range(1, 301),
+            "event_timestamp": pd.Timestamp("2024-06-01T00:00:00Z"),
+            "created": pd.Timestamp("2024-06-01T00:00:00Z"),
+        }
+    )
     for i, name in enumerate(FEATURE_NAMES):
         rows[name] = [float(v * (i + 1)) if name in FLOAT_FEATURES else v % 2 for v in range(300)]
     rows.loc[5, "runtime"] = None
@@ -168,8 +227,12 @@ def test_parallel_materialization_writes_what_stock_feast_writes(stack_env, obje
 
     def online(feast):
         store = feast.store()
-        return pd.DataFrame(store.get_online_features(features=store.get_feature_service(FEATURE_SERVICE),
-                                                     entity_rows=[{"movie_id": i} for i in range(1, 301)]).to_dict())
+        return pd.DataFrame(
+            store.get_online_features(
+                features=store.get_feature_service(FEATURE_SERVICE),
+                entity_rows=[{"movie_id": i} for i in range(1, 301)],
+            ).to_dict()
+        )
 
     pd.testing.assert_frame_equal(online(stock), online(fast))
     # Byte for byte: the same hash fields and values under each project's keys.
@@ -179,7 +242,7 @@ def test_parallel_materialization_writes_what_stock_feast_writes(stack_env, obje
     stores = [feast.store() for feast in (stock, fast)]
     layouts = [FeastRedisLayout(store, store.get_feature_view("movie_features")) for store in stores]
     ids = rows["movie_id"].to_numpy()
-    for stock_key, fast_key in zip(layouts[0].keys(ids), layouts[1].keys(ids)):
+    for stock_key, fast_key in zip(layouts[0].keys(ids), layouts[1].keys(ids), strict=True):
         assert client.hgetall(stock_key) == client.hgetall(fast_key)
     assert online(fast)["runtime"].isna().sum() == 1
     assert fast.store().get_feature_view("movie_features").most_recent_end_time == end

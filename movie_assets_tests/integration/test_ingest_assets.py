@@ -1,4 +1,5 @@
 """movies_raw and movies_raw_backup against real PostgreSQL, a real object store and the local TMDB server."""
+
 import datetime as dt
 import hashlib
 import os
@@ -11,12 +12,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from movie_assets.assets.ingest import RAW_BACKUP_PATH, movies_raw, movies_raw_backup
-from movie_assets.movie_records import RAW_COLUMNS, validate_month
+from movie_assets.assets.ingest import movies_raw, movies_raw_backup
+from movie_assets.domain.movie_records import RAW_COLUMNS, validate_month
+from movie_assets.jobs.restore import restore_movies_raw_from_backup
+from movie_assets.object_layout import RAW_BACKUP_PATH
 from movie_assets.resources.postgres import PostgresError
-from movie_assets.resources.tmdb import TmdbApiClient, TmdbSampleSource
-from movie_assets.restore import restore_movies_raw_from_backup
-from movie_assets.tmdb_sample import movies_for_month
+from movie_assets.resources.tmdb import TmdbApiClient
+from movie_assets.resources.tmdb_sample import TmdbSampleSource, movies_for_month
 from movie_assets_tests.conftest import platform_resources
 from movie_assets_tests.tmdb_server import FakeTmdb, Faults, TmdbTestServer
 
@@ -26,13 +28,20 @@ SECRET = "tmdb-secret-key-7f3a9"
 
 
 def materialize(resources, instance=None, tags=RANGE_TAGS, assets=(movies_raw, movies_raw_backup), raise_on_error=True):
-    return dg.materialize(list(assets), resources=resources, tags=tags, instance=instance or dg.DagsterInstance.ephemeral(),
-                          raise_on_error=raise_on_error)
+    return dg.materialize(
+        list(assets),
+        resources=resources,
+        tags=tags,
+        instance=instance or dg.DagsterInstance.ephemeral(),
+        raise_on_error=raise_on_error,
+    )
 
 
 def table_checksum(database, table="movies_raw", exclude=("fetched_at",)) -> tuple[int, str]:
     columns = [c for c in RAW_COLUMNS if c not in exclude]
-    query = sql.SQL("select {} from {} order by movie_id").format(sql.SQL(", ").join(map(sql.Identifier, columns)), database.ident(table))
+    query = sql.SQL("select {} from {} order by movie_id").format(
+        sql.SQL(", ").join(map(sql.Identifier, columns)), database.ident(table)
+    )
     with database.connect() as conn:
         rows = conn.execute(query).fetchall()
     return len(rows), hashlib.sha256(repr(rows).encode()).hexdigest()
@@ -60,7 +69,9 @@ def test_range_materializes_in_one_run_from_the_sample(database, object_store):
     want_ids, want_rejects = expected_rows(["2024-01-01", "2024-02-01", "2024-03-01"])
     with database.connect() as conn:
         ids = [r[0] for r in conn.execute(sql.SQL("select movie_id from {}").format(database.ident("movies_raw")))]
-        rejected = conn.execute(sql.SQL("select count(*), count(distinct reason) from {}").format(database.ident("movies_rejected"))).fetchone()
+        rejected = conn.execute(
+            sql.SQL("select count(*), count(distinct reason) from {}").format(database.ident("movies_rejected"))
+        ).fetchone()
     assert sorted(ids) == sorted(want_ids)
     assert rejected[0] == want_rejects > 0
     for key in ("2024-01-01", "2024-02-01", "2024-03-01"):
@@ -69,8 +80,12 @@ def test_range_materializes_in_one_run_from_the_sample(database, object_store):
     for field in ("rows", "rejected", "pages", "requests", "retries", "duration_s", "reject_reasons", "preview"):
         assert field in materialization.metadata, field
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert checks == {"unique_movie_ids": True, "release_dates_inside_partition": True,
-                      "ids_and_titles_present": True, "rows_for_past_months": True}
+    assert checks == {
+        "unique_movie_ids": True,
+        "release_dates_inside_partition": True,
+        "ids_and_titles_present": True,
+        "rows_for_past_months": True,
+    }
 
 
 def test_local_tmdb_server_with_faults_and_no_secret_in_the_event_log(database, object_store, monkeypatch):
@@ -80,13 +95,17 @@ def test_local_tmdb_server_with_faults_and_no_secret_in_the_event_log(database, 
     monkeypatch.setenv("TMDB_API_KEY", SECRET)
     instance = dg.DagsterInstance.ephemeral()
     with TmdbTestServer(FakeTmdb(movies, api_key=SECRET, faults=faults)) as server:
-        tmdb = TmdbApiClient(base_url=server.base_url, api_key=dg.EnvVar("TMDB_API_KEY"), backoff_base_s=0.01, requests_per_second=500)
+        tmdb = TmdbApiClient(
+            base_url=server.base_url, api_key=dg.EnvVar("TMDB_API_KEY"), backoff_base_s=0.01, requests_per_second=500
+        )
         result = materialize(platform_resources(database, object_store, tmdb), instance=instance)
         assert server.fake.requests["429"] > 0 and server.fake.requests["5xx"] > 0
     want_ids, want_rejects = expected_rows(months)
     with database.connect() as conn:
         ids = [r[0] for r in conn.execute(sql.SQL("select movie_id from {}").format(database.ident("movies_raw")))]
-        rejects = conn.execute(sql.SQL("select count(*) from {}").format(database.ident("movies_rejected"))).fetchone()[0]
+        rejects = conn.execute(sql.SQL("select count(*) from {}").format(database.ident("movies_rejected"))).fetchone()[
+            0
+        ]
     assert sorted(ids) == sorted(want_ids) and rejects == want_rejects
     logs = instance.all_logs(result.run_id)
     assert logs and not any(SECRET in str(record) for record in logs)
@@ -127,15 +146,25 @@ def backup_lines(store) -> list[dict]:
 
 def test_failed_write_leaves_the_previous_rows_intact(database):
     window = (dt.date(2024, 1, 1), dt.date(2024, 2, 1))
-    good = pd.DataFrame({"movie_id": [1, 2], "title": ["A", "B"], "release_month": [window[0]] * 2, "genre_ids": [[1], [2]]})
+    good = pd.DataFrame(
+        {"movie_id": [1, 2], "title": ["A", "B"], "release_month": [window[0]] * 2, "genre_ids": [[1], [2]]}
+    )
     columns = {"movie_id": "bigint", "title": "text", "release_month": "date", "genre_ids": "integer[]"}
     database.replace_rows("probe", columns, good, "release_month", window)
-    bad = pd.DataFrame({"movie_id": list(range(100, 50_100)), "title": ["x"] * 50_000, "release_month": [window[0]] * 50_000,
-                        "genre_ids": [[1]] * 49_999 + [["not-a-number"]]})
+    bad = pd.DataFrame(
+        {
+            "movie_id": list(range(100, 50_100)),
+            "title": ["x"] * 50_000,
+            "release_month": [window[0]] * 50_000,
+            "genre_ids": [[1]] * 49_999 + [["not-a-number"]],
+        }
+    )
     with pytest.raises(psycopg.Error):
         database.replace_rows("probe", columns, bad, "release_month", window)
     with database.connect() as conn:
-        rows = conn.execute(sql.SQL("select movie_id, title from {} order by 1").format(database.ident("probe"))).fetchall()
+        rows = conn.execute(
+            sql.SQL("select movie_id, title from {} order by 1").format(database.ident("probe"))
+        ).fetchall()
     assert rows == [(1, "A"), (2, "B")]
 
 
@@ -165,7 +194,9 @@ def test_restore_rebuilds_movies_raw_from_the_backup(database, store_fixture, re
     before = table_checksum(database, exclude=())
     with database.connect() as conn:
         conn.execute(sql.SQL("drop table {}").format(database.ident("movies_raw")))
-    result = restore_movies_raw_from_backup.execute_in_process(resources=resources, instance=dg.DagsterInstance.ephemeral())
+    result = restore_movies_raw_from_backup.execute_in_process(
+        resources=resources, instance=dg.DagsterInstance.ephemeral()
+    )
     assert result.success
     assert table_checksum(database, exclude=()) == before
     restored = [e.partition for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
@@ -173,12 +204,28 @@ def test_restore_rebuilds_movies_raw_from_the_backup(database, store_fixture, re
 
 
 def test_cli_materializes_a_range_in_one_run_from_sample_and_local_server(stack_env, tmp_path, database):
-    base_env = {**os.environ, **stack_env, "MOVIE_DB_SCHEMA": database.db_schema, "MOVIE_STORAGE_URL": (tmp_path / "objects").as_uri(),
-                "DAGSTER_HOME": str(tmp_path / "home")}
+    base_env = {
+        **os.environ,
+        **stack_env,
+        "MOVIE_DB_SCHEMA": database.db_schema,
+        "MOVIE_STORAGE_URL": (tmp_path / "objects").as_uri(),
+        "DAGSTER_HOME": str(tmp_path / "home"),
+    }
     (tmp_path / "home").mkdir()
-    command = [str(os.path.join(os.path.dirname(sys.executable), "dagster")), "asset", "materialize", "-m", "movie_assets",
-               "--select", "movies_raw,movies_raw_backup", "--partition-range", "2024-01-01...2024-06-01"]
-    sample = subprocess.run(command, capture_output=True, text=True, env={**base_env, "TMDB_SOURCE": "sample"}, timeout=600)
+    command = [
+        str(os.path.join(os.path.dirname(sys.executable), "dagster")),
+        "asset",
+        "materialize",
+        "-m",
+        "movie_assets",
+        "--select",
+        "movies_raw,movies_raw_backup",
+        "--partition-range",
+        "2024-01-01...2024-06-01",
+    ]
+    sample = subprocess.run(
+        command, capture_output=True, text=True, env={**base_env, "TMDB_SOURCE": "sample"}, timeout=600
+    )
     assert sample.returncode == 0, sample.stderr[-3000:]
     sample_count = table_checksum(database)
     months = [f"2024-{m:02d}-01" for m in range(1, 7)]

@@ -1,4 +1,8 @@
-"""movies_clean and eda_stats on real PostgreSQL: one run for a range, idempotent, views answer the everyday questions."""
+"""movies_clean and eda_stats on real PostgreSQL.
+
+One run for a range, idempotent, and the views answer the everyday questions.
+"""
+
 import datetime as dt
 
 import dagster as dg
@@ -7,15 +11,19 @@ from psycopg import sql
 
 from movie_assets.assets.ingest import movies_raw
 from movie_assets.assets.prepare import eda_stats, movies_clean
-from movie_assets.resources.tmdb import TmdbSampleSource
+from movie_assets.resources.tmdb_sample import TmdbSampleSource
 from movie_assets_tests.conftest import platform_resources
 
 RANGE_TAGS = {"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-03-01"}
 
 
 def run_pipeline(database, object_store, instance=None):
-    return dg.materialize([movies_raw, movies_clean, eda_stats], resources=platform_resources(database, object_store, TmdbSampleSource()),
-                          tags=RANGE_TAGS, instance=instance or dg.DagsterInstance.ephemeral())
+    return dg.materialize(
+        [movies_raw, movies_clean, eda_stats],
+        resources=platform_resources(database, object_store, TmdbSampleSource()),
+        tags=RANGE_TAGS,
+        instance=instance or dg.DagsterInstance.ephemeral(),
+    )
 
 
 def query(database, text, *params):
@@ -28,11 +36,24 @@ def test_clean_and_eda_for_a_range_in_one_run(database, object_store):
     result = run_pipeline(database, object_store)
     assert result.success
     for node in ("movies_clean", "eda_stats"):
-        assert sorted(m.partition for m in result.asset_materializations_for_node(node)) == ["2024-01-01", "2024-02-01", "2024-03-01"]
-    (raw,), (clean,), (dropped,) = (query(database, f"select count(*) from {t}")[0] for t in ("movies_raw", "movies_clean", "movies_clean_dropped"))
+        assert sorted(m.partition for m in result.asset_materializations_for_node(node)) == [
+            "2024-01-01",
+            "2024-02-01",
+            "2024-03-01",
+        ]
+    (raw,), (clean,), (dropped,) = (
+        query(database, f"select count(*) from {t}")[0] for t in ("movies_raw", "movies_clean", "movies_clean_dropped")
+    )
     assert clean == raw - dropped and clean > 300
-    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations() if c.asset_key.path == ["movies_clean"]}
-    assert checks == {"vote_average_in_range": True, "non_negative_amounts": True, "missing_ratio_within_limits": True, "row_count_reconciles": True}
+    checks = {
+        c.check_name: c.passed for c in result.get_asset_check_evaluations() if c.asset_key.path == ["movies_clean"]
+    }
+    assert checks == {
+        "vote_average_in_range": True,
+        "non_negative_amounts": True,
+        "missing_ratio_within_limits": True,
+        "row_count_reconciles": True,
+    }
     genres = query(database, "select count(*) from movie_genres g join movies_clean c using (movie_id)")[0][0]
     assert genres == query(database, "select sum(cardinality(genre_ids)) from movies_clean")[0][0]
 
@@ -40,22 +61,41 @@ def test_clean_and_eda_for_a_range_in_one_run(database, object_store):
     assert metadata["plots"].value.count("data:image/png;base64,") == 4
     assert "vote_average" in metadata["summary"].value
     report = object_store.root / "eda" / "report_until=2024-03"
-    assert sorted(p.name for p in report.iterdir()) == ["budget_vs_revenue.png", "genre_counts.png", "movies_per_month.png", "vote_average_distribution.png"]
-    means = query(database, "select release_month, value from eda_stats where column_name = 'vote_average' and stat = 'mean' order by 1")
+    assert sorted(p.name for p in report.iterdir()) == [
+        "budget_vs_revenue.png",
+        "genre_counts.png",
+        "movies_per_month.png",
+        "vote_average_distribution.png",
+    ]
+    means = query(
+        database,
+        "select release_month, value from eda_stats where column_name = 'vote_average' and stat = 'mean' order by 1",
+    )
     sql_means = query(database, "select release_month, avg(vote_average) from movies_clean group by 1 order by 1")
     assert [m for m, _ in means] == [m for m, _ in sql_means]
-    assert all(abs(a - float(b)) < 1e-9 for (_, a), (_, b) in zip(means, sql_means))
+    assert all(abs(a - float(b)) < 1e-9 for (_, a), (_, b) in zip(means, sql_means, strict=True))
 
 
 def test_rerun_is_idempotent_and_eda_comparison_sees_two_materializations(database, object_store):
     run_pipeline(database, object_store)
-    counts = [query(database, f"select count(*) from {t}")[0][0] for t in ("movies_clean", "movie_genres", "movies_clean_dropped", "eda_stats")]
+    counts = [
+        query(database, f"select count(*) from {t}")[0][0]
+        for t in ("movies_clean", "movie_genres", "movies_clean_dropped", "eda_stats")
+    ]
     run_pipeline(database, object_store)
-    assert [query(database, f"select count(*) from {t}")[0][0] for t in ("movies_clean", "movie_genres", "movies_clean_dropped", "eda_stats")] == counts
-    rows = query(database, "select previous_value, latest_value, change, previous_run_id <> latest_run_id from eda_month_comparison "
-                           "where column_name = 'runtime' and stat = 'mean' order by release_month")
+    assert [
+        query(database, f"select count(*) from {t}")[0][0]
+        for t in ("movies_clean", "movie_genres", "movies_clean_dropped", "eda_stats")
+    ] == counts
+    rows = query(
+        database,
+        "select previous_value, latest_value, change, previous_run_id <> latest_run_id from eda_month_comparison "
+        "where column_name = 'runtime' and stat = 'mean' order by release_month",
+    )
     assert len(rows) == 3
-    assert all(prev is not None and prev == latest and change == 0 and different for prev, latest, change, different in rows)
+    assert all(
+        prev is not None and prev == latest and change == 0 and different for prev, latest, change, different in rows
+    )
 
 
 def test_views_answer_the_everyday_questions(database, object_store):
@@ -63,8 +103,12 @@ def test_views_answer_the_everyday_questions(database, object_store):
     after = query(database, "select release_date from movies_released_after('2024-02-15')")
     expected = query(database, "select count(*) from movies_clean where release_date > '2024-02-15'")[0][0]
     assert len(after) == expected > 0 and all(d > dt.date(2024, 2, 15) for (d,) in after)
-    complete = pd.DataFrame(query(database, "select runtime, budget, revenue, vote_average, original_language from movies_complete"))
+    complete = pd.DataFrame(
+        query(database, "select runtime, budget, revenue, vote_average, original_language from movies_complete")
+    )
     assert len(complete) > 0 and not complete.isna().any().any()
-    incomplete = query(database, "select count(*) from movies_clean where budget is null or runtime is null or vote_average is null")[0][0]
+    incomplete = query(
+        database, "select count(*) from movies_clean where budget is null or runtime is null or vote_average is null"
+    )[0][0]
     total = query(database, "select count(*) from movies_clean")[0][0]
     assert len(complete) <= total - incomplete

@@ -1,4 +1,5 @@
 """The README's commands exist and its SQL and Feast CLI snippets run against the stack the demo filled."""
+
 import datetime as dt
 import os
 import re
@@ -8,16 +9,18 @@ from pathlib import Path
 
 import psycopg
 
-from movie_assets.cli import build_parser
-from movie_assets.local_stack import REPO_ROOT
 from movie_assets.resources.feast import feast_env
+from movie_platform.cli import build_parser
+from movie_platform.local_stack import REPO_ROOT
 
 README = (REPO_ROOT / "README.md").read_text()
 BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, flags=re.S)
 
 
 def commands(pattern: str) -> set[str]:
-    return {m for language, body in BLOCKS if language == "bash" for m in re.findall(pattern, body)} | set(re.findall(pattern, README))
+    return {m for language, body in BLOCKS if language == "bash" for m in re.findall(pattern, body)} | set(
+        re.findall(pattern, README)
+    )
 
 
 def test_every_movie_platform_subcommand_in_the_readme_exists():
@@ -36,8 +39,13 @@ def test_every_make_target_in_the_readme_exists():
 
 def test_sql_snippets_run_on_the_demo_data(demo_run, stack_env):
     assert demo_run.returncode == 0
-    statements = [s.strip() for language, body in BLOCKS if language == "sql"
-                  for s in re.sub(r"--[^\n]*", "", body).split(";") if s.strip()]
+    statements = [
+        s.strip()
+        for language, body in BLOCKS
+        if language == "sql"
+        for s in re.sub(r"--[^\n]*", "", body).split(";")
+        if s.strip()
+    ]
     assert len(statements) >= 3
     with psycopg.connect(stack_env["MOVIE_DB_URL"]) as conn:
         for statement in statements:
@@ -51,6 +59,8 @@ def test_feast_cli_snippets_run_in_feature_repo(demo_run, stack_env, test_stack)
     feast = str(Path(sys.executable).with_name("feast"))
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
     for args in (["feature-views", "list"], ["apply"], ["materialize-incremental", now], ["feature-services", "list"]):
-        result = subprocess.run([feast, *args], cwd=REPO_ROOT / "feature_repo", env=env, capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [feast, *args], cwd=REPO_ROOT / "feature_repo", env=env, capture_output=True, text=True, timeout=300
+        )
         assert result.returncode == 0, (args, result.stderr[-2000:])
     assert "movie_rating_v1" in result.stdout

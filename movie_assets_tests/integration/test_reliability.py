@@ -1,5 +1,6 @@
 """Fault survival on real services: killed runs, a Redis outage, a dead PostgreSQL, TMDB misbehaving
 in every way at once, bad input, secrets, and two backfills writing the same months at once."""
+
 import datetime as dt
 import os
 import signal
@@ -17,24 +18,34 @@ import pytest
 from psycopg import sql
 
 from movie_assets.assets.features import feast_definitions, movie_features, online_features
-from movie_assets.assets.ingest import RAW_BACKUP_PATH, movies_raw, movies_raw_backup
+from movie_assets.assets.ingest import movies_raw, movies_raw_backup
 from movie_assets.assets.prepare import movies_clean
-from movie_assets.local_stack import REPO_ROOT, Stack
-from movie_assets.movie_records import validate_month
+from movie_assets.domain.movie_records import validate_month
+from movie_assets.object_layout import RAW_BACKUP_PATH
 from movie_assets.resources.feast import FeastStore
 from movie_assets.resources.postgres import PostgresDatabase
-from movie_assets.resources.tmdb import TmdbApiClient, TmdbSampleSource
-from movie_assets.tmdb_sample import movies_for_month
-from movie_assets_tests.conftest import SESSION_ENVIRON, TEST_PORTS, TEST_STATE_DIR, log_to_pytest, platform_resources, wait_for
+from movie_assets.resources.tmdb import TmdbApiClient
+from movie_assets.resources.tmdb_sample import TmdbSampleSource, movies_for_month
+from movie_assets_tests.conftest import (
+    SESSION_ENVIRON,
+    TEST_PORTS,
+    TEST_STATE_DIR,
+    log_to_pytest,
+    platform_resources,
+    wait_for,
+)
 from movie_assets_tests.integration import partition_writer
 from movie_assets_tests.tmdb_server import FakeTmdb, Faults, TmdbTestServer
+from movie_platform.local_stack import REPO_ROOT, Stack
 
 JAN = (dt.date(2024, 1, 1), dt.date(2024, 2, 1))
 
 
 def count_by_month(database: PostgresDatabase, table: str) -> dict[str, tuple[int, int]]:
     """{month: (rows, distinct movie ids)}: duplicates show as rows > distinct ids."""
-    query = sql.SQL("select release_month, count(*), count(distinct movie_id) from {} group by 1 order by 1").format(database.ident(table))
+    query = sql.SQL("select release_month, count(*), count(distinct movie_id) from {} group by 1 order by 1").format(
+        database.ident(table)
+    )
     with database.connect() as conn:
         return {str(month): (rows, ids) for month, rows, ids in conn.execute(query)}
 
@@ -57,7 +68,9 @@ def test_sigkill_mid_write_keeps_the_previous_rows_and_the_rerun_completes(datab
     run.wait(timeout=30)
     assert copying and run.returncode == -signal.SIGKILL
     wait_for(lambda: not copy_backends(database), 30, "PostgreSQL to abort the killed run's COPY")
-    assert count_by_month(database, partition_writer.TABLE) == {"2024-01-01": (2, 2)}, "the previous rows must be intact"
+    assert count_by_month(database, partition_writer.TABLE) == {"2024-01-01": (2, 2)}, (
+        "the previous rows must be intact"
+    )
 
     rerun = subprocess.run([*cmd[:-1], "200000"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
@@ -66,8 +79,13 @@ def test_sigkill_mid_write_keeps_the_previous_rows_and_the_rerun_completes(datab
 
 def copy_backends(database: PostgresDatabase) -> list[int]:
     with psycopg.connect(database.url, autocommit=True) as conn:
-        return [r[0] for r in conn.execute("select pid from pg_stat_activity where query ilike 'copy %%' and query like %s",
-                                           (f"%{database.db_schema}%",))]
+        return [
+            r[0]
+            for r in conn.execute(
+                "select pid from pg_stat_activity where query ilike 'copy %%' and query like %s",
+                (f"%{database.db_schema}%",),
+            )
+        ]
 
 
 def wait_for_copy(database: PostgresDatabase, run: subprocess.Popen) -> bool:
@@ -77,15 +95,22 @@ def wait_for_copy(database: PostgresDatabase, run: subprocess.Popen) -> bool:
             time.sleep(0.5)  # well inside the COPY: rows of the new partition are on their way
             return True
         time.sleep(0.05)
-    pytest.fail(f"the run never reached its COPY (exit {run.poll()}): {run.stderr.read().decode()[-2000:] if run.poll() is not None else ''}")
+    pytest.fail(
+        f"the run never reached its COPY (exit {run.poll()}): "
+        f"{run.stderr.read().decode()[-2000:] if run.poll() is not None else ''}"
+    )
 
 
 # ---- 2. Redis stopped during online_features -----------------------------------------------------
 @pytest.fixture
 def own_redis(stack_env):
     """A Redis of this test's own (the project's stack with every other service external), to stop and start."""
-    environ = {**SESSION_ENVIRON, "MOVIE_DB_URL": stack_env["MOVIE_DB_URL"], "MLFLOW_TRACKING_URI": stack_env["MLFLOW_TRACKING_URI"],
-               "MOVIE_REDIS_PORT": str(int(TEST_PORTS["MOVIE_REDIS_PORT"]) + 1)}
+    environ = {
+        **SESSION_ENVIRON,
+        "MOVIE_DB_URL": stack_env["MOVIE_DB_URL"],
+        "MLFLOW_TRACKING_URI": stack_env["MLFLOW_TRACKING_URI"],
+        "MOVIE_REDIS_PORT": str(int(TEST_PORTS["MOVIE_REDIS_PORT"]) + 1),
+    }
     environ.pop("MOVIE_REDIS_URL", None)
     stack = Stack(TEST_STATE_DIR / "redis-outage", environ=environ)
     env = stack.up(log=log_to_pytest("redis"))
@@ -93,18 +118,30 @@ def own_redis(stack_env):
     stack.down(log=log_to_pytest("redis"))
 
 
-def test_redis_outage_fails_online_features_clearly_and_the_retry_catches_up(own_redis, database, object_store, stack_env):
+def test_redis_outage_fails_online_features_clearly_and_the_retry_catches_up(
+    own_redis, database, object_store, stack_env
+):
     stack, redis_url = own_redis
-    feast = FeastStore(db_url=stack_env["MOVIE_DB_URL"], redis_url=redis_url, storage_url=object_store.storage_url,
-                       project=f"t{uuid.uuid4().hex[:10]}")
+    feast = FeastStore(
+        db_url=stack_env["MOVIE_DB_URL"],
+        redis_url=redis_url,
+        storage_url=object_store.storage_url,
+        project=f"t{uuid.uuid4().hex[:10]}",
+    )
     resources = {**platform_resources(database, object_store, TmdbSampleSource()), "feast": feast}
     tags = {"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-02-01"}
-    assert dg.materialize([movies_raw, movies_clean, movie_features], resources=resources, tags=tags,
-                          instance=dg.DagsterInstance.ephemeral()).success
+    assert dg.materialize(
+        [movies_raw, movies_clean, movie_features],
+        resources=resources,
+        tags=tags,
+        instance=dg.DagsterInstance.ephemeral(),
+    ).success
     assert dg.materialize([feast_definitions], resources=resources, instance=dg.DagsterInstance.ephemeral()).success
 
     stack.down(log=log_to_pytest("redis"))  # Redis goes away
-    failed = dg.materialize([online_features], resources=resources, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    failed = dg.materialize(
+        [online_features], resources=resources, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
     assert not failed.success
     message = failure_message(failed)
     assert "Redis (the Feast online store)" in message and "unreachable" in message and "MOVIE_REDIS_URL" in message
@@ -116,14 +153,21 @@ def test_redis_outage_fails_online_features_clearly_and_the_retry_catches_up(own
     metadata = retry.asset_materializations_for_node("online_features")[0].metadata
     assert metadata["movies_written"].value == features > 200
     assert {c.check_name: c.passed for c in retry.get_asset_check_evaluations()} == {
-        "online_keys_present": True, "online_matches_offline": True}
+        "online_keys_present": True,
+        "online_matches_offline": True,
+    }
 
 
 # ---- 3. PostgreSQL unreachable -------------------------------------------------------------------
 def test_unreachable_postgres_fails_the_run_clearly_and_writes_nothing(object_store):
     dead = PostgresDatabase(url="postgresql://movie:hunter2@127.0.0.1:9/movies")
-    result = dg.materialize([movies_raw, movies_raw_backup], resources=platform_resources(dead, object_store, TmdbSampleSource()),
-                            partition_key="2024-01-01", instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    result = dg.materialize(
+        [movies_raw, movies_raw_backup],
+        resources=platform_resources(dead, object_store, TmdbSampleSource()),
+        partition_key="2024-01-01",
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
     assert not result.success
     message = failure_message(result)
     assert "PostgreSQL at postgresql://movie:***@127.0.0.1:9/movies is unreachable" in message
@@ -145,18 +189,32 @@ def mangled(movies, every: int) -> tuple[list, set[int]]:
     return out, bad
 
 
-def test_tmdb_faults_all_at_once_store_every_valid_movie_once_and_reject_the_malformed(database, object_store, monkeypatch):
+def test_tmdb_faults_all_at_once_store_every_valid_movie_once_and_reject_the_malformed(
+    database, object_store, monkeypatch
+):
     months = ["2024-01-01", "2024-02-01"]
-    movies, malformed = mangled([m for key in months for m in movies_for_month(dt.date.fromisoformat(key))], every=20)  # 5%
-    faults = Faults(error_every=10, error_attempts=1,  # 10% of requests answer 5xx first
-                    max_requests_per_second=40, throttle_every=25, retry_after_s=0,  # a real limit, plus stray 429s
-                    duplicate_every_page=2, latency_s=0.03)  # items repeated across pages, slow answers
+    movies, malformed = mangled(
+        [m for key in months for m in movies_for_month(dt.date.fromisoformat(key))], every=20
+    )  # 5%
+    faults = Faults(
+        error_every=10,
+        error_attempts=1,  # 10% of requests answer 5xx first
+        max_requests_per_second=40,
+        throttle_every=25,
+        retry_after_s=0,  # a real limit, plus stray 429s
+        duplicate_every_page=2,
+        latency_s=0.03,
+    )  # items repeated across pages, slow answers
     monkeypatch.setenv("TMDB_API_KEY", "faults-key")
     with TmdbTestServer(FakeTmdb(movies, api_key="faults-key", faults=faults)) as server:
         tmdb = TmdbApiClient(base_url=server.base_url, api_key=dg.EnvVar("TMDB_API_KEY"), backoff_base_s=0.01)
         tags = {"dagster/asset_partition_range_start": months[0], "dagster/asset_partition_range_end": months[1]}
-        result = dg.materialize([movies_raw], resources=platform_resources(database, object_store, tmdb), tags=tags,
-                                instance=dg.DagsterInstance.ephemeral())
+        result = dg.materialize(
+            [movies_raw],
+            resources=platform_resources(database, object_store, tmdb),
+            tags=tags,
+            instance=dg.DagsterInstance.ephemeral(),
+        )
         served = dict(server.fake.requests)
     assert result.success
     assert served["5xx"] > 0 and served["429"] > 0
@@ -165,11 +223,18 @@ def test_tmdb_faults_all_at_once_store_every_valid_movie_once_and_reject_the_mal
     for key in months:
         start = dt.date.fromisoformat(key)
         month_movies = [(m.list_item, m.details) for m in movies if m.details["release_date"].startswith(key[:7])]
-        valid |= {r["movie_id"] for r in validate_month(month_movies, (start, (start + dt.timedelta(days=32)).replace(day=1)), now).rows}
+        valid |= {
+            r["movie_id"]
+            for r in validate_month(month_movies, (start, (start + dt.timedelta(days=32)).replace(day=1)), now).rows
+        }
     assert malformed and not malformed & valid
     with database.connect() as conn:
         stored = [r[0] for r in conn.execute(sql.SQL("select movie_id from {}").format(database.ident("movies_raw")))]
-        rejects = dict(conn.execute(sql.SQL("select movie_id, reason from {}").format(database.ident("movies_rejected"))).fetchall())
+        rejects = dict(
+            conn.execute(
+                sql.SQL("select movie_id, reason from {}").format(database.ident("movies_rejected"))
+            ).fetchall()
+        )
     assert len(stored) == len(set(stored)), "a movie stored twice"
     assert set(stored) == valid
     assert malformed <= set(rejects)
@@ -179,8 +244,12 @@ def test_tmdb_faults_all_at_once_store_every_valid_movie_once_and_reject_the_mal
 # ---- 5. Bad input: one clear message, nothing written --------------------------------------------
 def test_an_invalid_partition_key_is_refused_before_anything_runs(database, object_store):
     with pytest.raises(dg.DagsterUnknownPartitionError, match=r"Could not find a partition with key `2024-13-01`"):
-        dg.materialize([movies_raw], resources=platform_resources(database, object_store, TmdbSampleSource()),
-                       partition_key="2024-13-01", instance=dg.DagsterInstance.ephemeral())
+        dg.materialize(
+            [movies_raw],
+            resources=platform_resources(database, object_store, TmdbSampleSource()),
+            partition_key="2024-13-01",
+            instance=dg.DagsterInstance.ephemeral(),
+        )
     assert not table_exists(database, "movies_raw")
 
 
@@ -189,12 +258,26 @@ def test_a_negative_hyperparameter_fails_before_training(database, object_store,
     from movie_assets.resources.mlflow import MlflowTracking
 
     tracking = MlflowTracking(tracking_uri=stack_env["MLFLOW_TRACKING_URI"])
-    feast = FeastStore(db_url=stack_env["MOVIE_DB_URL"], redis_url=stack_env["MOVIE_REDIS_URL"],
-                       storage_url=object_store.storage_url, project=f"t{uuid.uuid4().hex[:10]}")
-    resources = {**platform_resources(database, object_store, TmdbSampleSource()), "feast": feast, "mlflow_tracking": tracking}
+    feast = FeastStore(
+        db_url=stack_env["MOVIE_DB_URL"],
+        redis_url=stack_env["MOVIE_REDIS_URL"],
+        storage_url=object_store.storage_url,
+        project=f"t{uuid.uuid4().hex[:10]}",
+    )
+    resources = {
+        **platform_resources(database, object_store, TmdbSampleSource()),
+        "feast": feast,
+        "mlflow_tracking": tracking,
+    }
     runs_before = mlflow_run_count(tracking)
-    result = dg.materialize([movies_raw, movies_clean, movie_rating_model], selection=[movie_rating_model], resources=resources, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
-                            run_config={"ops": {"movie_rating_model": {"config": {"n_estimators": -5}}}})
+    result = dg.materialize(
+        [movies_raw, movies_clean, movie_rating_model],
+        selection=[movie_rating_model],
+        resources=resources,
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+        run_config={"ops": {"movie_rating_model": {"config": {"n_estimators": -5}}}},
+    )
     assert not result.success
     message = failure_message(result)
     assert "n_estimators" in message and "greater than 0" in message
@@ -223,8 +306,12 @@ def test_a_missing_bucket_is_named_and_nothing_is_written(s3_stack_env):
 
     from movie_assets.resources.object_store import ObjectStore, ObjectStoreError
 
-    s3 = S3Resource(endpoint_url=s3_stack_env["MOVIE_S3_ENDPOINT_URL"], aws_access_key_id=s3_stack_env["AWS_ACCESS_KEY_ID"],
-                    aws_secret_access_key=s3_stack_env["AWS_SECRET_ACCESS_KEY"], region_name=s3_stack_env["AWS_DEFAULT_REGION"])
+    s3 = S3Resource(
+        endpoint_url=s3_stack_env["MOVIE_S3_ENDPOINT_URL"],
+        aws_access_key_id=s3_stack_env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=s3_stack_env["AWS_SECRET_ACCESS_KEY"],
+        region_name=s3_stack_env["AWS_DEFAULT_REGION"],
+    )
     store = ObjectStore(storage_url="s3://no-such-bucket-here/platform", s3=s3)
     with pytest.raises(ObjectStoreError) as error:
         store.write(RAW_BACKUP_PATH, "2024-01-01", b"data")
@@ -233,9 +320,16 @@ def test_a_missing_bucket_is_named_and_nothing_is_written(s3_stack_env):
     assert "nothing was written" in message
     import boto3
 
-    client = boto3.client("s3", endpoint_url=s3_stack_env["MOVIE_S3_ENDPOINT_URL"], aws_access_key_id=s3_stack_env["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=s3_stack_env["AWS_SECRET_ACCESS_KEY"], region_name=s3_stack_env["AWS_DEFAULT_REGION"])
-    assert "no-such-bucket-here" not in [b["Name"] for b in client.list_buckets()["Buckets"]], "no bucket created by a write"
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_stack_env["MOVIE_S3_ENDPOINT_URL"],
+        aws_access_key_id=s3_stack_env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=s3_stack_env["AWS_SECRET_ACCESS_KEY"],
+        region_name=s3_stack_env["AWS_DEFAULT_REGION"],
+    )
+    assert "no-such-bucket-here" not in [b["Name"] for b in client.list_buckets()["Buckets"]], (
+        "no bucket created by a write"
+    )
 
 
 @pytest.fixture
@@ -245,22 +339,38 @@ def s3_with_auth():
 
     import boto3
 
-    from movie_assets.local_stack import _port_open, _terminate
+    from movie_platform.local_stack import _port_open, _terminate
 
     port = int(TEST_PORTS["MOVIE_S3_PORT"]) + 100
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-                            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for(lambda: _port_open(port), 60, "the S3 API server")
         url = f"http://127.0.0.1:{port}"
-        iam = boto3.client("iam", endpoint_url=url, aws_access_key_id="setup", aws_secret_access_key="setup", region_name="us-east-1")
+        iam = boto3.client(
+            "iam", endpoint_url=url, aws_access_key_id="setup", aws_secret_access_key="setup", region_name="us-east-1"
+        )
         iam.create_user(UserName="platform")
         key = iam.create_access_key(UserName="platform")["AccessKey"]
-        iam.put_user_policy(UserName="platform", PolicyName="s3", PolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
-        boto3.client("s3", endpoint_url=url, aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"],
-                     region_name="us-east-1").create_bucket(Bucket="auth-bucket")
+        iam.put_user_policy(
+            UserName="platform",
+            PolicyName="s3",
+            PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+            ),
+        )
+        boto3.client(
+            "s3",
+            endpoint_url=url,
+            aws_access_key_id=key["AccessKeyId"],
+            aws_secret_access_key=key["SecretAccessKey"],
+            region_name="us-east-1",
+        ).create_bucket(Bucket="auth-bucket")
         yield url, key["AccessKeyId"], key["SecretAccessKey"]
     finally:
         _terminate(proc.pid)
@@ -274,8 +384,12 @@ def test_a_wrong_s3_secret_is_refused_with_the_key_id_not_the_secret(s3_with_aut
     url, key_id, secret = s3_with_auth
 
     def store(secret_key: str) -> ObjectStore:
-        return ObjectStore(storage_url="s3://auth-bucket/platform",
-                           s3=S3Resource(endpoint_url=url, aws_access_key_id=key_id, aws_secret_access_key=secret_key, region_name="us-east-1"))
+        return ObjectStore(
+            storage_url="s3://auth-bucket/platform",
+            s3=S3Resource(
+                endpoint_url=url, aws_access_key_id=key_id, aws_secret_access_key=secret_key, region_name="us-east-1"
+            ),
+        )
 
     with pytest.raises(ObjectStoreError) as error:
         store("wrong-secret-123").write(RAW_BACKUP_PATH, "2024-01-01", b"data")
@@ -297,9 +411,15 @@ def test_overlapping_writers_leave_each_month_written_exactly_once(database):
     replaces Feb and Mar. Without the month locks both DELETEs run first and Feb/Mar end up twice."""
     columns = partition_writer.COLUMNS
     months = [dt.date(2024, m, 1) for m in (1, 2, 3, 4)]
-    first = pd.DataFrame({"movie_id": range(900_000), "title": "first", "release_month": [months[i % 3] for i in range(900_000)]})
-    second = pd.DataFrame({"movie_id": range(3_000), "title": "second", "release_month": [months[1 + i % 3] for i in range(3_000)]})
-    database.replace_rows(partition_writer.TABLE, columns, first.head(0), "release_month", (months[0], months[3]))  # table exists
+    first = pd.DataFrame(
+        {"movie_id": range(900_000), "title": "first", "release_month": [months[i % 3] for i in range(900_000)]}
+    )
+    second = pd.DataFrame(
+        {"movie_id": range(3_000), "title": "second", "release_month": [months[1 + i % 3] for i in range(3_000)]}
+    )
+    database.replace_rows(
+        partition_writer.TABLE, columns, first.head(0), "release_month", (months[0], months[3])
+    )  # table exists
     errors = []
 
     def write(frame, window):
@@ -317,5 +437,9 @@ def test_overlapping_writers_leave_each_month_written_exactly_once(database):
     small.join(120)
     assert not errors, errors
     counts = count_by_month(database, partition_writer.TABLE)
-    assert counts == {"2024-01-01": (300_000, 300_000), "2024-02-01": (1_000, 1_000),
-                      "2024-03-01": (1_000, 1_000), "2024-04-01": (1_000, 1_000)}, counts
+    assert counts == {
+        "2024-01-01": (300_000, 300_000),
+        "2024-02-01": (1_000, 1_000),
+        "2024-03-01": (1_000, 1_000),
+        "2024-04-01": (1_000, 1_000),
+    }, counts

@@ -1,4 +1,5 @@
 """`up` is idempotent, `status`/`env` tell the truth, `doctor` explains a dead service."""
+
 from __future__ import annotations
 
 import os
@@ -9,12 +10,12 @@ import time
 
 import psutil
 
-from movie_assets.local_stack import _alive
+from movie_platform.local_stack import _alive
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "movie_assets.cli", *args], capture_output=True, text=True, env=env, timeout=180
+        [sys.executable, "-m", "movie_platform.cli", *args], capture_output=True, text=True, env=env, timeout=180
     )
 
 
@@ -41,8 +42,8 @@ def test_up_twice_starts_no_duplicates(test_stack, stack_env):
 def test_env_configures_a_shell(test_stack, stack_env):
     env = {**os.environ, "MOVIE_PLATFORM_STATE_DIR": str(test_stack.state_dir)}
     script = (
-        f'eval "$({sys.executable} -m movie_assets.cli env)" && '
-        'python -c "import os; print(os.environ[\'MOVIE_DB_URL\'], os.environ[\'DAGSTER_HOME\'])" && '
+        f'eval "$({sys.executable} -m movie_platform.cli env)" && '
+        "python -c \"import os; print(os.environ['MOVIE_DB_URL'], os.environ['DAGSTER_HOME'])\" && "
         "dagster instance info"
     )
     clean = {k: v for k, v in env.items() if not k.startswith(("MOVIE_DB", "DAGSTER_HOME", "MLFLOW", "MOVIE_REDIS"))}
@@ -76,7 +77,9 @@ def test_doctor_all_green_then_explains_dead_postgres(test_stack, stack_env):
         assert line.startswith("FAIL") and "movie-platform up" in line and "MOVIE_DB_URL" in line, line
         if _alive(pg_pid) is False and env["MOVIE_DB_URL"] == stack_env["MOVIE_DB_URL"]:
             status = cli("status", env={**env, "MOVIE_PLATFORM_STATE_DIR": str(test_stack.state_dir)})
-            assert any(l.startswith("postgres") and "stopped" in l for l in status.stdout.splitlines()), status.stdout
+            assert any(row.startswith("postgres") and "stopped" in row for row in status.stdout.splitlines()), (
+                status.stdout
+            )
     finally:
         # `up` recovers from the crash: it removes the stale postmaster.pid and restarts postgres.
         assert test_stack.up(log=print) == stack_env

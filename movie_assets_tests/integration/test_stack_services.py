@@ -1,4 +1,5 @@
 """The embedded stack runs real servers: each one is used the way the platform uses it."""
+
 from __future__ import annotations
 
 import time
@@ -11,14 +12,16 @@ import pytest
 import redis
 from mlflow.tracking import MlflowClient
 
-from movie_assets.local_stack import _alive
+from movie_platform.local_stack import _alive
 
 
 def test_postgres_sql_round_trip(stack_env):
     table = f"t_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(stack_env["MOVIE_DB_URL"]) as conn:
         conn.execute(f"create table {table} (movie_id bigint primary key, title text, released date)")
-        conn.execute(f"insert into {table} values (550, 'Fight Club', '1999-10-15'), (13, 'Forrest Gump', '1994-06-23')")
+        conn.execute(
+            f"insert into {table} values (550, 'Fight Club', '1999-10-15'), (13, 'Forrest Gump', '1994-06-23')"
+        )
         rows = conn.execute(f"select title from {table} where released > '1995-01-01' order by movie_id").fetchall()
         version = conn.execute("show server_version_num").fetchone()[0]
         conn.execute(f"drop table {table}")
@@ -92,8 +95,13 @@ def test_mlflow_artifacts_land_in_s3(s3_stack_env, tmp_path):
     """With `up --with-s3` the tracking server keeps artifacts in the S3 bucket."""
     run_id, name = log_run_with_model(s3_stack_env["MLFLOW_TRACKING_URI"], tmp_path)
     assert_run_readable(s3_stack_env["MLFLOW_TRACKING_URI"], run_id, name, tmp_path / "read")
-    s3 = boto3.client("s3", endpoint_url=s3_stack_env["MOVIE_S3_ENDPOINT_URL"], aws_access_key_id="testing",
-                      aws_secret_access_key="testing", region_name="us-east-1")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_stack_env["MOVIE_S3_ENDPOINT_URL"],
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="movie-platform", Prefix="mlflow/")["Contents"]]
     assert any(k.endswith(f"{run_id}/artifacts/note.txt") for k in keys), keys[:5]
 

@@ -1,12 +1,13 @@
 """The TMDB client over real HTTP against the local TMDB server (paging, faults, auth, rate limit)."""
+
 import datetime as dt
 import time
 
 import pytest
 
-from movie_assets.movie_records import validate_month
+from movie_assets.domain.movie_records import validate_month
 from movie_assets.resources.tmdb import TmdbApiClient, TmdbAuthError, TmdbError
-from movie_assets.tmdb_sample import movies_for_month
+from movie_assets.resources.tmdb_sample import movies_for_month
 from movie_assets_tests.tmdb_server import FakeTmdb, Faults, TmdbTestServer, crowded_month
 
 MARCH = (dt.date(2024, 3, 1), dt.date(2024, 4, 1))
@@ -14,8 +15,13 @@ NOW = dt.datetime.now(dt.timezone.utc)
 
 
 def client(server: TmdbTestServer, **overrides) -> TmdbApiClient:
-    settings = {"base_url": server.base_url, "api_key": "test-key", "requests_per_second": 2000.0,
-                "backoff_base_s": 0.02, "max_workers": 8}
+    settings = {
+        "base_url": server.base_url,
+        "api_key": "test-key",
+        "requests_per_second": 2000.0,
+        "backoff_base_s": 0.02,
+        "max_workers": 8,
+    }
     return TmdbApiClient(**{**settings, **overrides})
 
 
@@ -97,7 +103,9 @@ def test_client_side_rate_limit_keeps_under_the_server_limit():
 
 def test_persistent_5xx_gives_up_with_a_redacted_url():
     movies = movies_for_month(MARCH[0])[:5]
-    with TmdbTestServer(FakeTmdb(movies, api_key="SECRET-KEY-XYZ", faults=Faults(error_every=1, error_attempts=100))) as server:
+    with TmdbTestServer(
+        FakeTmdb(movies, api_key="SECRET-KEY-XYZ", faults=Faults(error_every=1, error_attempts=100))
+    ) as server:
         with pytest.raises(TmdbError) as error:
             client(server, api_key="SECRET-KEY-XYZ", max_retries=2).crawl(MARCH, log=lambda _: None)
     assert "after 3 attempts" in str(error.value)

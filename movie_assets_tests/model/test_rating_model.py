@@ -1,4 +1,8 @@
-"""The rating model on 24 sample months: beats the baseline, is fully tracked, and the champion moves only on improvement."""
+"""The rating model on 24 sample months.
+
+It beats the baseline, is fully tracked, and the champion moves only on improvement.
+"""
+
 import datetime as dt
 import os
 import subprocess
@@ -14,16 +18,24 @@ from movie_assets.assets.features import feast_definitions, movie_features, onli
 from movie_assets.assets.ingest import movies_raw
 from movie_assets.assets.prepare import movies_clean
 from movie_assets.assets.training import TrainingConfig, movie_rating_model, movie_rating_predictions
-from movie_assets.feature_engineering import FEATURE_NAMES
+from movie_assets.domain.feature_engineering import FEATURE_NAMES
+from movie_assets.jobs.sweep import movie_rating_sweep
 from movie_assets.resources.feast import FeastStore
 from movie_assets.resources.mlflow import MlflowTracking
-from movie_assets.resources.tmdb import TmdbSampleSource
-from movie_assets.sweep import movie_rating_sweep
+from movie_assets.resources.tmdb_sample import TmdbSampleSource
 from movie_assets_tests.conftest import platform_resources
 
 SAMPLE_RANGE = {"dagster/asset_partition_range_start": "2023-01-01", "dagster/asset_partition_range_end": "2024-12-01"}
 WORSE = TrainingConfig(n_estimators=2, max_depth=1, learning_rate=0.01)
-ALL_ASSETS = [movies_raw, movies_clean, movie_features, feast_definitions, online_features, movie_rating_model, movie_rating_predictions]
+ALL_ASSETS = [
+    movies_raw,
+    movies_clean,
+    movie_features,
+    feast_definitions,
+    online_features,
+    movie_rating_model,
+    movie_rating_predictions,
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +48,21 @@ def pipeline(stack_env, tmp_path_factory):
     database = PostgresDatabase(url=stack_env["MOVIE_DB_URL"], db_schema=schema)
     store = ObjectStore(storage_url=(tmp_path_factory.mktemp("model") / "objects").as_uri())
     # A Feast project of its own: the default one belongs to the demo's data (notebooks, CLI tests).
-    feast = FeastStore(db_url=stack_env["MOVIE_DB_URL"], redis_url=stack_env["MOVIE_REDIS_URL"], storage_url=store.storage_url,
-                       project=f"tmodel_{uuid.uuid4().hex[:8]}")
-    resources = {**platform_resources(database, store, TmdbSampleSource()), "feast": feast,
-                 "mlflow_tracking": MlflowTracking(tracking_uri=stack_env["MLFLOW_TRACKING_URI"])}
+    feast = FeastStore(
+        db_url=stack_env["MOVIE_DB_URL"],
+        redis_url=stack_env["MOVIE_REDIS_URL"],
+        storage_url=store.storage_url,
+        project=f"tmodel_{uuid.uuid4().hex[:8]}",
+    )
+    resources = {
+        **platform_resources(database, store, TmdbSampleSource()),
+        "feast": feast,
+        "mlflow_tracking": MlflowTracking(tracking_uri=stack_env["MLFLOW_TRACKING_URI"]),
+    }
     instance = dg.DagsterInstance.ephemeral()
-    dg.materialize([movies_raw, movies_clean, movie_features], resources=resources, tags=SAMPLE_RANGE, instance=instance)
+    dg.materialize(
+        [movies_raw, movies_clean, movie_features], resources=resources, tags=SAMPLE_RANGE, instance=instance
+    )
     dg.materialize([feast_definitions, online_features], resources=resources, instance=instance)
     yield {"resources": resources, "instance": instance, "database": database, "store": store}
     with database.connect() as conn:
@@ -51,14 +72,23 @@ def pipeline(stack_env, tmp_path_factory):
 def train(pipeline, tracking: MlflowTracking, config: TrainingConfig | None = None):
     resources = {**pipeline["resources"], "mlflow_tracking": tracking}
     run_config = dg.RunConfig({"movie_rating_model": config}) if config else None
-    result = dg.materialize(ALL_ASSETS, selection=[movie_rating_model], resources=resources,
-                            instance=pipeline["instance"], run_config=run_config)
+    result = dg.materialize(
+        ALL_ASSETS,
+        selection=[movie_rating_model],
+        resources=resources,
+        instance=pipeline["instance"],
+        run_config=run_config,
+    )
     return result.asset_materializations_for_node("movie_rating_model")[0].metadata, result
 
 
 def fresh_tracking(stack_env) -> MlflowTracking:
     suffix = uuid.uuid4().hex[:8]
-    return MlflowTracking(tracking_uri=stack_env["MLFLOW_TRACKING_URI"], experiment=f"test_{suffix}", registered_model=f"test_xgb_{suffix}")
+    return MlflowTracking(
+        tracking_uri=stack_env["MLFLOW_TRACKING_URI"],
+        experiment=f"test_{suffix}",
+        registered_model=f"test_xgb_{suffix}",
+    )
 
 
 def test_model_beats_the_mean_baseline_and_is_fully_tracked(pipeline, stack_env):
@@ -106,13 +136,19 @@ def test_predictions_use_the_champion(pipeline, stack_env):
     tracking = fresh_tracking(stack_env)
     train(pipeline, tracking)
     champion = tracking.champion().version
-    result = dg.materialize(ALL_ASSETS, selection=[movie_rating_predictions],
-                            resources={**pipeline["resources"], "mlflow_tracking": tracking}, instance=pipeline["instance"],
-                            tags={"dagster/asset_partition_range_start": "2024-10-01", "dagster/asset_partition_range_end": "2024-12-01"})
+    result = dg.materialize(
+        ALL_ASSETS,
+        selection=[movie_rating_predictions],
+        resources={**pipeline["resources"], "mlflow_tracking": tracking},
+        instance=pipeline["instance"],
+        tags={"dagster/asset_partition_range_start": "2024-10-01", "dagster/asset_partition_range_end": "2024-12-01"},
+    )
     assert result.success
     database = pipeline["database"]
     with database.connect() as conn:
-        rows = conn.execute(f'select movie_id, predicted_vote_average, model_version from "{database.db_schema}".predictions').fetchall()
+        rows = conn.execute(
+            f'select movie_id, predicted_vote_average, model_version from "{database.db_schema}".predictions'
+        ).fetchall()
     assert len(rows) > 200 and {r[2] for r in rows} == {champion}
     assert all(0 <= r[1] <= 10 for r in rows)
 
@@ -121,27 +157,41 @@ def test_predict_cli_uses_the_champion_and_online_features(demo_run, stack_env, 
     """After `make demo`: `movie-platform predict` = the champion model on the movie's online features."""
     assert demo_run.returncode == 0, demo_run.stderr[-2000:]
     env = {**os.environ, **stack_env, "MOVIE_PLATFORM_STATE_DIR": str(test_stack.state_dir)}
-    from movie_assets.cli import online_feature_rows
+    from movie_assets.resources.serving import online_feature_rows
+    from movie_assets.settings import Settings
 
     tracking = MlflowTracking(tracking_uri=stack_env["MLFLOW_TRACKING_URI"])
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in stack_env.items():
-            patch.setenv(name, value)
-        online = online_feature_rows([290000001, 290000002, 290000003]).dropna(how="all")
+    feast = FeastStore.from_settings(Settings.from_env(stack_env))
+    online = online_feature_rows(feast, [290000001, 290000002, 290000003]).dropna(how="all")
     movie_id = int(online.index[0])
-    expected = tracking.load_xgboost(tracking.champion().version).predict(online.loc[[movie_id], FEATURE_NAMES].astype("float64"))[0]
-    predicted = subprocess.run([sys.executable, "-m", "movie_assets.cli", "predict", str(movie_id)], capture_output=True, text=True, env=env, timeout=300)
+    expected = tracking.load_xgboost(tracking.champion().version).predict(
+        online.loc[[movie_id], FEATURE_NAMES].astype("float64")
+    )[0]
+    predicted = subprocess.run(
+        [sys.executable, "-m", "movie_platform.cli", "predict", str(movie_id)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     assert f"v{tracking.champion().version}" in predicted.stdout
-    line = next(l for l in predicted.stdout.splitlines() if l.strip().startswith(str(movie_id)))
+    line = next(row for row in predicted.stdout.splitlines() if row.strip().startswith(str(movie_id)))
     assert float(line.split()[1]) == pytest.approx(expected, abs=0.005)
 
 
 def test_sweep_logs_a_parent_with_one_child_per_configuration(pipeline, stack_env):
     tracking = fresh_tracking(stack_env)
     resources = {**pipeline["resources"], "mlflow_tracking": tracking}
-    result = movie_rating_sweep.execute_in_process(resources=resources, instance=pipeline["instance"], run_config={
-        "ops": {"sweep_movie_rating": {"config": {"max_depths": [2, 4], "learning_rates": [0.1], "n_estimators": 50}}}})
+    result = movie_rating_sweep.execute_in_process(
+        resources=resources,
+        instance=pipeline["instance"],
+        run_config={
+            "ops": {
+                "sweep_movie_rating": {"config": {"max_depths": [2, 4], "learning_rates": [0.1], "n_estimators": 50}}
+            }
+        },
+    )
     assert result.success
     client = MlflowClient(stack_env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name(tracking.experiment)
@@ -154,13 +204,17 @@ def test_sweep_logs_a_parent_with_one_child_per_configuration(pipeline, stack_en
 
 def test_stale_features_are_never_training_rows(pipeline):
     """Features older than the view's TTL come back from Feast as NaN: such movies are left out, not zero-filled."""
+    from movie_assets.domain.training import labelled_movies, training_set
     from movie_assets.feature_definitions import FEATURE_SERVICE, FEATURE_VIEW_TTL
-    from movie_assets.training import labelled_movies, training_set
 
     database = pipeline["database"]
     with database.connect() as conn:
-        clean = pd.DataFrame(conn.execute(f'select movie_id, release_month, vote_average, vote_count from "{database.db_schema}".movies_clean').fetchall(),
-                             columns=["movie_id", "release_month", "vote_average", "vote_count"])
+        clean = pd.DataFrame(
+            conn.execute(
+                f'select movie_id, release_month, vote_average, vote_count from "{database.db_schema}".movies_clean'
+            ).fetchall(),
+            columns=["movie_id", "release_month", "vote_average", "vote_count"],
+        )
     labels = labelled_movies(clean, 20)
     store = pipeline["resources"]["feast"].store()
     fresh = training_set(store, labels, FEATURE_SERVICE, dt.datetime.now(dt.timezone.utc))

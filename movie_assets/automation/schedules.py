@@ -4,11 +4,9 @@ import datetime as dt
 
 import dagster as dg
 
-from movie_assets.assets.ingest import movies_raw, movies_raw_backup
-
 refresh_recent_months_job = dg.define_asset_job(
     "refresh_recent_months",
-    selection=dg.AssetSelection.assets(movies_raw, movies_raw_backup),
+    selection=dg.AssetSelection.assets("movies_raw", "movies_raw_backup"),
     description="Re-crawl a release month and refresh its backup.",
 )
 

@@ -3,12 +3,13 @@
 Each check talks to the real service with a short timeout and turns a failure
 into a sentence that names the service, the URL (secrets redacted) and what to do.
 """
+
 from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from movie_assets.settings import Settings, redact_text, redact_url
 
@@ -42,9 +43,9 @@ def check_redis(settings: Settings) -> str:
 
 
 def check_object_store(settings: Settings) -> str:
-    from movie_assets.resources.object_store import write_atomically
+    from movie_assets.resources.object_store import object_root_for, write_atomically
 
-    probe = settings.object_root() / ".doctor" / f"{uuid.uuid4().hex}.txt"
+    probe = object_root_for(settings) / ".doctor" / f"{uuid.uuid4().hex}.txt"
     write_atomically(probe, b"ok")
     assert probe.read_text() == "ok", "read back a different object than was written"
     probe.unlink()
@@ -64,7 +65,11 @@ def check_mlflow(settings: Settings) -> str:
 CHECKS: dict[str, tuple[str, Callable[[Settings], str], str]] = {
     "postgres": ("MOVIE_DB_URL", check_postgres, "start it with `movie-platform up` or fix MOVIE_DB_URL"),
     "redis": ("MOVIE_REDIS_URL", check_redis, "start it with `movie-platform up` or fix MOVIE_REDIS_URL"),
-    "objectstore": ("MOVIE_STORAGE_URL", check_object_store, "check MOVIE_STORAGE_URL, MOVIE_S3_ENDPOINT_URL and the AWS_* credentials"),
+    "objectstore": (
+        "MOVIE_STORAGE_URL",
+        check_object_store,
+        "check MOVIE_STORAGE_URL, MOVIE_S3_ENDPOINT_URL and the AWS_* credentials",
+    ),
     "mlflow": ("MLFLOW_TRACKING_URI", check_mlflow, "start it with `movie-platform up` or fix MLFLOW_TRACKING_URI"),
 }
 SETTING_OF = {
@@ -79,13 +84,25 @@ def run_checks(settings: Settings) -> list[CheckResult]:
     results = []
     for service, (var, check, remedy) in CHECKS.items():
         if not getattr(settings, SETTING_OF[service]):
-            results.append(CheckResult(service, False, f"{var} is not set: run `movie-platform up` and `eval \"$(movie-platform env)\"`, or set {var}"))
+            results.append(
+                CheckResult(
+                    service,
+                    False,
+                    f'{var} is not set: run `movie-platform up` and `eval "$(movie-platform env)"`, or set {var}',
+                )
+            )
             continue
         try:
             results.append(CheckResult(service, True, check(settings)))
         except Exception as exc:  # noqa: BLE001 - every failure becomes one readable line
             reason = redact_text(_first_line(exc))
-            results.append(CheckResult(service, False, f"unreachable at {redact_url(getattr(settings, SETTING_OF[service]))}: {reason} -> {remedy}"))
+            results.append(
+                CheckResult(
+                    service,
+                    False,
+                    f"unreachable at {redact_url(getattr(settings, SETTING_OF[service]))}: {reason} -> {remedy}",
+                )
+            )
     results.append(check_tmdb(settings))
     return results
 
@@ -93,22 +110,38 @@ def run_checks(settings: Settings) -> list[CheckResult]:
 def check_tmdb(settings: Settings) -> CheckResult:
     """The sample needs nothing; the API gets one authenticated request (GET /configuration)."""
     if settings.tmdb_source != "api":
-        return CheckResult("tmdb", True, "sample source (deterministic, offline); set TMDB_API_KEY or TMDB_READ_ACCESS_TOKEN to crawl the real API")
+        return CheckResult(
+            "tmdb",
+            True,
+            "sample source (deterministic, offline); set TMDB_API_KEY or TMDB_READ_ACCESS_TOKEN to crawl the real API",
+        )
     import requests
 
     key, token = os.environ.get("TMDB_API_KEY"), os.environ.get("TMDB_READ_ACCESS_TOKEN")
     try:
         response = requests.get(
-            settings.tmdb_base_url.rstrip("/") + "/configuration", timeout=TIMEOUT_S,
+            settings.tmdb_base_url.rstrip("/") + "/configuration",
+            timeout=TIMEOUT_S,
             params={"api_key": key} if key and not token else None,
             headers={"Authorization": f"Bearer {token}"} if token else None,
         )
     except requests.RequestException as exc:
-        return CheckResult("tmdb", False, f"unreachable at {settings.tmdb_base_url}: {type(exc).__name__} -> check TMDB_BASE_URL and the network")
+        return CheckResult(
+            "tmdb",
+            False,
+            f"unreachable at {settings.tmdb_base_url}: {type(exc).__name__} -> check TMDB_BASE_URL and the network",
+        )
     if response.status_code == 401:
-        return CheckResult("tmdb", False, f"TMDB at {settings.tmdb_base_url} refused the credentials (401) -> set a valid TMDB_API_KEY or TMDB_READ_ACCESS_TOKEN")
+        return CheckResult(
+            "tmdb",
+            False,
+            f"TMDB at {settings.tmdb_base_url} refused the credentials (401) -> set a valid TMDB_API_KEY or "
+            "TMDB_READ_ACCESS_TOKEN",
+        )
     if response.status_code != 200:
-        return CheckResult("tmdb", False, f"TMDB at {settings.tmdb_base_url} answered {response.status_code} -> check TMDB_BASE_URL")
+        return CheckResult(
+            "tmdb", False, f"TMDB at {settings.tmdb_base_url} answered {response.status_code} -> check TMDB_BASE_URL"
+        )
     return CheckResult("tmdb", True, f"TMDB API at {settings.tmdb_base_url}, credentials accepted")
 
 

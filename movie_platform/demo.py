@@ -3,6 +3,7 @@
 Runs go through the Dagster instance of `DAGSTER_HOME`, so they show up in the UI
 afterwards exactly like runs launched from it.
 """
+
 from __future__ import annotations
 
 import time
@@ -17,7 +18,7 @@ DEMO_PARTITION_RANGE = ("2023-01-01", "2024-12-01")
 
 def run_demo(settings: Settings, log=print) -> bool:
     from movie_assets.definitions import defs
-    from movie_assets.doctor import run_checks
+    from movie_platform.doctor import run_checks
 
     checks = run_checks(settings)
     for check in checks:
@@ -99,12 +100,21 @@ def _table_rows(settings: Settings) -> list[str]:
     from psycopg import sql
 
     with psycopg.connect(settings.db_url, connect_timeout=5) as conn:
-        tables = [row[0] for row in conn.execute(
-            "select table_name from information_schema.tables where table_schema = %s and table_type = 'BASE TABLE' order by 1",
-            (settings.db_schema,),
-        )]
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "select table_name from information_schema.tables where table_schema = %s and table_type = 'BASE "
+                "TABLE' order by 1",
+                (settings.db_schema,),
+            )
+        ]
         counts = [
-            (t, conn.execute(sql.SQL("select count(*) from {}.{}").format(sql.Identifier(settings.db_schema), sql.Identifier(t))).fetchone()[0])
+            (
+                t,
+                conn.execute(
+                    sql.SQL("select count(*) from {}.{}").format(sql.Identifier(settings.db_schema), sql.Identifier(t))
+                ).fetchone()[0],
+            )
             for t in tables
         ]
     lines = [f"postgres {redact_url(settings.db_url)} schema {settings.db_schema}: {len(tables)} tables"]
@@ -113,7 +123,9 @@ def _table_rows(settings: Settings) -> list[str]:
 
 
 def _objects(settings: Settings) -> list[str]:
-    root = settings.object_root()
+    from movie_assets.resources.object_store import object_root_for
+
+    root = object_root_for(settings)
     prefixes: dict[str, int] = {}
     for path in root.rglob("*"):
         if path.is_file():

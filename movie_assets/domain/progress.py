@@ -1,9 +1,10 @@
 """Progress of long steps in the Dagster log: done/total, rate and ETA, at most every few seconds."""
+
 from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 class Progress:

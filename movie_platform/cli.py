@@ -1,4 +1,5 @@
 """The `movie-platform` command: run the embedded stack and use the platform from a terminal."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,8 +7,8 @@ import os
 import shlex
 import sys
 
-from movie_assets.local_stack import Stack, StackError
 from movie_assets.settings import Settings, redact_env_value, redact_url
+from movie_platform.local_stack import Stack, StackError
 
 
 def stack_env() -> dict[str, str]:
@@ -16,7 +17,7 @@ def stack_env() -> dict[str, str]:
 
 
 def airflow_runtime():
-    from movie_assets.airflow_runtime import AirflowRuntime
+    from movie_platform.airflow_runtime import AirflowRuntime
 
     return AirflowRuntime()
 
@@ -38,8 +39,10 @@ def cmd_airflow(args: argparse.Namespace) -> int:
     """Airflow webserver + scheduler (installs .venv-airflow on first use); `make dev` then bridges to it."""
     env = airflow_runtime().up()
     print("\n".join(f"{name}={redact_env_value(name, value)}" for name, value in sorted(env.items())))
-    print("\nThe password is in .movie_platform/airflow/credentials.json. `make dev` now loads the Airflow bridge;"
-          "\nunpause movie_pipeline_monthly in the Airflow UI to let it schedule.")
+    print(
+        "\nThe password is in .movie_platform/airflow/credentials.json. `make dev` now loads the Airflow bridge;"
+        "\nunpause movie_pipeline_monthly in the Airflow UI to let it schedule."
+    )
     return 0
 
 
@@ -69,7 +72,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from movie_assets.doctor import run_checks
+    from movie_platform.doctor import run_checks
 
     results = run_checks(Settings.from_env(stack_env()))
     for result in results:
@@ -78,7 +81,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from movie_assets.demo import run_demo
+    from movie_platform.demo import run_demo
 
     env = Stack().env()
     if not env and not os.environ.get("MOVIE_DB_URL"):
@@ -121,55 +124,61 @@ def feast_store_from_env():
     from movie_assets.resources.feast import FeastStore
 
     settings = Settings.from_env(stack_env())
-    missing = [name for name, value in (("MOVIE_DB_URL", settings.db_url), ("MOVIE_REDIS_URL", settings.redis_url),
-                                        ("MOVIE_STORAGE_URL", settings.storage_url)) if not value]
+    missing = [
+        name
+        for name, value in (
+            ("MOVIE_DB_URL", settings.db_url),
+            ("MOVIE_REDIS_URL", settings.redis_url),
+            ("MOVIE_STORAGE_URL", settings.storage_url),
+        )
+        if not value
+    ]
     if missing:
         raise StackError(f"{', '.join(missing)} not set: run `movie-platform up` or set them")
     return FeastStore.from_settings(settings)
 
 
-def online_feature_rows(movie_ids: list[int]):
-    """The online (Redis) features of the movies, as a frame indexed by movie_id (NaN rows = not online)."""
-    from movie_assets.resources.online_writer import read_latest
-
-    store = feast_store_from_env().store()
-    return read_latest(store, store.get_feature_view("movie_features"), movie_ids)
-
-
 def cmd_features(args: argparse.Namespace) -> int:
-    args.movie_ids = list(dict.fromkeys(args.movie_ids))  # each movie once, in the order asked
-    frame = online_feature_rows(args.movie_ids)
+    from movie_assets.resources.serving import absent_ids, online_feature_rows
+
+    movie_ids = list(dict.fromkeys(args.movie_ids))  # each movie once, in the order asked
+    frame = online_feature_rows(feast_store_from_env(), movie_ids)
     print(frame.T.to_string())
-    absent = [i for i in args.movie_ids if frame.loc[i].isna().all()]
+    absent = absent_ids(frame, movie_ids)
     if absent:
-        print(f"\nnot in the online store: {absent} (materialize online_features, or the keys expired)", file=sys.stderr)
+        print(
+            f"\nnot in the online store: {absent} (materialize online_features, or the keys expired)", file=sys.stderr
+        )
         return 1
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """The champion model's rating for movies, from their online features in Redis."""
-    from movie_assets.feature_engineering import FEATURE_NAMES
     from movie_assets.resources.mlflow import MlflowTracking
+    from movie_assets.resources.serving import NoChampionError, predict
 
     settings = Settings.from_env(stack_env())
     if not settings.mlflow_tracking_uri:
         raise StackError("MLFLOW_TRACKING_URI is not set: run `movie-platform up` or set it")
-    args.movie_ids = list(dict.fromkeys(args.movie_ids))
-    tracking = MlflowTracking(tracking_uri=settings.mlflow_tracking_uri)
-    champion = tracking.champion()
-    if champion is None:
-        raise StackError(f"no `champion` version of {tracking.registered_model} in MLflow yet: materialize movie_rating_model")
-    model = tracking.load_xgboost(champion.version)
-    frame = online_feature_rows(args.movie_ids)
-    online = frame[~frame[FEATURE_NAMES].isna().all(axis=1)]
-    predictions = model.predict(online[FEATURE_NAMES].astype("float64")) if len(online) else []
-    print(f"{'movie_id':>12}  predicted vote average  (model {tracking.registered_model} v{champion.version}, alias champion)")
-    for movie_id, value in zip(online.index, predictions):
+    try:
+        result = predict(
+            feast_store_from_env(),
+            MlflowTracking(tracking_uri=settings.mlflow_tracking_uri),
+            list(dict.fromkeys(args.movie_ids)),
+        )
+    except NoChampionError as exc:
+        raise StackError(str(exc)) from None
+    print(
+        f"{'movie_id':>12}  predicted vote average  (model {result.model_name} v{result.model_version}, alias champion)"
+    )
+    for movie_id, value in result.scores.items():
         print(f"{movie_id:>12}  {value:.2f}")
-    absent = [i for i in args.movie_ids if i not in online.index]
-    if absent:
-        print(f"not in the online store: {absent} (materialize online_features, or the keys expired)", file=sys.stderr)
+    if result.absent:
+        print(
+            f"not in the online store: {result.absent} (materialize online_features, or the keys expired)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -181,11 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--with-s3", action="store_true", help="also start an S3 API server and use it as the object store")
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop what `up` and `airflow` started").set_defaults(func=cmd_down)
-    sub.add_parser("airflow", help="start Airflow (webserver + scheduler) for the Dagster bridge").set_defaults(func=cmd_airflow)
+    sub.add_parser("airflow", help="start Airflow (webserver + scheduler) for the Dagster bridge").set_defaults(
+        func=cmd_airflow
+    )
     sub.add_parser("status", help="list services, URLs and PIDs").set_defaults(func=cmd_status)
     sub.add_parser("env", help="print export lines for the running stack").set_defaults(func=cmd_env)
     sub.add_parser("doctor", help="check every configured service").set_defaults(func=cmd_doctor)
-    sub.add_parser("demo", help="materialize the whole asset graph on the sample partitions").set_defaults(func=cmd_demo)
+    sub.add_parser("demo", help="materialize the whole asset graph on the sample partitions").set_defaults(
+        func=cmd_demo
+    )
     features = sub.add_parser("features", help="print the online (Redis) features of movies")
     features.add_argument("movie_ids", type=int, nargs="+", metavar="MOVIE_ID")
     features.set_defaults(func=cmd_features)

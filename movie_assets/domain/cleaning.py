@@ -3,11 +3,12 @@
 Each rule says why it exists. Rows a rule cannot keep are not dropped silently:
 `explain_drops` labels them with a reason, and the asset reports the counts.
 """
+
 from __future__ import annotations
 
 import pandas as pd
 
-from movie_assets.movie_records import TMDB_GENRES
+from movie_assets.domain.movie_records import TMDB_GENRES
 
 CLEAN_COLUMNS = {
     "movie_id": "bigint",
@@ -67,8 +68,11 @@ def text_length(text: pd.Series) -> pd.Series:
 
 def genre_names(genre_ids: pd.Series) -> pd.Series:
     """Names from TMDB's genre list, so names always agree with ids (the details may lack them)."""
-    return pd.Series([[TMDB_GENRES.get(int(g), f"genre {g}") for g in ids] if ids is not None else [] for ids in genre_ids],
-                     index=genre_ids.index, dtype=object)
+    return pd.Series(
+        [[TMDB_GENRES.get(int(g), f"genre {g}") for g in ids] if ids is not None else [] for ids in genre_ids],
+        index=genre_ids.index,
+        dtype=object,
+    )
 
 
 def explain_drops(raw: pd.DataFrame) -> pd.Series:
@@ -77,7 +81,9 @@ def explain_drops(raw: pd.DataFrame) -> pd.Series:
     Both are out of scope for a rating model, not defects; they are counted per reason.
     """
     reason = pd.Series(pd.NA, index=raw.index, dtype="string")
-    reason = reason.mask(raw["status"].isin(UNRELEASED), "not released yet (status " + raw["status"].astype("string") + ")")
+    reason = reason.mask(
+        raw["status"].isin(UNRELEASED), "not released yet (status " + raw["status"].astype("string") + ")"
+    )
     reason = reason.mask(raw["adult"].fillna(False).astype(bool), "adult title")
     return reason
 
@@ -85,34 +91,38 @@ def explain_drops(raw: pd.DataFrame) -> pd.Series:
 def clean_movies(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(movies_clean rows, dropped rows with their reason) for a frame of `movies_raw` rows."""
     reasons = explain_drops(raw)
-    dropped = pd.DataFrame({"movie_id": raw["movie_id"], "release_month": raw["release_month"], "reason": reasons})[reasons.notna()]
+    dropped = pd.DataFrame({"movie_id": raw["movie_id"], "release_month": raw["release_month"], "reason": reasons})[
+        reasons.notna()
+    ]
     kept = raw[reasons.isna()]
     release = pd.to_datetime(kept["release_date"])
     title = tidy_text(kept["title"])
     overview = tidy_text(kept["overview"])
-    clean = pd.DataFrame({
-        "movie_id": kept["movie_id"].astype("Int64"),
-        "title": title,
-        "original_title": tidy_text(kept["original_title"]),
-        "release_date": kept["release_date"],
-        "release_year": release.dt.year.astype("Int64"),
-        "release_month_of_year": release.dt.month.astype("Int64"),
-        "release_weekday": release.dt.weekday.astype("Int64"),
-        "release_month": kept["release_month"],
-        "original_language": normalize_language(kept["original_language"]),
-        "status": kept["status"],
-        "imdb_id": kept["imdb_id"],
-        "genres": genre_names(kept["genre_ids"]),
-        "genre_ids": kept["genre_ids"],
-        "runtime": zero_means_unknown(kept["runtime"]),
-        "budget": zero_means_unknown(kept["budget"]),
-        "revenue": zero_means_unknown(kept["revenue"]),
-        "vote_average": rating_needs_votes(kept["vote_average"], kept["vote_count"]),
-        "vote_count": kept["vote_count"].astype("Int64"),
-        "popularity": kept["popularity"].astype("Float64"),
-        "overview_length": text_length(overview),
-        "title_length": text_length(title),
-    })
+    clean = pd.DataFrame(
+        {
+            "movie_id": kept["movie_id"].astype("Int64"),
+            "title": title,
+            "original_title": tidy_text(kept["original_title"]),
+            "release_date": kept["release_date"],
+            "release_year": release.dt.year.astype("Int64"),
+            "release_month_of_year": release.dt.month.astype("Int64"),
+            "release_weekday": release.dt.weekday.astype("Int64"),
+            "release_month": kept["release_month"],
+            "original_language": normalize_language(kept["original_language"]),
+            "status": kept["status"],
+            "imdb_id": kept["imdb_id"],
+            "genres": genre_names(kept["genre_ids"]),
+            "genre_ids": kept["genre_ids"],
+            "runtime": zero_means_unknown(kept["runtime"]),
+            "budget": zero_means_unknown(kept["budget"]),
+            "revenue": zero_means_unknown(kept["revenue"]),
+            "vote_average": rating_needs_votes(kept["vote_average"], kept["vote_count"]),
+            "vote_count": kept["vote_count"].astype("Int64"),
+            "popularity": kept["popularity"].astype("Float64"),
+            "overview_length": text_length(overview),
+            "title_length": text_length(title),
+        }
+    )
     return clean.reset_index(drop=True), dropped.reset_index(drop=True)
 
 
@@ -120,9 +130,11 @@ def genre_rows(clean: pd.DataFrame) -> pd.DataFrame:
     """The long `movie_genres` table: one row per (movie, genre), for GROUP BY genre in SQL."""
     long = clean[["movie_id", "release_month", "genre_ids"]].explode("genre_ids").dropna(subset=["genre_ids"])
     genre_ids = long["genre_ids"].astype(int)
-    return pd.DataFrame({
-        "movie_id": long["movie_id"].astype("Int64"),
-        "release_month": long["release_month"],
-        "genre_id": genre_ids.astype("Int64"),
-        "genre": genre_ids.map(lambda g: TMDB_GENRES.get(g, f"genre {g}")),
-    }).reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "movie_id": long["movie_id"].astype("Int64"),
+            "release_month": long["release_month"],
+            "genre_id": genre_ids.astype("Int64"),
+            "genre": genre_ids.map(lambda g: TMDB_GENRES.get(g, f"genre {g}")),
+        }
+    ).reset_index(drop=True)

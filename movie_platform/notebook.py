@@ -1,19 +1,20 @@
 """Connections for notebooks: the same settings and stores as the assets, in one import.
 
-    from movie_assets import notebook as nb
+    from movie_platform import notebook as nb
     nb.sql("select * from movies_complete limit 5")
 
 Settings come from the environment (compose, or `eval "$(movie-platform env)"`), and
 fall back to the running embedded stack, so a notebook never carries connection code.
 """
+
 from __future__ import annotations
 
 import os
 
 import pandas as pd
 
-from movie_assets.local_stack import Stack
 from movie_assets.settings import Settings
+from movie_platform.local_stack import Stack
 
 
 def settings() -> Settings:
@@ -43,7 +44,9 @@ def sql(query: str, params: tuple = ()) -> pd.DataFrame:
 
 def object_root():
     """The object store root (S3 or folder) as a UPath: `pd.read_parquet(path.open("rb"))` reads any object."""
-    return settings().object_root()
+    from movie_assets.resources.object_store import object_root_for
+
+    return object_root_for(settings())
 
 
 def feature_store():

@@ -6,6 +6,7 @@ SQLite under the stack's state folder, serves the REST API with basic auth on
 127.0.0.1, and runs tasks with the SequentialExecutor (SQLite allows no other).
 The proxied tasks reach Dagster at DAGSTER_URL.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,13 +14,13 @@ import os
 import secrets
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import requests
 
-from movie_assets.local_stack import REPO_ROOT, StackError, _alive, _terminate, default_state_dir, spawn, tail
+from movie_platform.local_stack import REPO_ROOT, StackError, _alive, _terminate, default_state_dir, spawn, tail
 
 AIRFLOW_VENV = REPO_ROOT / ".venv-airflow"
 AIRFLOW_REQUIREMENTS = REPO_ROOT / "airflow" / "requirements.txt"
@@ -69,8 +70,11 @@ class AirflowRuntime:
         log(f"installing Apache Airflow into {self.venv} (once; about a minute from a warm pip cache)")
         python = os.environ.get("PYTHON") or "python3"
         _run([python, "-m", "venv", str(self.venv)], "creating the Airflow virtualenv")
-        _run([str(self.venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(AIRFLOW_REQUIREMENTS)],
-             "pip install -r airflow/requirements.txt", timeout=1800)
+        _run(
+            [str(self.venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(AIRFLOW_REQUIREMENTS)],
+            "pip install -r airflow/requirements.txt",
+            timeout=1800,
+        )
 
     def up(self, log=print) -> dict[str, str]:
         """Start webserver + scheduler (idempotent); returns AIRFLOW_URL & co. for the Dagster side."""
@@ -85,14 +89,21 @@ class AirflowRuntime:
         _run([str(self.airflow_bin), "db", "migrate"], "airflow db migrate", env=env, timeout=600)
         self._ensure_user(env, credentials)
         state = {"url": self.url, "username": credentials["username"]}
-        for name, cmd in (("webserver", ["webserver", "--port", str(self.port), "--hostname", "127.0.0.1"]),
-                          ("scheduler", ["scheduler"])):
+        for name, cmd in (
+            ("webserver", ["webserver", "--port", str(self.port), "--hostname", "127.0.0.1"]),
+            ("scheduler", ["scheduler"]),
+        ):
             log_file = self.home / f"{name}.log"
-            state[name] = {"pid": spawn([str(self.airflow_bin), *cmd], log_file, env, cwd=self.home), "log": str(log_file)}
+            state[name] = {
+                "pid": spawn([str(self.airflow_bin), *cmd], log_file, env, cwd=self.home),
+                "log": str(log_file),
+            }
         self.save(state)
         self._wait_healthy(state, credentials)
-        log(f"airflow    running   {self.url} (user {credentials['username']}, dags from {DAGS_FOLDER}) "
-            f"in {time.monotonic() - started:.0f}s")
+        log(
+            f"airflow    running   {self.url} (user {credentials['username']}, dags from {DAGS_FOLDER}) "
+            f"in {time.monotonic() - started:.0f}s"
+        )
         return self.env()
 
     def down(self, log=print) -> None:
@@ -114,12 +125,24 @@ class AirflowRuntime:
         if not self.running():
             return {}
         credentials = self._credentials()
-        return {"AIRFLOW_URL": self.url, "AIRFLOW_USERNAME": credentials["username"], "AIRFLOW_PASSWORD": credentials["password"]}
+        return {
+            "AIRFLOW_URL": self.url,
+            "AIRFLOW_USERNAME": credentials["username"],
+            "AIRFLOW_PASSWORD": credentials["password"],
+        }
 
     def status(self) -> list[dict]:
         state = self.load()
-        return [{"name": f"airflow-{name}", "url": state.get("url", self.url), "pid": state[name]["pid"],
-                 "running": _alive(state[name]["pid"])} for name in PROCESSES if name in state]
+        return [
+            {
+                "name": f"airflow-{name}",
+                "url": state.get("url", self.url),
+                "pid": state[name]["pid"],
+                "running": _alive(state[name]["pid"]),
+            }
+            for name in PROCESSES
+            if name in state
+        ]
 
     # ---- configuration ---------------------------------------------------------------
     def process_env(self, credentials: dict[str, str]) -> dict[str, str]:
@@ -143,7 +166,11 @@ class AirflowRuntime:
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
             "DAGSTER_URL": "http://127.0.0.1:3000",
         }
-        passthrough = {k: v for k, v in self.environ.items() if k.startswith("AIRFLOW__") or k in ("DAGSTER_URL", "PARTNER_DROP_DIR")}
+        passthrough = {
+            k: v
+            for k, v in self.environ.items()
+            if k.startswith("AIRFLOW__") or k in ("DAGSTER_URL", "PARTNER_DROP_DIR")
+        }
         env = {**os.environ, **config, **passthrough}
         # The scheduler runs every task as `airflow tasks run ...` found on PATH: it must be this venv's.
         env["PATH"] = f"{self.venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
@@ -151,7 +178,10 @@ class AirflowRuntime:
         return env
 
     def _credentials(self) -> dict[str, str]:
-        """AIRFLOW_USERNAME/AIRFLOW_PASSWORD when set, else a password generated once and kept (0600) in the state folder."""
+        """AIRFLOW_USERNAME/AIRFLOW_PASSWORD when set.
+
+        Else a password generated once and kept (0600) in the state folder.
+        """
         path = self.home / "credentials.json"
         stored = json.loads(path.read_text()) if path.exists() else {}
         credentials = {
@@ -167,17 +197,43 @@ class AirflowRuntime:
 
     def _ensure_user(self, env: dict[str, str], credentials: dict[str, str]) -> None:
         """An Admin user for the UI and the REST API; its password follows the current credentials."""
-        existing = subprocess.run([str(self.airflow_bin), "users", "list", "--output", "json"], env=env,
-                                  capture_output=True, text=True, timeout=300)
+        existing = subprocess.run(
+            [str(self.airflow_bin), "users", "list", "--output", "json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         names = {u.get("username") for u in json.loads(existing.stdout or "[]")} if existing.returncode == 0 else set()
         if credentials["username"] in names:  # `users reset-password` crashes in Airflow 2.11 (FAB); re-create instead
-            _run([str(self.airflow_bin), "users", "delete", f"--username={credentials['username']}"], "airflow users delete",
-                 env=env, timeout=300)
+            _run(
+                [str(self.airflow_bin), "users", "delete", f"--username={credentials['username']}"],
+                "airflow users delete",
+                env=env,
+                timeout=300,
+            )
         # `--option=value`: a password that starts with "-" would otherwise read as an option.
-        cmd = ["users", "create", f"--username={credentials['username']}", f"--password={credentials['password']}",
-               "--role", "Admin", "--firstname", "Movie", "--lastname", "Platform", "--email", "admin@localhost"]
-        _run([str(self.airflow_bin), *cmd], f"airflow users ({credentials['username']})", env=env, timeout=300,
-             secret=credentials["password"])
+        cmd = [
+            "users",
+            "create",
+            f"--username={credentials['username']}",
+            f"--password={credentials['password']}",
+            "--role",
+            "Admin",
+            "--firstname",
+            "Movie",
+            "--lastname",
+            "Platform",
+            "--email",
+            "admin@localhost",
+        ]
+        _run(
+            [str(self.airflow_bin), *cmd],
+            f"airflow users ({credentials['username']})",
+            env=env,
+            timeout=300,
+            secret=credentials["password"],
+        )
 
     # ---- processes ---------------------------------------------------------------------
     def _wait_healthy(self, state: dict, credentials: dict[str, str]) -> None:
@@ -188,7 +244,9 @@ class AirflowRuntime:
         while time.monotonic() < deadline:
             for name in PROCESSES:
                 if not _alive(state[name]["pid"]):
-                    raise StackError(f"airflow {name} exited during start; see {state[name]['log']}:\n{tail(state[name]['log'])}")
+                    raise StackError(
+                        f"airflow {name} exited during start; see {state[name]['log']}:\n{tail(state[name]['log'])}"
+                    )
             try:
                 health = requests.get(f"{self.url}/api/v1/health", timeout=2).json()
                 dags = requests.get(f"{self.url}/api/v1/dags?limit=1", auth=auth, timeout=5)
@@ -198,8 +256,10 @@ class AirflowRuntime:
             except (requests.RequestException, ValueError) as exc:
                 last = type(exc).__name__
             time.sleep(1)
-        raise StackError(f"airflow did not become healthy on {self.url} in {START_TIMEOUT_S}s ({last}); "
-                         f"see {state['webserver']['log']} and {state['scheduler']['log']}")
+        raise StackError(
+            f"airflow did not become healthy on {self.url} in {START_TIMEOUT_S}s ({last}); "
+            f"see {state['webserver']['log']} and {state['scheduler']['log']}"
+        )
 
     def load(self) -> dict:
         return json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
@@ -209,11 +269,12 @@ class AirflowRuntime:
         self.state_file.write_text(json.dumps(state, indent=2))
 
 
-def _run(cmd: list[str], what: str, env: dict[str, str] | None = None, timeout: float = 300, secret: str | None = None) -> None:
+def _run(
+    cmd: list[str], what: str, env: dict[str, str] | None = None, timeout: float = 300, secret: str | None = None
+) -> None:
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout)
     if result.returncode != 0:
         output = (result.stderr.strip() or result.stdout.strip())[-2000:]
         if secret:
             output = output.replace(secret, "***")
         raise StackError(f"{what} failed ({result.returncode}): {output}")
-

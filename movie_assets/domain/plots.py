@@ -1,8 +1,9 @@
 """PNG plots for asset metadata and MLflow artifacts, rendered headless."""
+
 from __future__ import annotations
 
 import io
-from typing import Callable
+from collections.abc import Callable
 
 import matplotlib
 
@@ -10,7 +11,9 @@ matplotlib.use("Agg")  # headless: plots are rendered to PNG, never shown
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def render_png(draw: Callable, title: str, xlabel: str = "", ylabel: str = "", size: tuple[float, float] = (7, 4)) -> bytes:
+def render_png(
+    draw: Callable, title: str, xlabel: str = "", ylabel: str = "", size: tuple[float, float] = (7, 4)
+) -> bytes:
     """Call `draw(ax)` on a fresh figure and return it as PNG bytes."""
     fig, ax = plt.subplots(figsize=size, dpi=80)
     try:

@@ -1,4 +1,5 @@
 """A small hyperparameter sweep: one MLflow parent run, one child run per configuration."""
+
 import datetime as dt
 import itertools
 
@@ -6,12 +7,20 @@ import dagster as dg
 import mlflow
 from pydantic import Field
 
-from movie_assets.cleaning import CLEAN_COLUMNS
+from movie_assets.domain.cleaning import CLEAN_COLUMNS
+from movie_assets.domain.training import (
+    TARGET,
+    features_of,
+    labelled_movies,
+    metrics,
+    split_by_time,
+    train_xgboost,
+    training_set,
+)
 from movie_assets.feature_definitions import FEATURE_SERVICE
 from movie_assets.resources.feast import FeastStore
 from movie_assets.resources.mlflow import MlflowTracking
 from movie_assets.resources.postgres import PostgresDatabase
-from movie_assets.training import TARGET, features_of, labelled_movies, metrics, split_by_time, train_xgboost, training_set
 
 
 class SweepConfig(dg.Config):
@@ -24,7 +33,11 @@ class SweepConfig(dg.Config):
 
 @dg.op(description="Trains every (max_depth, learning_rate) pair on the same split; compare the child runs in MLflow.")
 def sweep_movie_rating(
-    context: dg.OpExecutionContext, config: SweepConfig, database: PostgresDatabase, feast: FeastStore, mlflow_tracking: MlflowTracking,
+    context: dg.OpExecutionContext,
+    config: SweepConfig,
+    database: PostgresDatabase,
+    feast: FeastStore,
+    mlflow_tracking: MlflowTracking,
 ) -> None:
     clean = database.read_rows("movies_clean", CLEAN_COLUMNS)
     as_of = dt.datetime.now(dt.timezone.utc)
@@ -46,11 +59,20 @@ def sweep_movie_rating(
         best_rmse, best = min(results, key=lambda r: r[0])
         mlflow.log_metric("best_rmse", best_rmse)
         mlflow.log_params({f"best_{k}": v for k, v in best.items()})
-    context.log_event(dg.AssetObservation(asset_key="movie_rating_model", metadata={
-        "sweep_parent_run": parent.info.run_id, "configurations": len(results), "best_rmse": round(best_rmse, 4),
-    }))
+    context.log_event(
+        dg.AssetObservation(
+            asset_key="movie_rating_model",
+            metadata={
+                "sweep_parent_run": parent.info.run_id,
+                "configurations": len(results),
+                "best_rmse": round(best_rmse, 4),
+            },
+        )
+    )
 
 
-@dg.job(description="Hyperparameter sweep of the rating model: one MLflow parent run with a child run per configuration.")
+@dg.job(
+    description="Hyperparameter sweep of the rating model: one MLflow parent run with a child run per configuration."
+)
 def movie_rating_sweep():
     sweep_movie_rating()

@@ -1,4 +1,5 @@
 """Sensors: a failed run posts a Slack-compatible alert to ALERT_WEBHOOK_URL."""
+
 import os
 
 import dagster as dg
@@ -11,17 +12,25 @@ def alert_text(context: dg.RunFailureSensorContext) -> str:
     """Asset(s), partition, the first step error and a link to the run in the UI (DAGSTER_UI_URL)."""
     run = context.dagster_run
     partition = run.tags.get("dagster/partition") or "..".join(
-        filter(None, [run.tags.get("dagster/asset_partition_range_start"), run.tags.get("dagster/asset_partition_range_end")])
+        filter(
+            None,
+            [run.tags.get("dagster/asset_partition_range_start"), run.tags.get("dagster/asset_partition_range_end")],
+        )
     )
     assets = ", ".join(sorted(key.to_user_string() for key in run.asset_selection or [])) or run.job_name
     step_failures = context.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
     error = step_failures[0].dagster_event.step_failure_data.error if step_failures else None
     while error is not None and error.cause is not None:  # Dagster wraps the user's exception
         error = error.cause
-    summary = (error.message.strip().splitlines()[0] if error and error.message.strip() else context.failure_event.message) or "no message"
+    summary = (
+        error.message.strip().splitlines()[0] if error and error.message.strip() else context.failure_event.message
+    ) or "no message"
     link = f"{os.environ.get('DAGSTER_UI_URL', 'http://127.0.0.1:3000').rstrip('/')}/runs/{run.run_id}"
     where = f" partition {partition}" if partition else ""
-    return redact_text(f":red_circle: `{assets}`{where} failed (run `{run.run_id[:8]}` of `{run.job_name}`): {summary[:300]} <{link}|open the run>")
+    return redact_text(
+        f":red_circle: `{assets}`{where} failed (run `{run.run_id[:8]}` of `{run.job_name}`): {summary[:300]} "
+        f"<{link}|open the run>"
+    )
 
 
 @dg.run_failure_sensor(

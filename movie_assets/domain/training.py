@@ -2,6 +2,7 @@
 
 Plain functions over DataFrames; the asset in `assets/training.py` adds MLflow and Dagster.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -14,8 +15,8 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from movie_assets.feature_engineering import FEATURE_NAMES
-from movie_assets.plots import render_png
+from movie_assets.domain.feature_engineering import FEATURE_NAMES
+from movie_assets.domain.plots import render_png
 
 TARGET = "vote_average"
 
@@ -31,17 +32,21 @@ def labelled_movies(clean: pd.DataFrame, min_votes: int) -> pd.DataFrame:
     """Movies whose average rests on enough votes to be a label worth learning."""
     votes = pd.to_numeric(clean["vote_count"], errors="coerce").fillna(0)
     rated = clean[(votes >= min_votes) & clean[TARGET].notna()]
-    return pd.DataFrame({
-        "movie_id": rated["movie_id"].astype("int64").to_numpy(),
-        "release_month": pd.to_datetime(rated["release_month"]).dt.strftime("%Y-%m").to_numpy(),
-        TARGET: pd.to_numeric(rated[TARGET]).astype("float64").to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "movie_id": rated["movie_id"].astype("int64").to_numpy(),
+            "release_month": pd.to_datetime(rated["release_month"]).dt.strftime("%Y-%m").to_numpy(),
+            TARGET: pd.to_numeric(rated[TARGET]).astype("float64").to_numpy(),
+        }
+    )
 
 
 def training_set(store, labels: pd.DataFrame, feature_service: str, as_of: dt.datetime) -> pd.DataFrame:
     """Labels joined point-in-time with the feature service as of `as_of` (Feast's join, not ours)."""
     entity_df = labels[["movie_id"]].assign(event_timestamp=pd.Timestamp(as_of))
-    features = store.get_historical_features(entity_df=entity_df, features=store.get_feature_service(feature_service)).to_df()
+    features = store.get_historical_features(
+        entity_df=entity_df, features=store.get_feature_service(feature_service)
+    ).to_df()
     joined = labels.merge(features.drop(columns=["event_timestamp"]), on="movie_id", how="inner")
     # A movie whose newest feature row is older than the view's TTL comes back all-NaN: no features, not zeros.
     joined = joined[joined[FEATURE_NAMES].notna().any(axis=1)].reset_index(drop=True)
@@ -57,7 +62,9 @@ def split_by_time(frame: pd.DataFrame, holdout_months: int) -> Split:
     """Train on older release months, hold out the newest ones: the model is judged on the future."""
     months = sorted(frame["release_month"].unique())
     if len(months) <= holdout_months:
-        raise ValueError(f"need more than {holdout_months} release months to hold some out, got {len(months)}: {months}")
+        raise ValueError(
+            f"need more than {holdout_months} release months to hold some out, got {len(months)}: {months}"
+        )
     held = months[-holdout_months:]
     holdout = frame["release_month"].isin(held)
     return Split(frame[~holdout].reset_index(drop=True), frame[holdout].reset_index(drop=True), held)
@@ -90,9 +97,14 @@ def baselines(split: Split) -> dict[str, float]:
     linear = make_pipeline(StandardScaler(), Ridge(alpha=1.0))
     linear.fit(features_of(split.train).fillna(fill), split.train[TARGET])
     linear_predictions = linear.predict(features_of(split.holdout).fillna(fill))
-    return {**metrics(split.holdout[TARGET], mean, "baseline_"), **metrics(split.holdout[TARGET], linear_predictions, "linear_")}
+    return {
+        **metrics(split.holdout[TARGET], mean, "baseline_"),
+        **metrics(split.holdout[TARGET], linear_predictions, "linear_"),
+    }
 
 
 def importance_plot(model, top: int = 20) -> bytes:
     gains = pd.Series(model.get_booster().get_score(importance_type="gain")).sort_values().tail(top)
-    return render_png(lambda ax: ax.barh(gains.index, gains.values, color="#4C72B0"), "Feature importance (gain)", size=(7, 6))
+    return render_png(
+        lambda ax: ax.barh(gains.index, gains.values, color="#4C72B0"), "Feature importance (gain)", size=(7, 6)
+    )

@@ -1,20 +1,25 @@
-"""A deterministic, TMDB-shaped movie catalogue for `TMDB_SOURCE=sample` and the test server.
+"""`TMDB_SOURCE=sample`: a deterministic, TMDB-shaped catalogue behind the same `TmdbSource` as the API client.
 
 It speaks TMDB's wire format (discover list items and `/movie/{id}` details, with
 the same field names) and keeps the API's quirks: list items with an empty
 `release_date` or a null title that the details repair, numbers sent as strings,
 duplicates across pages, and a few records that stay invalid. Ratings depend on
-genre, runtime, budget and language, so a model has something real to learn.
+genre, runtime, budget and language, so a model has something real to learn. The
+test TMDB server serves the same catalogue over HTTP.
 """
+
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import Field
 
-from movie_assets.movie_records import TMDB_GENRES as GENRES
-from movie_assets.partitions import add_months, month_number
+from movie_assets.domain.movie_records import TMDB_GENRES as GENRES
+from movie_assets.partitions import add_months, month_number, months_in
+from movie_assets.resources.tmdb import PAGE_SIZE, Crawl, CrawlStats, Pair, TmdbSource, Window
 
 GENRE_IDS = np.array(list(GENRES))
 GENRE_WEIGHTS = np.array([10, 6, 4, 12, 5, 8, 16, 4, 4, 2, 8, 2, 3, 7, 4, 3, 8, 1, 1], dtype=float)
@@ -22,8 +27,10 @@ GENRE_EFFECT = {18: 0.45, 36: 0.5, 99: 0.7, 16: 0.35, 10752: 0.3, 27: -0.7, 1077
 LANGUAGES = ["en", "fr", "es", "ja", "ko", "de", "it", "hi", "zh", "pt"]
 LANGUAGE_WEIGHTS = np.array([55, 7, 8, 7, 4, 4, 3, 5, 4, 3], dtype=float)
 LANGUAGE_EFFECT = {"ja": 0.35, "ko": 0.3, "fr": 0.15, "hi": -0.1}
-WORDS = ("night star city last river dark love war home road dream fire ghost king summer secret "
-         "blue iron silent house storm garden echo winter wild heart shadow glass paper moon").split()
+WORDS = (
+    "night star city last river dark love war home road dream fire ghost king summer secret "
+    "blue iron silent house storm garden echo winter wild heart shadow glass paper moon"
+).split()
 STATUS = ["Released", "Post Production", "In Production", "Rumored"]
 STATUS_WEIGHTS = [0.95, 0.025, 0.015, 0.01]
 
@@ -75,33 +82,54 @@ def _draws(rng: np.random.Generator, n: int, days_in_month: int) -> dict[str, np
     runtime = np.where(rng.random(n) > 0.06, np.clip(rng.normal(102, 20, n), 60, 210).astype(int), 0)
     has_budget = rng.random(n) < 0.45
     budget = np.where(has_budget, np.exp(rng.normal(16.3, 1.3, n)).astype(np.int64) // 1000 * 1000, 0)
-    revenue = np.where(has_budget & (rng.random(n) < 0.8), (budget * np.exp(rng.normal(0.6, 1.0, n))).astype(np.int64) // 1000 * 1000, 0)
+    revenue = np.where(
+        has_budget & (rng.random(n) < 0.8),
+        (budget * np.exp(rng.normal(0.6, 1.0, n))).astype(np.int64) // 1000 * 1000,
+        0,
+    )
     vote_count = np.where(rng.random(n) > 0.1, np.exp(rng.normal(3.5, 1.9, n)).astype(np.int64), 0)
     popularity = np.round(np.exp(rng.normal(1.8, 1.1, n)) + np.log1p(vote_count), 3)
     in_movie = np.arange(3) < n_genres[:, None]
     genre_effect = (np.vectorize(lambda g: GENRE_EFFECT.get(int(g), 0.0))(genre_order) * in_movie).sum(axis=1)
-    quality = (6.1 + genre_effect + np.vectorize(lambda lang: LANGUAGE_EFFECT.get(lang, 0.0))(language)
-               + 0.012 * np.where(runtime > 0, runtime - 100, 0) + 0.08 * np.log1p(vote_count)
-               + np.where(budget > 50_000_000, 0.15, 0.0) + rng.normal(0, 0.55, n))
+    quality = (
+        6.1
+        + genre_effect
+        + np.vectorize(lambda lang: LANGUAGE_EFFECT.get(lang, 0.0))(language)
+        + 0.012 * np.where(runtime > 0, runtime - 100, 0)
+        + 0.08 * np.log1p(vote_count)
+        + np.where(budget > 50_000_000, 0.15, 0.0)
+        + rng.normal(0, 0.55, n)
+    )
     noise = rng.normal(0, 1, n) * 2.0 / np.sqrt(vote_count + 1)
     word_order = _top_k(rng, n, np.ones(len(WORDS)))[:, :3]
     return {
-        "day": rng.integers(0, days_in_month, n), "n_genres": n_genres, "genres": genre_order, "language": language,
-        "runtime": runtime, "budget": budget, "revenue": revenue, "vote_count": vote_count, "popularity": popularity,
+        "day": rng.integers(0, days_in_month, n),
+        "n_genres": n_genres,
+        "genres": genre_order,
+        "language": language,
+        "runtime": runtime,
+        "budget": budget,
+        "revenue": revenue,
+        "vote_count": vote_count,
+        "popularity": popularity,
         "vote_average": np.where(vote_count > 0, np.round(np.clip(quality + noise, 0, 10), 3), 0.0),
-        "title_words": word_order, "title_length": rng.integers(1, 4, n),
-        "overview_words": rng.integers(0, len(WORDS), (n, 5)), "overview_length": rng.integers(2, 6, n),
-        "has_imdb": rng.random(n) > 0.15, "has_poster": rng.random(n) > 0.05,
-        "status": rng.choice(len(STATUS), size=n, p=STATUS_WEIGHTS), "quirk": rng.random(n),
+        "title_words": word_order,
+        "title_length": rng.integers(1, 4, n),
+        "overview_words": rng.integers(0, len(WORDS), (n, 5)),
+        "overview_length": rng.integers(2, 6, n),
+        "has_imdb": rng.random(n) > 0.15,
+        "has_poster": rng.random(n) > 0.05,
+        "status": rng.choice(len(STATUS), size=n, p=STATUS_WEIGHTS),
+        "quirk": rng.random(n),
     }
 
 
 def _movie(movie_id: int, month_start: dt.date, d: dict[str, np.ndarray], i: int) -> SampleMovie:
     release = month_start + dt.timedelta(days=int(d["day"][i]))
-    genres = [int(g) for g in d["genres"][i, :d["n_genres"][i]]]
+    genres = [int(g) for g in d["genres"][i, : d["n_genres"][i]]]
     language = str(d["language"][i])
-    title = " ".join(WORDS[w].capitalize() for w in d["title_words"][i, :d["title_length"][i]])
-    overview = f"A story about {' and '.join(WORDS[w] for w in d['overview_words'][i, :d['overview_length'][i]])}."
+    title = " ".join(WORDS[w].capitalize() for w in d["title_words"][i, : d["title_length"][i]])
+    overview = f"A story about {' and '.join(WORDS[w] for w in d['overview_words'][i, : d['overview_length'][i]])}."
     details = {
         "adult": False,
         "backdrop_path": f"/b{movie_id}.jpg",
@@ -128,10 +156,24 @@ def _movie(movie_id: int, month_start: dt.date, d: dict[str, np.ndarray], i: int
         "vote_average": float(d["vote_average"][i]),
         "vote_count": int(d["vote_count"][i]),
     }
-    list_item = {k: details[k] for k in (
-        "adult", "backdrop_path", "id", "original_language", "original_title", "overview", "popularity",
-        "poster_path", "release_date", "title", "video", "vote_average", "vote_count",
-    )}
+    list_item = {
+        k: details[k]
+        for k in (
+            "adult",
+            "backdrop_path",
+            "id",
+            "original_language",
+            "original_title",
+            "overview",
+            "popularity",
+            "poster_path",
+            "release_date",
+            "title",
+            "video",
+            "vote_average",
+            "vote_count",
+        )
+    }
     list_item["genre_ids"] = genres
     _add_quirks(float(d["quirk"][i]), list_item, details)
     return SampleMovie(list_item, details)
@@ -151,3 +193,36 @@ def _add_quirks(roll: float, item: dict, details: dict) -> None:
     elif roll < 0.095:
         details["vote_average"] = 11.5  # out of range -> rejected
         item["vote_average"] = 11.5
+
+
+class TmdbSampleSource(TmdbSource):
+    """The catalogue above, paged like the API (duplicates included)."""
+
+    movies_per_month: int = Field(default=MOVIES_PER_MONTH, description="catalogue size per release month")
+
+    @property
+    def description(self) -> str:
+        return f"TMDB sample ({self.movies_per_month} movies/month)"
+
+    def crawl(self, window: Window, log: Callable[[str], None] = print) -> Crawl:
+        start, end = window
+        months = [first for first, _ in months_in((start.replace(day=1), end))]
+        movies = [
+            m
+            for month in months
+            for m in movies_for_month(month, self.movies_per_month)
+            if start.isoformat() <= m.details["release_date"] < end.isoformat()
+        ]
+        pairs: list[Pair] = []
+        stats = CrawlStats(windows=1)
+        for number, first in enumerate(range(0, len(movies), PAGE_SIZE)):
+            page = movies[first : first + PAGE_SIZE]
+            if number and number % 3 == 0:
+                # TMDB repeats items across pages when popularity shifts mid-crawl.
+                page = [movies[first - 1], *page]
+                stats.add(duplicates=1)
+            pairs += [(m.list_item, m.details) for m in page]
+            stats.add(pages=1)
+        stats.add(listed=len(pairs))
+        log(f"TMDB sample {start}..{end}: {len(movies)} movies in {stats.pages} pages")
+        return Crawl(pairs, stats)

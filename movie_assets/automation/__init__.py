@@ -1,0 +1,1 @@
+"""What runs without a click: schedules, sensors and their policies."""

@@ -1,0 +1,11 @@
+"""The object-store layout of the design contract: where each asset's objects live under MOVIE_STORAGE_URL.
+
+One place for the paths, so the asset that writes an object and the job or notebook
+that reads it back cannot drift apart. `{release_month}` is `YYYY-MM`.
+"""
+
+RAW_BACKUP_PREFIX = "raw/tmdb"
+RAW_BACKUP_PATH = RAW_BACKUP_PREFIX + "/release_month={release_month}/movies.jsonl.gz"
+FEATURES_PREFIX = "features/movie_features"
+FEATURES_OBJECT_PATH = FEATURES_PREFIX + "/release_month={release_month}/part.parquet"
+EDA_PREFIX = "eda"
