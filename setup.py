@@ -1,6 +1,7 @@
 """Packaging for the movie data platform.
 
-All pins live here. The Dagster release train is pinned as a set:
+All pins live here (pyproject.toml holds only tool configuration). The Dagster
+release train is pinned as a set:
 dagster==1.13.27 goes with every dagster-* library at 0.29.27; an unpinned
 install silently resolves ancient dagster-aws/dagster-postgres 0.11.
 """
@@ -54,6 +55,11 @@ setup(
         # `make ui-screenshots`: Playwright drives Debian's Chromium (no browser download).
         "ui": ["playwright>=1.40"],
         "dev": [
+            # `dg list defs` / `dg check defs` / `dg dev` (config in pyproject.toml [tool.dg])
+            f"dagster-dg-cli=={DAGSTER}",
+            # `make lint`: exact versions, so a new release never turns CI red on its own
+            "ruff==0.17.6",
+            "mypy==2.4.1",
             "pytest>=8",
             "pytest-timeout",
             "nbclient",

@@ -20,24 +20,17 @@ import numpy as np
 import pandas as pd
 import sqlalchemy
 
+from movie_assets.domain.movie_records import RAW_COLUMNS
 from movie_assets.resources.postgres import PostgresDatabase
 from movie_assets.settings import dagster_storage_url
 from movie_platform.local_stack import Stack
 
-COLUMNS = {
-    "movie_id": "bigint",
-    "title": "text",
-    "original_language": "text",
-    "release_date": "date",
-    "release_month": "date",
-    "popularity": "double precision",
-    "vote_average": "double precision",
-    "vote_count": "integer",
-    "budget": "bigint",
-    "revenue": "bigint",
-    "runtime": "integer",
-    "overview": "text",
-}
+# The typed columns of movies_raw without the JSON payload: what the baselines can load too.
+TYPED_COLUMNS = (
+    "movie_id title original_language release_date release_month popularity vote_average vote_count budget revenue "
+    "runtime overview"
+).split()
+COLUMNS = {name: RAW_COLUMNS[name] for name in TYPED_COLUMNS}
 WINDOW = (dt.date(1990, 1, 1), dt.date(2100, 1, 1))
 
 

@@ -14,6 +14,7 @@ import json
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TypeVar
 
 import dagster as dg
 import requests
@@ -44,13 +45,23 @@ partner_ratings = dg.AssetSpec(
 )
 
 
+# Whatever `load_assets_from_modules` yields (its union names a private Dagster class).
+_Loaded = TypeVar("_Loaded")
+
+
 class AirflowBridgeError(RuntimeError):
     """The bridge is configured (AIRFLOW_URL) but Airflow cannot be used."""
 
 
-def map_airflow_tasks(assets: Iterable[dg.AssetsDefinition]) -> list:
-    """Our assets with airlift's task mapping on the ones a pipeline task stands for, plus `partner_ratings`."""
-    by_key = {a.key.to_user_string(): a for a in assets}
+def map_airflow_tasks(assets: Iterable[_Loaded]) -> list[_Loaded | dg.AssetsDefinition | dg.AssetSpec]:
+    """Our assets with airlift's task mapping on the ones a pipeline task stands for, plus `partner_ratings`.
+
+    Takes what `load_assets_from_modules` returns; only asset definitions and specs can carry a mapping,
+    anything else passes through unchanged.
+    """
+    loaded = list(assets)
+    by_key = {a.key.to_user_string(): a for a in loaded if isinstance(a, dg.AssetsDefinition | dg.AssetSpec)}
+    others = [a for a in loaded if not isinstance(a, dg.AssetsDefinition | dg.AssetSpec)]
     mapped_keys = {key for keys in PIPELINE_TASKS.values() for key in keys}
     missing = mapped_keys - set(by_key)
     if missing:
@@ -62,7 +73,7 @@ def map_airflow_tasks(assets: Iterable[dg.AssetsDefinition]) -> list:
         task_mappings={task: [by_key[key] for key in keys] for task, keys in PIPELINE_TASKS.items()},
     )
     legacy = assets_with_task_mappings(dag_id=LEGACY_DAG, task_mappings={"receive_ratings_file": [partner_ratings]})
-    return [*pipeline, *legacy, *(a for key, a in by_key.items() if key not in mapped_keys)]
+    return [*pipeline, *legacy, *(a for key, a in by_key.items() if key not in mapped_keys), *others]
 
 
 def with_airflow(defs: dg.Definitions, environ: Mapping[str, str] = os.environ) -> dg.Definitions:
@@ -139,7 +150,21 @@ def partition_by_data_interval(context, airflow_data, materializations: Sequence
         if spec.partitions_def != release_month_partitions:
             yield mat
             continue
-        run = mat.metadata["Run Metadata (raw)"].value
-        run = json.loads(run) if isinstance(run, str) else run
-        start, end = (dt.datetime.fromisoformat(run[k]) for k in ("data_interval_start", "data_interval_end"))
+        start, end = _data_interval(mat)
         yield mat._replace(partition=release_month_of_interval(start, end))
+
+
+def _data_interval(mat: dg.AssetMaterialization) -> tuple[dt.datetime, dt.datetime]:
+    """[start, end) of the DAG run airlift attached to a synthesized materialization (JSON, as text or object)."""
+    raw = mat.metadata["Run Metadata (raw)"].value
+    run = json.loads(raw) if isinstance(raw, str) else raw
+    bounds = []
+    for key in ("data_interval_start", "data_interval_end"):
+        value = run.get(key) if isinstance(run, Mapping) else None
+        if not isinstance(value, str):
+            raise AirflowBridgeError(
+                f"Airflow run metadata of {mat.asset_key.to_user_string()} has no {key} ({value!r}): "
+                "monthly assets need DAG runs with a data interval"
+            )
+        bounds.append(dt.datetime.fromisoformat(value))
+    return bounds[0], bounds[1]

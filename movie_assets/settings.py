@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -34,23 +35,23 @@ class Settings:
     aws_session_token: str | None = None
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-        has_tmdb_credentials = bool(env.get("TMDB_API_KEY") or env.get("TMDB_READ_ACCESS_TOKEN"))
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        source: Mapping[str, str] = os.environ if env is None else env
+        has_tmdb_credentials = bool(source.get("TMDB_API_KEY") or source.get("TMDB_READ_ACCESS_TOKEN"))
         return cls(
-            db_url=env.get("MOVIE_DB_URL") or None,
-            db_schema=env.get("MOVIE_DB_SCHEMA") or "public",
-            redis_url=env.get("MOVIE_REDIS_URL") or None,
-            storage_url=env.get("MOVIE_STORAGE_URL") or None,
-            s3_endpoint_url=env.get("MOVIE_S3_ENDPOINT_URL") or None,
-            mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
-            tmdb_base_url=env.get("TMDB_BASE_URL") or DEFAULT_TMDB_BASE_URL,
-            tmdb_source=env.get("TMDB_SOURCE") or ("api" if has_tmdb_credentials else "sample"),
-            partition_start=env.get("MOVIE_PARTITION_START") or DEFAULT_PARTITION_START,
-            aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
-            aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
-            aws_region=env.get("AWS_DEFAULT_REGION") or None,
-            aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
+            db_url=source.get("MOVIE_DB_URL") or None,
+            db_schema=source.get("MOVIE_DB_SCHEMA") or "public",
+            redis_url=source.get("MOVIE_REDIS_URL") or None,
+            storage_url=source.get("MOVIE_STORAGE_URL") or None,
+            s3_endpoint_url=source.get("MOVIE_S3_ENDPOINT_URL") or None,
+            mlflow_tracking_uri=source.get("MLFLOW_TRACKING_URI") or None,
+            tmdb_base_url=source.get("TMDB_BASE_URL") or DEFAULT_TMDB_BASE_URL,
+            tmdb_source=source.get("TMDB_SOURCE") or ("api" if has_tmdb_credentials else "sample"),
+            partition_start=source.get("MOVIE_PARTITION_START") or DEFAULT_PARTITION_START,
+            aws_access_key_id=source.get("AWS_ACCESS_KEY_ID") or None,
+            aws_secret_access_key=source.get("AWS_SECRET_ACCESS_KEY") or None,
+            aws_region=source.get("AWS_DEFAULT_REGION") or None,
+            aws_session_token=source.get("AWS_SESSION_TOKEN") or None,
         )
 
 

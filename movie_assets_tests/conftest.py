@@ -8,6 +8,9 @@ session if the session started it.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -146,6 +149,38 @@ def s3_object_store(s3_stack_env, request):
         region_name=s3_stack_env["AWS_DEFAULT_REGION"],
     )
     return ObjectStore(storage_url=f"{s3_stack_env['MOVIE_STORAGE_URL']}/tests/{uuid.uuid4().hex[:8]}", s3=s3)
+
+
+def movie_platform_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`movie-platform ARGS` in a fresh process, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "movie_platform.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+def own_feast_project(stack_env: dict, storage_url: str, redis_url: str | None = None, prefix: str = "t"):
+    """A Feast project of the test's own: the default one belongs to the demo's data (notebooks, CLI tests)."""
+    from movie_assets.resources.feast import FeastStore
+
+    return FeastStore(
+        db_url=stack_env["MOVIE_DB_URL"],
+        redis_url=redis_url or stack_env["MOVIE_REDIS_URL"],
+        storage_url=storage_url,
+        project=f"{prefix}{uuid.uuid4().hex[:10]}",
+    )
+
+
+def s3_client(env: dict):
+    """boto3 against the S3 API server the env names, with its credentials."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=env["MOVIE_S3_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_DEFAULT_REGION"],
+    )
 
 
 def platform_resources(database, object_store, tmdb) -> dict:

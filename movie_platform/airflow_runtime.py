@@ -88,7 +88,7 @@ class AirflowRuntime:
         started = time.monotonic()
         _run([str(self.airflow_bin), "db", "migrate"], "airflow db migrate", env=env, timeout=600)
         self._ensure_user(env, credentials)
-        state = {"url": self.url, "username": credentials["username"]}
+        state: dict[str, object] = {"url": self.url, "username": credentials["username"]}
         for name, cmd in (
             ("webserver", ["webserver", "--port", str(self.port), "--hostname", "127.0.0.1"]),
             ("scheduler", ["scheduler"]),
@@ -110,7 +110,7 @@ class AirflowRuntime:
         state = self.load()
         for name in reversed(PROCESSES):
             pid = (state.get(name) or {}).get("pid")
-            if _alive(pid):
+            if pid is not None and _alive(pid):
                 _terminate(pid, timeout=20)
                 log(f"airflow {name} stopped (pid {pid})")
         if state:

@@ -11,6 +11,7 @@ import time
 import dagster as dg
 
 from movie_assets.settings import Settings, redact_url
+from movie_platform.doctor import configured
 
 # The sample source covers these release months (see resources/tmdb_sample.py).
 DEMO_PARTITION_RANGE = ("2023-01-01", "2024-12-01")
@@ -76,7 +77,7 @@ def names(keys) -> str:
 def _materialize(defs: dg.Definitions, instance, keys, log, tags) -> bool:
     started = time.monotonic()
     job = dg.define_asset_job("__demo__", selection=dg.AssetSelection.assets(*keys))
-    resolved = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).get_job_def("__demo__")
+    resolved = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def("__demo__")
     result = resolved.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
     log(f"  run {result.run_id}: {'success' if result.success else 'FAILED'} in {time.monotonic() - started:.1f}s")
     return result.success
@@ -99,7 +100,8 @@ def _table_rows(settings: Settings) -> list[str]:
     import psycopg
     from psycopg import sql
 
-    with psycopg.connect(settings.db_url, connect_timeout=5) as conn:
+    url = configured(settings.db_url, "MOVIE_DB_URL")
+    with psycopg.connect(url, connect_timeout=5) as conn:
         tables = [
             row[0]
             for row in conn.execute(
@@ -108,16 +110,14 @@ def _table_rows(settings: Settings) -> list[str]:
                 (settings.db_schema,),
             )
         ]
-        counts = [
-            (
-                t,
-                conn.execute(
-                    sql.SQL("select count(*) from {}.{}").format(sql.Identifier(settings.db_schema), sql.Identifier(t))
-                ).fetchone()[0],
-            )
-            for t in tables
-        ]
-    lines = [f"postgres {redact_url(settings.db_url)} schema {settings.db_schema}: {len(tables)} tables"]
+        counts = []
+        for t in tables:
+            row = conn.execute(
+                sql.SQL("select count(*) from {}.{}").format(sql.Identifier(settings.db_schema), sql.Identifier(t))
+            ).fetchone()
+            assert row is not None, "count(*) always returns one row"
+            counts.append((t, row[0]))
+    lines = [f"postgres {redact_url(url)} schema {settings.db_schema}: {len(tables)} tables"]
     lines += [f"  {t:<24} {n:>10,} rows" for t, n in counts]
     return lines
 
@@ -139,7 +139,8 @@ def _objects(settings: Settings) -> list[str]:
 def _redis_keys(settings: Settings) -> list[str]:
     import redis
 
-    return [f"redis {redact_url(settings.redis_url)}: {redis.Redis.from_url(settings.redis_url).dbsize():,} keys"]
+    url = configured(settings.redis_url, "MOVIE_REDIS_URL")
+    return [f"redis {redact_url(url)}: {redis.Redis.from_url(url).dbsize():,} keys"]
 
 
 def _mlflow_runs(settings: Settings) -> list[str]:

@@ -26,20 +26,35 @@ class CheckResult:
         return f"{'OK  ' if self.ok else 'FAIL'}  {self.service:<12} {self.detail}"
 
 
+def not_set(var: str) -> str:
+    return f'{var} is not set: run `movie-platform up` and `eval "$(movie-platform env)"`, or set {var}'
+
+
+def configured(value: str | None, var: str) -> str:
+    """The setting a check needs; `run_checks` skips unset services, a direct call gets this sentence."""
+    if not value:
+        raise ValueError(not_set(var))
+    return value
+
+
 def check_postgres(settings: Settings) -> str:
     import psycopg
 
-    with psycopg.connect(settings.db_url, connect_timeout=TIMEOUT_S) as conn:
-        version = conn.execute("show server_version").fetchone()[0]
-    return f"PostgreSQL {version} at {redact_url(settings.db_url)} (schema {settings.db_schema})"
+    url = configured(settings.db_url, "MOVIE_DB_URL")
+    with psycopg.connect(url, connect_timeout=TIMEOUT_S) as conn:
+        row = conn.execute("show server_version").fetchone()
+    assert row is not None, "SHOW always returns one row"
+    return f"PostgreSQL {row[0]} at {redact_url(url)} (schema {settings.db_schema})"
 
 
 def check_redis(settings: Settings) -> str:
     import redis
 
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
-    version = client.info("server")["redis_version"]
-    return f"Redis {version} at {redact_url(settings.redis_url)}"
+    url = configured(settings.redis_url, "MOVIE_REDIS_URL")
+    client = redis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
+    # redis-py annotates sync and async replies alike (Awaitable | Any); the sync client returns a dict.
+    version = client.info("server")["redis_version"]  # type: ignore[index]
+    return f"Redis {version} at {redact_url(url)}"
 
 
 def check_object_store(settings: Settings) -> str:
@@ -56,9 +71,10 @@ def check_object_store(settings: Settings) -> str:
 def check_mlflow(settings: Settings) -> str:
     import requests
 
-    response = requests.get(settings.mlflow_tracking_uri.rstrip("/") + "/health", timeout=TIMEOUT_S)
+    url = configured(settings.mlflow_tracking_uri, "MLFLOW_TRACKING_URI")
+    response = requests.get(url.rstrip("/") + "/health", timeout=TIMEOUT_S)
     response.raise_for_status()
-    return f"tracking server healthy at {redact_url(settings.mlflow_tracking_uri)}"
+    return f"tracking server healthy at {redact_url(url)}"
 
 
 # service -> (env var that configures it, the check, what to do when it fails)
@@ -84,13 +100,7 @@ def run_checks(settings: Settings) -> list[CheckResult]:
     results = []
     for service, (var, check, remedy) in CHECKS.items():
         if not getattr(settings, SETTING_OF[service]):
-            results.append(
-                CheckResult(
-                    service,
-                    False,
-                    f'{var} is not set: run `movie-platform up` and `eval "$(movie-platform env)"`, or set {var}',
-                )
-            )
+            results.append(CheckResult(service, False, not_set(var)))
             continue
         try:
             results.append(CheckResult(service, True, check(settings)))

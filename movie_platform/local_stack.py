@@ -121,7 +121,7 @@ class Stack:
         state = self.load()
         services: dict[str, dict] = state.get("services", {})
         # A running S3 server keeps the stack in S3 mode until `down`.
-        with_s3 = with_s3 or (state.get("with_s3") and _alive(services.get("s3", {}).get("pid")))
+        with_s3 = with_s3 or bool(state.get("with_s3") and _alive(services.get("s3", {}).get("pid")))
         env: dict[str, str] = {
             "DAGSTER_HOME": str(self.dagster_home),
             "MOVIE_DB_SCHEMA": self.environ.get("MOVIE_DB_SCHEMA", "public"),
@@ -208,14 +208,13 @@ class Stack:
 
     # ---- individual services -----------------------------------------------------
     def _ensure(self, svc: dict | None, name: str, start, log, signature: str | None = None) -> dict:
-        running = svc and not svc.get("external") and _alive(svc.get("pid"))
-        if running and svc.get("signature") != signature:
-            log(f"{name} runs with other settings ({svc.get('signature')} -> {signature}): restarting it")
-            _terminate(svc["pid"])
-            running = False
-        if running and _port_open(self.port(name)):
-            log(f"{name} already running (pid {svc['pid']}) at {redact_url(svc['url'])}")
-            return svc
+        if svc and not svc.get("external") and _alive(svc.get("pid")):
+            if svc.get("signature") != signature:
+                log(f"{name} runs with other settings ({svc.get('signature')} -> {signature}): restarting it")
+                _terminate(svc["pid"])
+            elif _port_open(self.port(name)):
+                log(f"{name} already running (pid {svc['pid']}) at {redact_url(svc['url'])}")
+                return svc
         if _port_open(self.port(name)):
             var = DEFAULT_PORTS[name][0]
             raise StackError(

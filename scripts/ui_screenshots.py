@@ -33,15 +33,8 @@ CHROMIUM_FLAGS = [
 
 
 def start_webserver(port: int, env: dict[str, str]) -> subprocess.Popen:
-    command = [
-        str(Path(sys.executable).with_name("dagster-webserver")),
-        "-m",
-        "movie_assets",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(port),
-    ]
+    webserver = str(Path(sys.executable).with_name("dagster-webserver"))
+    command = [webserver, "-m", "movie_assets", "-h", "127.0.0.1", "-p", str(port)]
     proc = subprocess.Popen(
         command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

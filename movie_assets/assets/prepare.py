@@ -88,12 +88,11 @@ def eda_stats(
     """
     window = partition_window(context)
     stats = eda_stats_frame(movies_clean)
-    history = stats.assign(run_id=context.run_id, computed_at=dt.datetime.now(dt.timezone.utc))
+    run_id = context.run.run_id
+    history = stats.assign(run_id=run_id, computed_at=dt.datetime.now(dt.timezone.utc))
     with database.connect("recording EDA history") as conn:
         database.ensure_table(conn, "eda_stats_history", EDA_HISTORY_COLUMNS, "release_month")
-        conn.execute(
-            sql.SQL("delete from {} where run_id = %s").format(database.ident("eda_stats_history")), (context.run_id,)
-        )
+        conn.execute(sql.SQL("delete from {} where run_id = %s").format(database.ident("eda_stats_history")), (run_id,))
         copy_frame(conn, database.ident("eda_stats_history"), EDA_HISTORY_COLUMNS, history)
     ensure_views(database)
 

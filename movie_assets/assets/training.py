@@ -106,7 +106,7 @@ def movie_rating_model(
     months = sorted(data["release_month"].unique())
 
     mlflow_tracking.activate()
-    with mlflow.start_run(run_name=f"dagster-{context.run_id[:8]}") as run, tempfile.TemporaryDirectory() as folder:
+    with mlflow.start_run(run_name=f"dagster-{context.run.run_id[:8]}") as run, tempfile.TemporaryDirectory() as folder:
         mlflow.log_params(
             {
                 **config.model_dump(),
@@ -118,7 +118,7 @@ def movie_rating_model(
         mlflow.log_metrics(scores)
         mlflow.set_tags(
             {
-                "dagster_run_id": context.run_id,
+                "dagster_run_id": context.run.run_id,
                 "partition_range": f"{months[0]}..{months[-1]}",
                 "holdout_months": ",".join(split.holdout_months),
                 "feature_service": FEATURE_SERVICE,

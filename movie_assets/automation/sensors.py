@@ -19,7 +19,8 @@ def alert_text(context: dg.RunFailureSensorContext) -> str:
     )
     assets = ", ".join(sorted(key.to_user_string() for key in run.asset_selection or [])) or run.job_name
     step_failures = context.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
-    error = step_failures[0].dagster_event.step_failure_data.error if step_failures else None
+    event = step_failures[0].dagster_event if step_failures else None  # of_type only returns Dagster events
+    error = event.step_failure_data.error if event is not None else None
     while error is not None and error.cause is not None:  # Dagster wraps the user's exception
         error = error.cause
     summary = (

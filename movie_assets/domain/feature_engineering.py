@@ -50,7 +50,7 @@ FEATURE_TABLE_COLUMNS = {
 
 def build_features(clean: pd.DataFrame, event_time: dt.datetime) -> pd.DataFrame:
     """One row per movie: the features as of `event_time` (UTC), with `movie_id`, `event_timestamp`, `created`."""
-    event_time = (
+    as_of = (
         pd.Timestamp(event_time).tz_convert("UTC")
         if pd.Timestamp(event_time).tzinfo
         else pd.Timestamp(event_time, tz="UTC")
@@ -60,14 +60,14 @@ def build_features(clean: pd.DataFrame, event_time: dt.datetime) -> pd.DataFrame
     features = pd.DataFrame(
         {
             "movie_id": clean["movie_id"].astype("int64").to_numpy(),
-            "event_timestamp": event_time,
-            "created": event_time,
+            "event_timestamp": as_of,
+            "created": as_of,
             "log_budget": np.log1p(numeric("budget")),
             "log_revenue": np.log1p(numeric("revenue")),
             "log_vote_count": np.log1p(numeric("vote_count").fillna(0)),
             "runtime": numeric("runtime"),
             "popularity": numeric("popularity"),
-            "age_days": (event_time.tz_localize(None).normalize() - release).dt.days.astype("float64"),
+            "age_days": (as_of.tz_localize(None).normalize() - release).dt.days.astype("float64"),
             "release_year": release.dt.year.astype("int64"),
             "release_month_of_year": release.dt.month.astype("int64"),
             "release_weekday": release.dt.weekday.astype("int64"),

@@ -98,10 +98,13 @@ def validate(doc: dict, window: tuple[dt.date, dt.date]) -> tuple[dict | None, s
 
 
 def _validate(doc: dict, window: tuple[dt.date, dt.date]) -> tuple[dict | None, str | None]:
+    raw_id = doc.get("id")
+    if raw_id is None:
+        return None, "id is not an integer: None"
     try:
-        movie_id = int(doc.get("id"))
+        movie_id = int(raw_id)
     except (TypeError, ValueError):
-        return None, f"id is not an integer: {doc.get('id')!r}"
+        return None, f"id is not an integer: {raw_id!r}"
     title = doc.get("title")
     if title is not None and not isinstance(title, str):
         return None, f"title is not text: {title!r}"
@@ -118,7 +121,7 @@ def _validate(doc: dict, window: tuple[dt.date, dt.date]) -> tuple[dict | None, 
     start, end = window
     if not (start <= release < end):
         return None, f"release_date {release} is outside the requested window {start}..{end}"
-    numbers = {}
+    numbers: dict[str, int | float | None] = {}
     for field in INT_FIELDS + FLOAT_FIELDS:
         value = doc.get(field)
         if value in (None, ""):
@@ -136,8 +139,9 @@ def _validate(doc: dict, window: tuple[dt.date, dt.date]) -> tuple[dict | None, 
     if numbers["vote_average"] is not None and not 0 <= numbers["vote_average"] <= 10:
         return None, f"vote_average {numbers['vote_average']} is outside 0..10"
     for field in ("vote_count", "budget", "revenue", "runtime"):
-        if numbers[field] is not None and numbers[field] < 0:
-            return None, f"{field} is negative: {numbers[field]}"
+        amount = numbers[field]
+        if amount is not None and amount < 0:
+            return None, f"{field} is negative: {amount}"
     genres = doc.get("genres") or []
     return {
         "movie_id": movie_id,

@@ -45,8 +45,8 @@ def sweep_movie_rating(
     split = split_by_time(data, config.holdout_months)
     mlflow_tracking.activate()
     results = []
-    with mlflow.start_run(run_name=f"sweep-{context.run_id[:8]}") as parent:
-        mlflow.set_tags({"dagster_run_id": context.run_id, "feature_service": FEATURE_SERVICE, "sweep": "true"})
+    with mlflow.start_run(run_name=f"sweep-{context.run.run_id[:8]}") as parent:
+        mlflow.set_tags({"dagster_run_id": context.run.run_id, "feature_service": FEATURE_SERVICE, "sweep": "true"})
         for depth, rate in itertools.product(config.max_depths, config.learning_rates):
             params = {"max_depth": depth, "learning_rate": rate, "n_estimators": config.n_estimators, "random_state": 7}
             with mlflow.start_run(run_name=f"depth{depth}-lr{rate}", nested=True):

@@ -51,5 +51,5 @@ class MlflowTracking(dg.ConfigurableResource):
     def promote(self, version: str) -> None:
         self.client().set_registered_model_alias(self.registered_model, CHAMPION, version)
 
-    def run_url(self, experiment_id: str, run_id: str) -> str | None:
+    def run_url(self, experiment_id: str, run_id: str) -> str:
         return f"{redact_url(self.tracking_uri).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"

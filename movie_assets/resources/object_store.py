@@ -219,7 +219,13 @@ class ObjectStoreIOManager(dg.ConfigurableIOManager):
         return _deserialize(self.store.read(template, partition_key), template)
 
     def load_input(self, context: dg.InputContext):
-        template = _template(context.upstream_output)
+        upstream = context.upstream_output
+        if upstream is None:
+            raise dg.DagsterInvariantViolationError(
+                f"ObjectStoreIOManager loads only asset outputs, but input {context.name!r} has no upstream output; "
+                "give it an upstream asset (AssetIn) or load it with another IO manager"
+            )
+        template = _template(upstream)
         if not context.has_asset_partitions:
             return self.load_object(template, None)
         loaded = {}

@@ -100,9 +100,9 @@ class FeastRedisLayout:
         for number in (0, 1, 127, 128, 2024, -5, 2**40):
             if encode_int64(number) != value(int64_val=number).SerializeToString():
                 raise RuntimeError(f"int64 ValueProto encoding differs from Feast's for {number}")
-        for number in (0.0, -1.5, 1e300):
-            if encode_column(pa.chunked_array([[number]]), True)[0] != value(double_val=number).SerializeToString():
-                raise RuntimeError(f"double ValueProto encoding differs from Feast's for {number}")
+        for real in (0.0, -1.5, 1e300):
+            if encode_column(pa.chunked_array([[real]]), True)[0] != value(double_val=real).SerializeToString():
+                raise RuntimeError(f"double ValueProto encoding differs from Feast's for {real}")
         for missing in (None, float("nan")):
             if encode_column(pa.chunked_array([[missing]], pa.float64()), True)[0] != value().SerializeToString():
                 raise RuntimeError(f"missing-value ({missing}) ValueProto encoding differs from Feast's")

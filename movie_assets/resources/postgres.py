@@ -90,12 +90,12 @@ class PostgresDatabase(dg.ConfigurableResource):
         on the database still writes into an existing schema.
         """
         qualified = f"{_quote(self.db_schema)}.{_quote(table)}"
-        if conn.execute("select to_regclass(%s) is not null", (qualified,)).fetchone()[0]:
+        if _table_exists(conn, qualified):
             return
         # Two first writers at once would race in CREATE ... IF NOT EXISTS (a unique violation in
         # pg_type): the second waits here, then sees the table.
         conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (f"ddl {self.db_schema}",))
-        if conn.execute("select to_regclass(%s) is not null", (qualified,)).fetchone()[0]:
+        if _table_exists(conn, qualified):
             conn.commit()
             return
         schema_exists = conn.execute("select 1 from pg_namespace where nspname = %s", (self.db_schema,)).fetchone()
@@ -281,6 +281,12 @@ def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+def _table_exists(conn: psycopg.Connection, qualified: str) -> bool:
+    row = conn.execute("select to_regclass(%s) is not null", (qualified,)).fetchone()
+    assert row is not None, "a SELECT without FROM always returns one row"
+    return bool(row[0])
+
+
 def _pandas_type(arrow_type: pa.DataType):
     if pa.types.is_integer(arrow_type):
         return pd.Int64Dtype()
@@ -316,7 +322,13 @@ class PostgresIOManager(dg.ConfigurableIOManager):
         )
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
-        table, columns, partition_column, window = self._target(context.upstream_output, context)
+        upstream = context.upstream_output
+        if upstream is None:
+            raise dg.DagsterInvariantViolationError(
+                f"PostgresIOManager loads only asset outputs, but input {context.name!r} has no upstream output; "
+                "give it an upstream asset (AssetIn) or load it with another IO manager"
+            )
+        table, columns, partition_column, window = self._target(upstream, context)
         return self.database.read_rows(table, columns, partition_column, window)
 
     @staticmethod

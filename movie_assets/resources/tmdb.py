@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Literal, overload
 
 import dagster as dg
 import requests
@@ -135,7 +136,8 @@ class TmdbApiClient(TmdbSource):
         stats = http.stats
         with http.session, ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="tmdb") as pool:
             items = self._discover(http, pool, window, log)
-            unique: dict[int, dict] = {}
+            # An item without an id is kept (under None) so validation rejects it with a reason.
+            unique: dict[int | None, dict] = {}
             for item in items:
                 unique.setdefault(item.get("id"), item)
             stats.add(listed=len(items), duplicates=len(items) - len(unique))
@@ -215,7 +217,14 @@ class _Http:
         if client.read_access_token:
             self.session.headers["Authorization"] = f"Bearer {client.read_access_token}"
 
+    @overload
+    def get_json(self, path: str, params: dict | None = None, allow_404: Literal[False] = False) -> dict: ...
+
+    @overload
+    def get_json(self, path: str, params: dict | None = None, *, allow_404: Literal[True]) -> dict | None: ...
+
     def get_json(self, path: str, params: dict | None = None, allow_404: bool = False) -> dict | None:
+        """The JSON body; None only for a 404, and only when `allow_404` is set."""
         url = self.client.base_url.rstrip("/") + path
         params = dict(params or {})
         if self.client.api_key and not self.client.read_access_token:

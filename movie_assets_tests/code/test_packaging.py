@@ -1,5 +1,6 @@
 """The pinned Dagster release train is what is installed, and the code location loads."""
 
+import json
 import subprocess
 import sys
 from importlib.metadata import version
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[2]
 DAGSTER_LIBS = ["dagster-postgres", "dagster-aws", "dagster-mlflow", "dagster-airlift"]
 
 
@@ -26,16 +28,36 @@ def test_redis_client_is_one_feast_accepts():
     assert int(version("redis").split(".")[0]) < 8
 
 
-def test_definitions_validate(tmp_path):
-    result = subprocess.run(
-        [str(Path(sys.executable).with_name("dagster")), "definitions", "validate", "-m", "movie_assets"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"PATH": str(Path(sys.executable).parent), "DAGSTER_HOME": str(tmp_path), "HOME": str(tmp_path)},
+def _quiet_home(tmp_path: Path) -> dict[str, str]:
+    """A bare environment with its own DAGSTER_HOME (an empty dagster.yaml, telemetry off)."""
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return {"PATH": str(Path(sys.executable).parent), "DAGSTER_HOME": str(tmp_path), "HOME": str(tmp_path)}
+
+
+def _run(command: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    executable = str(Path(sys.executable).with_name(command[0]))
+    return subprocess.run(
+        [executable, *command[1:]], capture_output=True, text=True, timeout=300, cwd=REPO, env=_quiet_home(tmp_path)
     )
+
+
+def test_definitions_validate(tmp_path):
+    result = _run(["dagster", "definitions", "validate", "-m", "movie_assets"], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "All code locations passed validation" in result.stdout + result.stderr
+
+
+def test_dg_knows_the_project(tmp_path):
+    """`dg check defs` and `dg list defs` load the code location from pyproject.toml's [tool.dg]."""
+    checked = _run(["dg", "check", "defs"], tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "All definitions loaded successfully" in checked.stdout + checked.stderr
+    listed = _run(["dg", "list", "defs", "--json"], tmp_path)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    defs = json.loads(listed.stdout)
+    assets = {asset["asset_key"] for asset in defs["assets"]}
+    assert {"movies_raw", "movie_features", "online_features", "movie_rating_model"} <= assets, assets
+    assert {job["name"] for job in defs["jobs"]} >= {"restore_movies_raw_from_backup", "movie_rating_sweep"}
 
 
 def test_progress_logs_rate_and_eta():

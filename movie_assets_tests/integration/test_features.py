@@ -17,7 +17,7 @@ from movie_assets.feature_definitions import FEATURE_SERVICE
 from movie_assets.object_layout import FEATURES_OBJECT_PATH
 from movie_assets.resources.feast import KEY_TTL_SECONDS, FeastStore, feast_env
 from movie_assets.resources.tmdb_sample import TmdbSampleSource
-from movie_assets_tests.conftest import platform_resources
+from movie_assets_tests.conftest import movie_platform_cli, platform_resources
 from movie_platform.local_stack import REPO_ROOT
 
 RANGE_TAGS = {"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-02-01"}
@@ -171,22 +171,10 @@ def test_cli_lookup_and_feast_cli_share_the_registry(demo_run, test_stack, stack
     part = next(iter(sorted((store / "features" / "movie_features").glob("release_month=*/part.parquet"))))
     movie_id = int(pd.read_parquet(part.open("rb"))["movie_id"].iloc[0])
     env = {**os.environ, **stack_env, "MOVIE_PLATFORM_STATE_DIR": str(test_stack.state_dir)}
-    lookup = subprocess.run(
-        [sys.executable, "-m", "movie_platform.cli", "features", str(movie_id)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    lookup = movie_platform_cli("features", str(movie_id), env=env)
     assert lookup.returncode == 0, lookup.stderr[-2000:]
     assert "runtime" in lookup.stdout and "genre_drama" in lookup.stdout
-    missing = subprocess.run(
-        [sys.executable, "-m", "movie_platform.cli", "features", "1"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    missing = movie_platform_cli("features", "1", env=env)
     assert missing.returncode == 1 and "not in the online store: [1]" in missing.stderr
     feast_cli = str(os.path.join(os.path.dirname(sys.executable), "feast"))
     listing = subprocess.run(

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -22,7 +21,6 @@ from movie_assets.assets.ingest import movies_raw, movies_raw_backup
 from movie_assets.assets.prepare import movies_clean
 from movie_assets.domain.movie_records import validate_month
 from movie_assets.object_layout import RAW_BACKUP_PATH
-from movie_assets.resources.feast import FeastStore
 from movie_assets.resources.postgres import PostgresDatabase
 from movie_assets.resources.tmdb import TmdbApiClient
 from movie_assets.resources.tmdb_sample import TmdbSampleSource, movies_for_month
@@ -31,7 +29,9 @@ from movie_assets_tests.conftest import (
     TEST_PORTS,
     TEST_STATE_DIR,
     log_to_pytest,
+    own_feast_project,
     platform_resources,
+    s3_client,
     wait_for,
 )
 from movie_assets_tests.integration import partition_writer
@@ -122,12 +122,7 @@ def test_redis_outage_fails_online_features_clearly_and_the_retry_catches_up(
     own_redis, database, object_store, stack_env
 ):
     stack, redis_url = own_redis
-    feast = FeastStore(
-        db_url=stack_env["MOVIE_DB_URL"],
-        redis_url=redis_url,
-        storage_url=object_store.storage_url,
-        project=f"t{uuid.uuid4().hex[:10]}",
-    )
+    feast = own_feast_project(stack_env, object_store.storage_url, redis_url=redis_url)
     resources = {**platform_resources(database, object_store, TmdbSampleSource()), "feast": feast}
     tags = {"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-02-01"}
     assert dg.materialize(
@@ -258,12 +253,7 @@ def test_a_negative_hyperparameter_fails_before_training(database, object_store,
     from movie_assets.resources.mlflow import MlflowTracking
 
     tracking = MlflowTracking(tracking_uri=stack_env["MLFLOW_TRACKING_URI"])
-    feast = FeastStore(
-        db_url=stack_env["MOVIE_DB_URL"],
-        redis_url=stack_env["MOVIE_REDIS_URL"],
-        storage_url=object_store.storage_url,
-        project=f"t{uuid.uuid4().hex[:10]}",
-    )
+    feast = own_feast_project(stack_env, object_store.storage_url)
     resources = {
         **platform_resources(database, object_store, TmdbSampleSource()),
         "feast": feast,
@@ -318,15 +308,8 @@ def test_a_missing_bucket_is_named_and_nothing_is_written(s3_stack_env):
     message = str(error.value)
     assert "bucket 'no-such-bucket-here' does not exist" in message and "MOVIE_STORAGE_URL" in message
     assert "nothing was written" in message
-    import boto3
 
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_stack_env["MOVIE_S3_ENDPOINT_URL"],
-        aws_access_key_id=s3_stack_env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=s3_stack_env["AWS_SECRET_ACCESS_KEY"],
-        region_name=s3_stack_env["AWS_DEFAULT_REGION"],
-    )
+    client = s3_client(s3_stack_env)
     assert "no-such-bucket-here" not in [b["Name"] for b in client.list_buckets()["Buckets"]], (
         "no bucket created by a write"
     )

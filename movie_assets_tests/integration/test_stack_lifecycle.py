@@ -10,13 +10,8 @@ import time
 
 import psutil
 
+from movie_assets_tests.conftest import movie_platform_cli
 from movie_platform.local_stack import _alive
-
-
-def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "movie_platform.cli", *args], capture_output=True, text=True, env=env, timeout=180
-    )
 
 
 def processes_of(state_dir) -> list[psutil.Process]:
@@ -56,7 +51,7 @@ def test_env_configures_a_shell(test_stack, stack_env):
 
 def test_doctor_all_green_then_explains_dead_postgres(test_stack, stack_env):
     env = {**os.environ, **stack_env}
-    healthy = cli("doctor", env=env)
+    healthy = movie_platform_cli("doctor", env=env)
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
     assert healthy.stdout.count("OK  ") == 5
 
@@ -70,17 +65,17 @@ def test_doctor_all_green_then_explains_dead_postgres(test_stack, stack_env):
     while _alive(pg_pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     try:
-        broken = cli("doctor", env=env)
+        broken = movie_platform_cli("doctor", env=env)
         assert broken.returncode == 1
         assert "Traceback" not in broken.stdout + broken.stderr
         line = next(line for line in broken.stdout.splitlines() if "postgres" in line)
         assert line.startswith("FAIL") and "movie-platform up" in line and "MOVIE_DB_URL" in line, line
         if _alive(pg_pid) is False and env["MOVIE_DB_URL"] == stack_env["MOVIE_DB_URL"]:
-            status = cli("status", env={**env, "MOVIE_PLATFORM_STATE_DIR": str(test_stack.state_dir)})
+            status = movie_platform_cli("status", env={**env, "MOVIE_PLATFORM_STATE_DIR": str(test_stack.state_dir)})
             assert any(row.startswith("postgres") and "stopped" in row for row in status.stdout.splitlines()), (
                 status.stdout
             )
     finally:
         # `up` recovers from the crash: it removes the stale postmaster.pid and restarts postgres.
         assert test_stack.up(log=print) == stack_env
-    assert cli("doctor", env=env).returncode == 0
+    assert movie_platform_cli("doctor", env=env).returncode == 0

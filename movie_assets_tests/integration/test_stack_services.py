@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 import uuid
 
-import boto3
 import mlflow
 import psycopg
 import pytest
 import redis
 from mlflow.tracking import MlflowClient
 
+from movie_assets_tests.conftest import s3_client
 from movie_platform.local_stack import _alive
 
 
@@ -40,13 +40,7 @@ def test_redis_set_get_with_ttl(stack_env):
 
 
 def test_s3_put_get_through_boto3(s3_stack_env):
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_stack_env["MOVIE_S3_ENDPOINT_URL"],
-        aws_access_key_id=s3_stack_env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=s3_stack_env["AWS_SECRET_ACCESS_KEY"],
-        region_name=s3_stack_env["AWS_DEFAULT_REGION"],
-    )
+    s3 = s3_client(s3_stack_env)
     bucket = s3_stack_env["MOVIE_STORAGE_URL"].removeprefix("s3://").split("/")[0]
     key = f"tests/{uuid.uuid4().hex}.json"
     s3.put_object(Bucket=bucket, Key=key, Body=b'{"id": 550}')
@@ -95,13 +89,7 @@ def test_mlflow_artifacts_land_in_s3(s3_stack_env, tmp_path):
     """With `up --with-s3` the tracking server keeps artifacts in the S3 bucket."""
     run_id, name = log_run_with_model(s3_stack_env["MLFLOW_TRACKING_URI"], tmp_path)
     assert_run_readable(s3_stack_env["MLFLOW_TRACKING_URI"], run_id, name, tmp_path / "read")
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_stack_env["MOVIE_S3_ENDPOINT_URL"],
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
+    s3 = s3_client(s3_stack_env)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="movie-platform", Prefix="mlflow/")["Contents"]]
     assert any(k.endswith(f"{run_id}/artifacts/note.txt") for k in keys), keys[:5]
 

@@ -5,8 +5,6 @@ It beats the baseline, is fully tracked, and the champion moves only on improvem
 
 import datetime as dt
 import os
-import subprocess
-import sys
 import uuid
 
 import dagster as dg
@@ -23,7 +21,7 @@ from movie_assets.jobs.sweep import movie_rating_sweep
 from movie_assets.resources.feast import FeastStore
 from movie_assets.resources.mlflow import MlflowTracking
 from movie_assets.resources.tmdb_sample import TmdbSampleSource
-from movie_assets_tests.conftest import platform_resources
+from movie_assets_tests.conftest import movie_platform_cli, own_feast_project, platform_resources
 
 SAMPLE_RANGE = {"dagster/asset_partition_range_start": "2023-01-01", "dagster/asset_partition_range_end": "2024-12-01"}
 WORSE = TrainingConfig(n_estimators=2, max_depth=1, learning_rate=0.01)
@@ -48,12 +46,7 @@ def pipeline(stack_env, tmp_path_factory):
     database = PostgresDatabase(url=stack_env["MOVIE_DB_URL"], db_schema=schema)
     store = ObjectStore(storage_url=(tmp_path_factory.mktemp("model") / "objects").as_uri())
     # A Feast project of its own: the default one belongs to the demo's data (notebooks, CLI tests).
-    feast = FeastStore(
-        db_url=stack_env["MOVIE_DB_URL"],
-        redis_url=stack_env["MOVIE_REDIS_URL"],
-        storage_url=store.storage_url,
-        project=f"tmodel_{uuid.uuid4().hex[:8]}",
-    )
+    feast = own_feast_project(stack_env, store.storage_url, prefix="tmodel_")
     resources = {
         **platform_resources(database, store, TmdbSampleSource()),
         "feast": feast,
@@ -167,13 +160,7 @@ def test_predict_cli_uses_the_champion_and_online_features(demo_run, stack_env, 
     expected = tracking.load_xgboost(tracking.champion().version).predict(
         online.loc[[movie_id], FEATURE_NAMES].astype("float64")
     )[0]
-    predicted = subprocess.run(
-        [sys.executable, "-m", "movie_platform.cli", "predict", str(movie_id)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    predicted = movie_platform_cli("predict", str(movie_id), env=env)
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     assert f"v{tracking.champion().version}" in predicted.stdout
     line = next(row for row in predicted.stdout.splitlines() if row.strip().startswith(str(movie_id)))
