@@ -4,6 +4,9 @@ import dagster as dg
 
 from movie_assets.airflow_bridge import map_airflow_tasks, with_airflow
 from movie_assets.assets import features, ingest, prepare, training
+from movie_assets.automation.conditions import automation_sensor
+from movie_assets.automation.freshness import online_store_fresh
+from movie_assets.automation.policies import with_policies
 from movie_assets.automation.schedules import daily_recent_months, refresh_recent_months_job
 from movie_assets.automation.sensors import alert_sensors
 from movie_assets.jobs.restore import restore_movies_raw_from_backup
@@ -12,10 +15,11 @@ from movie_assets.resources.wiring import build_resources
 
 defs = with_airflow(
     dg.Definitions(
-        assets=map_airflow_tasks(dg.load_assets_from_modules([ingest, prepare, features, training])),
+        assets=map_airflow_tasks(with_policies(dg.load_assets_from_modules([ingest, prepare, features, training]))),
+        asset_checks=[online_store_fresh],
         jobs=[refresh_recent_months_job, restore_movies_raw_from_backup, movie_rating_sweep],
         schedules=[daily_recent_months],
-        sensors=alert_sensors(),
+        sensors=[automation_sensor(), *alert_sensors()],
         resources=build_resources(),
     )
 )

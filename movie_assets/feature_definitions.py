@@ -9,6 +9,8 @@ so training and serving always agree on which features a model used.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.data_format import ParquetFormat
@@ -57,3 +59,21 @@ def build_definitions(storage_url: str, s3_endpoint_url: str | None = None) -> d
         name=FEATURE_SERVICE, features=[view], description="features of the movie_rating_xgb model, v1"
     )
     return {"movie": movie, "movie_features_source": source, "movie_features": view, "movie_rating_v1": service}
+
+
+def definitions_version() -> str:
+    """A version that changes with a feature, its type, the TTL, the entity or the service, not with the storage root.
+
+    It is `feast_definitions`' code version, so automation re-applies the definitions when they change.
+    """
+    objects = build_definitions("file:///version")
+    view, service = objects["movie_features"], objects[FEATURE_SERVICE]
+    spec = {
+        "view": view.name,
+        "ttl_s": view.ttl.total_seconds() if view.ttl else None,
+        "features": [(f.name, str(f.dtype)) for f in view.features],
+        "entities": sorted(view.entities),
+        "service": service.name,
+        "service_views": sorted(p.name for p in service.feature_view_projections),
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]

@@ -2,7 +2,6 @@
 
 import contextlib
 import datetime as dt
-import hashlib
 import time
 
 import dagster as dg
@@ -10,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from movie_assets.domain.feature_engineering import FEATURE_NAMES, FEATURE_TABLE_COLUMNS, build_features
-from movie_assets.feature_definitions import FEATURE_SERVICE
+from movie_assets.feature_definitions import FEATURE_SERVICE, definitions_version
 from movie_assets.object_layout import FEATURES_OBJECT_PATH, FEATURES_PREFIX
 from movie_assets.partitions import monthly_asset, partition_window
 from movie_assets.resources.feast import FIRST_MATERIALIZATION_START, FeastStore
@@ -58,16 +57,13 @@ def movie_features(
     return objects
 
 
-@dg.asset(group_name="features", deps=["movie_features"], kinds={"feast"})
+@dg.asset(group_name="features", deps=["movie_features"], kinds={"feast"}, code_version=definitions_version())
 def feast_definitions(context: dg.AssetExecutionContext, feast: FeastStore) -> dg.MaterializeResult:
     """`feast apply` of the definitions in `feature_repo/` (Entity, FileSource, FeatureView, FeatureService)."""
     store = feast.store()
     objects = feast.definitions()
     store.apply(list(objects.values()))
     view, service = objects["movie_features"], objects[FEATURE_SERVICE]
-    version = hashlib.sha256(
-        view.to_proto().spec.SerializeToString() + service.to_proto().spec.SerializeToString()
-    ).hexdigest()[:12]
     context.log.info(
         f"applied project {feast.project}: feature view {view.name} ({len(view.features)} features), service "
         f"{service.name}"
@@ -80,7 +76,7 @@ def feast_definitions(context: dg.AssetExecutionContext, feast: FeastStore) -> d
                 f"| {view.name} | {len(view.features)} | {view.ttl} | {view.batch_source.path} |"
             ),
             "feature_services": service.name,
-            "definitions_version": version,
+            "definitions_version": definitions_version(),
             "features": ", ".join(f.name for f in view.features),
         }
     )
@@ -90,7 +86,6 @@ def feast_definitions(context: dg.AssetExecutionContext, feast: FeastStore) -> d
     group_name="features",
     deps=["feast_definitions", "movie_features"],
     kinds={"redis", "feast"},
-    automation_condition=dg.AutomationCondition.eager(),
     check_specs=[
         dg.AssetCheckSpec(
             "online_keys_present",

@@ -199,7 +199,7 @@ def choose_champion(tracking: MlflowTracking, version: str, rmse: float, split) 
 
 @monthly_asset(
     group_name="training",
-    deps=["movie_rating_model"],
+    deps=["movie_rating_model", "movie_features"],
     io_manager_key="postgres_io_manager",
     kinds={"postgres", "xgboost"},
     metadata={

@@ -18,7 +18,7 @@ EXPECTED_ASSETS = {
     "feast_definitions": ("features", False, {"movie_features"}),
     "online_features": ("features", False, {"feast_definitions", "movie_features"}),
     "movie_rating_model": ("training", False, {"movie_features", "feast_definitions", "movies_clean"}),
-    "movie_rating_predictions": ("training", True, {"movie_rating_model", "movies_clean"}),
+    "movie_rating_predictions": ("training", True, {"movie_rating_model", "movie_features", "movies_clean"}),
     "partner_ratings": ("airflow", False, set()),  # external: the legacy Airflow DAG delivers it
 }
 
@@ -63,6 +63,9 @@ def test_daily_schedule_refreshes_this_and_last_month():
     assert [r.partition_key for r in requests] == ["2024-02-01", "2024-03-01"]
 
 
-def test_online_features_follow_new_feature_partitions():
-    node = defs.resolve_asset_graph().get(dg.AssetKey("online_features"))
-    assert node.automation_condition is not None, "online_features must update itself after movie_features lands"
+def test_freshness_policies_on_the_assets_users_rely_on():
+    graph = defs.resolve_asset_graph()
+    fresh = {key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).freshness_policy}
+    assert fresh == {"movies_raw", "online_features", "movie_rating_model"}
+    checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
+    assert "online_store_fresh" in checks

@@ -1,0 +1,174 @@
+"""Automation evaluated on the partition states users are in: 24 of 444 months materialized, then one updated.
+
+Each test reports materializations to a real (ephemeral) instance and asks Dagster's own
+evaluator which runs the automation sensor would launch, exactly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import pytest
+
+from movie_assets.automation.conditions import automation_sensor
+from movie_assets.definitions import defs
+from movie_assets.partitions import release_month_partitions
+from movie_assets.resources.tmdb_sample import sample_months
+
+MONTHS = [m.isoformat() for m in sample_months()]  # 2023-01-01 .. 2024-12-01
+MONTHLY = ["movies_raw", "movies_raw_backup", "movies_clean", "eda_stats", "movie_features", "movie_rating_predictions"]
+SINGLE = ["feast_definitions", "online_features", "movie_rating_model"]
+NOW = dt.datetime(2026, 12, 2, 12, 0, tzinfo=dt.timezone.utc)  # a Wednesday
+
+
+def report(instance: dg.DagsterInstance, key: str, partitions: list[str] | None = None) -> None:
+    for partition in partitions or [None]:
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=partition))
+
+
+def requested(result) -> dict[str, set]:
+    return {
+        key.to_user_string(): result.get_requested_partitions(key)
+        for key in defs.resolve_asset_graph().get_all_asset_keys()
+        if result.get_num_requested(key)
+    }
+
+
+@pytest.fixture
+def settled():
+    """The state after `make demo`: every asset materialized on the 24 sample months, one tick already evaluated."""
+    instance = dg.DagsterInstance.ephemeral()
+    for key in MONTHLY:
+        report(instance, key, MONTHS)
+    for key in SINGLE:
+        report(instance, key)
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=NOW)
+    # Nothing happened since the data landed, so the next tick must ask for nothing.
+    quiet = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, cursor=first.cursor, evaluation_time=NOW + dt.timedelta(minutes=1)
+    )
+    assert requested(quiet) == {}
+    return instance, quiet.cursor
+
+
+def tick(instance, cursor, minutes: int = 2):
+    return dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, cursor=cursor, evaluation_time=NOW + dt.timedelta(minutes=minutes)
+    )
+
+
+def test_the_partitions_are_mostly_empty():
+    assert release_month_partitions.get_first_partition_key() == "1990-01-01"
+    assert len(release_month_partitions.get_partition_keys(current_time=NOW)) >= 444
+
+
+def test_one_updated_raw_month_reruns_that_month_downstream_and_nothing_else(settled):
+    instance, cursor = settled
+    report(instance, "movies_raw", ["2024-03-01"])
+    result = tick(instance, cursor)
+    assert requested(result) == {
+        "movies_raw_backup": {"2024-03-01"},
+        "movies_clean": {"2024-03-01"},
+        "eda_stats": {"2024-03-01"},
+        "movie_features": {"2024-03-01"},
+        "movie_rating_predictions": {"2024-03-01"},
+    }
+    # The same state again: handled, so not asked twice.
+    assert requested(tick(instance, result.cursor, minutes=3)) == {}
+
+
+def test_an_old_month_follows_too(settled):
+    """A change sync touches 2023 movies: not only the latest month reacts (eager() would ignore it)."""
+    instance, cursor = settled
+    report(instance, "movies_raw", ["2023-01-01"])
+    assert requested(tick(instance, cursor))["movies_clean"] == {"2023-01-01"}
+
+
+def test_new_feature_rows_refresh_the_online_store_and_that_months_scores(settled):
+    instance, cursor = settled
+    report(instance, "movie_features", ["2024-05-01"])
+    assert requested(tick(instance, cursor)) == {"online_features": {None}, "movie_rating_predictions": {"2024-05-01"}}
+
+
+def test_online_features_wait_for_feature_rows_that_are_only_requested(settled):
+    """A raw update requests movie_features; online_features waits until those rows exist."""
+    instance, cursor = settled
+    report(instance, "movies_raw", ["2024-06-01"])
+    assert "online_features" not in requested(tick(instance, cursor))
+
+
+def test_a_new_model_rescores_the_months_that_have_movies_only(settled):
+    instance, cursor = settled
+    report(instance, "movie_rating_model")
+    assert requested(tick(instance, cursor)) == {"movie_rating_predictions": set(MONTHS)}
+
+
+def test_a_new_deployment_applies_feast_then_fills_the_online_store():
+    """Empty instance, first feature months land: feast apply first, online_features once it exists."""
+    instance = dg.DagsterInstance.ephemeral()
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=NOW)
+    assert requested(first) == {}
+    report(instance, "movies_raw", MONTHS[:2])
+    report(instance, "movies_clean", MONTHS[:2])
+    report(instance, "movie_features", MONTHS[:2])
+    landed = tick(instance, first.cursor)
+    assert "feast_definitions" in requested(landed) and "online_features" not in requested(landed)
+    report(instance, "feast_definitions")
+    assert requested(tick(instance, landed.cursor, minutes=3)).get("online_features") == {None}
+
+
+def test_the_model_retrains_on_its_weekly_cron(settled):
+    instance, cursor = settled
+    monday = dt.datetime(2026, 12, 7, 4, 1, tzinfo=dt.timezone.utc)
+    before = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, cursor=cursor, evaluation_time=monday - dt.timedelta(minutes=2)
+    )
+    assert requested(before) == {}
+    after = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, cursor=before.cursor, evaluation_time=monday
+    )
+    assert requested(after) == {"movie_rating_model": {None}}
+
+
+def test_changed_feast_definitions_are_applied_again(settled):
+    instance, cursor = settled
+    assert requested(tick(instance, cursor)) == {}
+
+    def new_version(spec: dg.AssetSpec) -> dg.AssetSpec:
+        return spec.replace_attributes(code_version="a-new-feature") if spec.key.path == ["feast_definitions"] else spec
+
+    changed = dg.Definitions(
+        assets=dg.map_asset_specs(new_version, defs.assets or []), sensors=defs.sensors, resources=defs.resources
+    )
+    result = dg.evaluate_automation_conditions(
+        defs=changed, instance=instance, cursor=cursor, evaluation_time=NOW + dt.timedelta(minutes=3)
+    )
+    assert requested(result)["feast_definitions"] == {None}
+
+
+def test_the_automation_sensor_runs_by_default_and_can_be_shipped_off():
+    sensor = defs.resolve_sensor_def("default_automation_condition_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert automation_sensor({"MOVIE_AUTOMATION": "off"}).default_status == dg.DefaultSensorStatus.STOPPED
+
+
+@pytest.mark.parametrize(
+    "age,passed,state",
+    [
+        (dt.timedelta(hours=1), True, "PASS"),
+        (dt.timedelta(hours=20), True, "WARN"),
+        (dt.timedelta(hours=30), False, "FAIL"),
+    ],
+)
+def test_online_store_freshness_check_fails_past_its_policy(age, passed, state):
+    from movie_assets.automation.freshness import online_store_age
+
+    result = online_store_age(NOW - age, NOW)
+    assert result.passed is passed and result.metadata["state"].value == state
+
+
+def test_online_store_freshness_check_fails_when_never_materialized():
+    from movie_assets.automation.freshness import online_store_age
+
+    assert online_store_age(None, NOW).passed is False
