@@ -76,6 +76,11 @@ def map_airflow_tasks(assets: Iterable[_Loaded]) -> list[_Loaded | dg.AssetsDefi
     return [*pipeline, *legacy, *(a for key, a in by_key.items() if key not in mapped_keys), *others]
 
 
+def scheduled_by_airflow(environ: Mapping[str, str] = os.environ) -> set[str]:
+    """The asset keys the proxied DAG materializes, when the bridge is on (AIRFLOW_URL set)."""
+    return {key for keys in PIPELINE_TASKS.values() for key in keys} if environ.get("AIRFLOW_URL") else set()
+
+
 def with_airflow(defs: dg.Definitions, environ: Mapping[str, str] = os.environ) -> dg.Definitions:
     """`defs` as they are when AIRFLOW_URL is unset; bridged to that Airflow when it is set."""
     if not environ.get("AIRFLOW_URL"):

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from movie_assets.airflow_bridge import map_airflow_tasks, with_airflow
+from movie_assets.airflow_bridge import map_airflow_tasks, scheduled_by_airflow, with_airflow
 from movie_assets.assets import features, ingest, prepare, training
 from movie_assets.automation.conditions import automation_sensor
 from movie_assets.automation.freshness import online_store_fresh
@@ -15,7 +15,9 @@ from movie_assets.resources.wiring import build_resources
 
 defs = with_airflow(
     dg.Definitions(
-        assets=map_airflow_tasks(with_policies(dg.load_assets_from_modules([ingest, prepare, features, training]))),
+        assets=map_airflow_tasks(
+            with_policies(dg.load_assets_from_modules([ingest, prepare, features, training]), scheduled_by_airflow())
+        ),
         asset_checks=[online_store_fresh],
         jobs=[refresh_recent_months_job, restore_movies_raw_from_backup, movie_rating_sweep],
         schedules=[daily_recent_months],

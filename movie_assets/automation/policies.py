@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import dagster as dg
 
@@ -10,9 +10,14 @@ from movie_assets.automation.conditions import conditions
 from movie_assets.automation.freshness import policies
 
 
-def with_policies(assets: Sequence) -> Sequence:
-    """`assets` with the automation condition and freshness policy of each key, where one is set."""
-    by_key, freshness = conditions(), policies()
+def with_policies(assets: Sequence, scheduled_elsewhere: Collection[str] = ()) -> Sequence:
+    """`assets` with the automation condition and freshness policy of each key, where one is set.
+
+    Keys in `scheduled_elsewhere` (the assets an Airflow DAG materializes, when the bridge is on)
+    get no condition: the DAG runs them, and automation racing its tasks would run each month twice.
+    """
+    by_key = {key: c for key, c in conditions().items() if key not in scheduled_elsewhere}
+    freshness = policies()
 
     def apply(spec: dg.AssetSpec) -> dg.AssetSpec:
         key = spec.key.to_user_string()

@@ -172,3 +172,16 @@ def test_online_store_freshness_check_fails_when_never_materialized():
     from movie_assets.automation.freshness import online_store_age
 
     assert online_store_age(None, NOW).passed is False
+
+
+def test_assets_the_airflow_dag_runs_get_no_condition_when_the_bridge_is_on():
+    from movie_assets.airflow_bridge import scheduled_by_airflow
+    from movie_assets.assets import features, ingest, prepare, training
+    from movie_assets.automation.policies import with_policies
+
+    owned = scheduled_by_airflow({"AIRFLOW_URL": "http://airflow:8080"})
+    assert owned == {"movies_raw", "movies_raw_backup", "movies_clean", "eda_stats", "movie_features"}
+    assert scheduled_by_airflow({}) == set()
+    bridged = with_policies(dg.load_assets_from_modules([ingest, prepare, features, training]), owned)
+    conditioned = {spec.key.to_user_string() for asset in bridged for spec in asset.specs if spec.automation_condition}
+    assert conditioned == {"feast_definitions", "online_features", "movie_rating_model", "movie_rating_predictions"}
