@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from movie_assets.resources.tmdb_sample import SampleMovie
 
+DATE_RANGE_ERROR = (20, "Invalid date range: Should be a range no longer than 14 days.")
 ERRORS = {
     401: (7, "Invalid API key: You must be granted a valid key."),
     404: (34, "The resource you requested could not be found."),
@@ -61,8 +62,55 @@ class FakeTmdb:
         self._served: set = set()
         self._sequence: dict = {}
         self._attempts: Counter = Counter()
-        self._sorted = sorted(self.movies, key=lambda m: (m.details["release_date"], m.details["id"]))
+        self._changes: dict[str, set[int]] = {}  # UTC day -> ids changed that day
+        self._index()
+
+    def _index(self) -> None:
+        self._sorted = sorted(self._by_id.values(), key=lambda m: (m.details["release_date"], m.details["id"]))
         self._dates = [m.details["release_date"] for m in self._sorted]
+
+    # ---- TMDB's change list --------------------------------------------------------
+    def change(self, day: dt.date, movie_id: int, details: dict | None) -> None:
+        """TMDB's truth moves on: `details` replace the movie's (a new movie if unknown), None deletes it.
+
+        The id is listed under `day` in /movie/changes, as TMDB lists every edit per UTC day.
+        """
+        with self._lock:
+            if details is None:
+                self._by_id.pop(movie_id, None)
+            else:
+                old = self._by_id.get(movie_id)
+                item = {k: details.get(k) for k in (old.list_item if old else details) if k in details}
+                self._by_id[movie_id] = SampleMovie(list_item=item or dict(details), details=details)
+            self._changes.setdefault(day.isoformat(), set()).add(movie_id)
+            self._index()
+
+    def truth(self, movie_id: int) -> dict | None:
+        movie = self._by_id.get(movie_id)
+        return movie.details if movie else None
+
+    def _movie_changes(self, query: dict[str, str]) -> tuple[int, dict, dict]:
+        """GET /3/movie/changes: ids changed in [start_date, end_date] (UTC days, at most 14), 100 a page."""
+        today = dt.datetime.now(dt.timezone.utc).date()
+        end = dt.date.fromisoformat(query["end_date"]) if query.get("end_date") else today
+        start = dt.date.fromisoformat(query["start_date"]) if query.get("start_date") else end - dt.timedelta(days=1)
+        if (end - start).days > 14 or end < start:
+            return self._error(422, reason=DATE_RANGE_ERROR)
+        page = int(query.get("page", "1"))
+        with self._lock:
+            ids = sorted(
+                {
+                    i
+                    for day, changed in self._changes.items()
+                    if start.isoformat() <= day <= end.isoformat()
+                    for i in changed
+                }
+            )
+        total_pages = max(1, -(-len(ids) // 100))
+        if not 1 <= page <= max(total_pages, 1):
+            return self._error(422)
+        results = [{"id": i, "adult": False} for i in ids[(page - 1) * 100 : page * 100]]
+        return 200, {"results": results, "page": page, "total_pages": total_pages, "total_results": len(ids)}, {}
 
     # ---- request handling --------------------------------------------------------
     def handle(self, path: str, query: dict[str, str], headers) -> tuple[int, dict, dict]:
@@ -71,6 +119,8 @@ class FakeTmdb:
             query.get("page"),
             query.get("primary_release_date.gte"),
             query.get("primary_release_date.lte"),
+            query.get("start_date"),
+            query.get("end_date"),
         )
         with self._lock:
             self._count += 1
@@ -103,6 +153,9 @@ class FakeTmdb:
         ):
             self.requests["5xx"] += 1
             return self._error(500 if attempt % 2 else 503)
+        if path == "/3/movie/changes":
+            self.requests["changes"] += 1
+            return self._movie_changes(query)
         if path == "/3/discover/movie":
             self.requests["discover"] += 1
             return self._discover(query)
@@ -140,8 +193,10 @@ class FakeTmdb:
         return 200, body, {}
 
     @staticmethod
-    def _error(status: int, headers: dict | None = None) -> tuple[int, dict, dict]:
-        code, message = ERRORS[status]
+    def _error(
+        status: int, headers: dict | None = None, reason: tuple[int, str] | None = None
+    ) -> tuple[int, dict, dict]:
+        code, message = reason or ERRORS[status]
         return status, {"success": False, "status_code": code, "status_message": message}, headers or {}
 
 

@@ -1,11 +1,11 @@
-"""Sensors: a failed run posts a Slack-compatible alert to ALERT_WEBHOOK_URL."""
+"""Sensors: the hourly TMDB change sync, and a Slack-compatible alert to ALERT_WEBHOOK_URL for a failed run."""
 
 import os
 
 import dagster as dg
 import requests
 
-from movie_assets.settings import redact_text
+from movie_assets.settings import Settings, redact_text
 
 
 def alert_text(context: dg.RunFailureSensorContext) -> str:
@@ -44,6 +44,39 @@ def alert_on_run_failure(context: dg.RunFailureSensorContext) -> None:
     response = requests.post(url, json={"text": alert_text(context)}, timeout=10)
     if response.status_code >= 400:
         raise RuntimeError(f"alert webhook answered {response.status_code}; check ALERT_WEBHOOK_URL")
+
+
+SYNC_JOB = "sync_tmdb_changes"
+DEFAULT_SYNC_INTERVAL_S = 3600
+
+
+def sync_sensor_status(environ=os.environ) -> dg.DefaultSensorStatus:
+    """On with the real API; with the sample, off until turned on (its simulated feed would re-run months hourly)."""
+    return (
+        dg.DefaultSensorStatus.RUNNING
+        if Settings.from_env(environ).tmdb_source == "api"
+        else dg.DefaultSensorStatus.STOPPED
+    )
+
+
+@dg.sensor(
+    name="tmdb_changes_sensor",
+    job_name=SYNC_JOB,
+    minimum_interval_seconds=int(os.environ.get("MOVIE_SYNC_INTERVAL_SECONDS") or DEFAULT_SYNC_INTERVAL_S),
+    default_status=sync_sensor_status(),
+    description="Runs sync_tmdb_changes every MOVIE_SYNC_INTERVAL_SECONDS (default an hour), one at a time.",
+)
+def tmdb_changes_sensor(context: dg.SensorEvaluationContext):
+    active = context.instance.get_runs(
+        filters=dg.RunsFilter(
+            job_name=SYNC_JOB,
+            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTED],
+        ),
+        limit=1,
+    )
+    if active:
+        return dg.SkipReason(f"sync run {active[0].run_id[:8]} is still going; the next tick tries again")
+    return dg.RunRequest()
 
 
 def alert_sensors() -> list:

@@ -208,3 +208,17 @@ class OnlineReader:
 def read_latest(store, view, ids) -> pd.DataFrame:
     """One-off read (builds an OnlineReader)."""
     return OnlineReader(store, view).read(ids)
+
+
+def delete_entities(store, view, ids) -> int:
+    """Remove movies from the online store (their whole Redis hash): a deleted TMDB movie serves nothing."""
+    from feast.infra.online_stores.redis import RedisOnlineStore
+
+    keys = FeastRedisLayout(store, view).keys(np.asarray(list(ids), dtype="int64"))
+    if not keys:
+        return 0
+    client = RedisOnlineStore()._get_client(store.config.online_store)
+    with client.pipeline(transaction=False) as pipe:
+        for start in range(0, len(keys), WRITE_BATCH):
+            pipe.delete(*keys[start : start + WRITE_BATCH])
+        return int(sum(pipe.execute()))

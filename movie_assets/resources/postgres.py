@@ -154,8 +154,12 @@ class PostgresDatabase(dg.ConfigurableResource):
         twice. With it the second waits, then its DELETE (a new statement, a new snapshot) sees
         and replaces the first one's rows. Months are locked in order, so writers never deadlock.
         """
-        months = [month_number(start) for start, _ in months_in(window)] if window else [-1]
-        for month in sorted(months):
+        self.lock_months(conn, table, [start for start, _ in months_in(window)] if window else None)
+
+    def lock_months(self, conn: psycopg.Connection, table: str, months: list[dt.date] | None) -> None:
+        """The advisory locks of `replace_rows` for any set of months (None: the whole table), in month order."""
+        numbers = [month_number(month) for month in months] if months is not None else [-1]
+        for month in sorted(set(numbers)):
             conn.execute("select pg_advisory_xact_lock(hashtext(%s), %s)", (f"{self.db_schema}.{table}", month))
 
     def read_rows(
@@ -279,6 +283,11 @@ def _pg_array(values) -> str | None:
 
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
+
+
+def existing_tables(conn: psycopg.Connection, schema: str, tables: list[str]) -> list[str]:
+    """The tables of `tables` that exist in `schema` (the sync deletes from the ones that do)."""
+    return [t for t in tables if _table_exists(conn, f"{_quote(schema)}.{_quote(t)}")]
 
 
 def _table_exists(conn: psycopg.Connection, qualified: str) -> bool:

@@ -29,6 +29,8 @@ PAGE_SIZE = 20
 MAX_PAGES = 500  # TMDB refuses pages past 500: at most 10,000 results per discover query
 MAX_RESULTS = PAGE_SIZE * MAX_PAGES
 MAX_RETRY_AFTER_S = 60.0
+CHANGES_MAX_DAYS = 14  # /movie/changes answers 422 for a longer range
+CHANGES_PAGE_SIZE = 100
 MAX_LISTING_PASSES = 2  # extra passes over the pages when fewer movies were listed than TMDB counted
 
 Window = tuple[dt.date, dt.date]  # [start, end): end is exclusive
@@ -71,11 +73,45 @@ class Crawl:
     stats: CrawlStats
 
 
+@dataclass
+class Changes:
+    """Ids TMDB lists as changed in a range of days, and what listing them cost."""
+
+    ids: list[int]
+    stats: CrawlStats
+
+
+@dataclass
+class Details:
+    """Details documents by id; None where TMDB answers 404 (the movie was deleted)."""
+
+    documents: dict[int, dict | None]
+    stats: CrawlStats
+
+
+def change_windows(first_day: dt.date, last_day: dt.date) -> list[tuple[dt.date, dt.date]]:
+    """[first_day, last_day] as inclusive pieces of at most CHANGES_MAX_DAYS days (TMDB refuses longer ones)."""
+    pieces, start = [], first_day
+    while start <= last_day:
+        end = min(start + dt.timedelta(days=CHANGES_MAX_DAYS - 1), last_day)
+        pieces.append((start, end))
+        start = end + dt.timedelta(days=1)
+    return pieces
+
+
 class TmdbSource(dg.ConfigurableResource, ABC):
-    """Where movies come from. `crawl` returns every movie released in [start, end)."""
+    """Where movies come from. `crawl` returns every movie released in [start, end); `changed_ids` and
+    `movie_details` are the change sync's two calls."""
 
     @abstractmethod
     def crawl(self, window: Window, log: Callable[[str], None] = print) -> Crawl: ...
+
+    @abstractmethod
+    def changed_ids(self, first_day: dt.date, last_day: dt.date, log: Callable[[str], None] = print) -> Changes:
+        """Ids changed on the UTC days [first_day, last_day] (both included, as TMDB's change list counts)."""
+
+    @abstractmethod
+    def movie_details(self, movie_ids: list[int], log: Callable[[str], None] = print) -> Details: ...
 
     @property
     def description(self) -> str:
@@ -126,13 +162,16 @@ class TmdbApiClient(TmdbSource):
     def description(self) -> str:
         return f"TMDB API at {self.base_url}"
 
-    def crawl(self, window: Window, log: Callable[[str], None] = print) -> Crawl:
+    def _http(self) -> _Http:
         if not (self.api_key or self.read_access_token):
             raise TmdbAuthError(
                 "TMDB credentials are missing: set TMDB_API_KEY (v3 key) or TMDB_READ_ACCESS_TOKEN (v4 read "
                 "access token), or set TMDB_SOURCE=sample to use the offline sample."
             )
-        http = _Http(self)
+        return _Http(self)
+
+    def crawl(self, window: Window, log: Callable[[str], None] = print) -> Crawl:
+        http = self._http()
         stats = http.stats
         with http.session, ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="tmdb") as pool:
             items = self._discover(http, pool, window, log)
@@ -145,16 +184,36 @@ class TmdbApiClient(TmdbSource):
                 f"TMDB {window[0]}..{window[1]}: {len(unique)} movies listed ({stats.pages} pages, "
                 f"{len(items) - len(unique)} duplicates); fetching details"
             )
-            progress = Progress(f"TMDB details {window[0]:%Y-%m}", len(unique), log)
-
-            def fetch_details(movie_id):
-                document = http.get_json(f"/movie/{movie_id}", allow_404=True)
-                progress.advance()
-                return document
-
-            details = list(pool.map(fetch_details, unique))
+            details = _fetch_details(http, pool, list(unique), f"TMDB details {window[0]:%Y-%m}", log)
         stats.add(details_missing=sum(d is None for d in details))
         return Crawl(list(zip(unique.values(), details, strict=True)), stats)
+
+    def changed_ids(self, first_day: dt.date, last_day: dt.date, log: Callable[[str], None] = print) -> Changes:
+        """GET /movie/changes for each piece of at most 14 days, every page; ids once each."""
+        http = self._http()
+        ids: set[int] = set()
+        with http.session, ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="tmdb") as pool:
+            for start, end in change_windows(first_day, last_day):
+                params = {"start_date": start.isoformat(), "end_date": end.isoformat()}
+                first = http.get_json("/movie/changes", {**params, "page": 1})
+                total_pages = min(int(first.get("total_pages") or 1), MAX_PAGES)
+                rest = pool.map(
+                    lambda page, params=params: http.get_json("/movie/changes", {**params, "page": page}),
+                    range(2, total_pages + 1),
+                )
+                for page in [first, *rest]:
+                    ids.update(int(item["id"]) for item in page.get("results") or [] if isinstance(item.get("id"), int))
+                http.stats.add(pages=total_pages, windows=1)
+        log(f"TMDB changes {first_day}..{last_day}: {len(ids)} movies in {http.stats.pages} pages")
+        return Changes(sorted(ids), http.stats)
+
+    def movie_details(self, movie_ids: list[int], log: Callable[[str], None] = print) -> Details:
+        """GET /movie/{id} once per id; a 404 (deleted movie) is None."""
+        http = self._http()
+        with http.session, ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="tmdb") as pool:
+            documents = _fetch_details(http, pool, movie_ids, "TMDB details of changed movies", log)
+        http.stats.add(details_missing=sum(d is None for d in documents))
+        return Details(dict(zip(movie_ids, documents, strict=True)), http.stats)
 
     def _discover(self, http: _Http, pool: ThreadPoolExecutor, window: Window, log) -> list[dict]:
         """All list items of the window; windows over TMDB's 10,000-result cap are split, never truncated."""
@@ -200,6 +259,18 @@ class TmdbApiClient(TmdbSource):
                 "the listing"
             )
         return [item for page in pages for item in page.get("results", [])]
+
+
+def _fetch_details(http: _Http, pool: ThreadPoolExecutor, movie_ids: list, label: str, log) -> list[dict | None]:
+    """Details documents of the ids, in order, fetched by the pool with progress in the log."""
+    progress = Progress(label, len(movie_ids), log)
+
+    def fetch(movie_id):
+        document = http.get_json(f"/movie/{movie_id}", allow_404=True)
+        progress.advance()
+        return document
+
+    return list(pool.map(fetch, movie_ids))
 
 
 class _Http:

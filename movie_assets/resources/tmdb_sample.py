@@ -19,7 +19,7 @@ from pydantic import Field
 
 from movie_assets.domain.movie_records import TMDB_GENRES as GENRES
 from movie_assets.partitions import add_months, month_number, months_in
-from movie_assets.resources.tmdb import PAGE_SIZE, Crawl, CrawlStats, Pair, TmdbSource, Window
+from movie_assets.resources.tmdb import PAGE_SIZE, Changes, Crawl, CrawlStats, Details, Pair, TmdbSource, Window
 
 GENRE_IDS = np.array(list(GENRES))
 GENRE_WEIGHTS = np.array([10, 6, 4, 12, 5, 8, 16, 4, 4, 2, 8, 2, 3, 7, 4, 3, 8, 1, 1], dtype=float)
@@ -37,6 +37,10 @@ STATUS_WEIGHTS = [0.95, 0.025, 0.015, 0.01]
 SAMPLE_START = dt.date(2023, 1, 1)
 SAMPLE_MONTHS = 24
 MOVIES_PER_MONTH = 130
+# The simulated change feed: from this day on, each movie gains a vote every 7..29 days (its own
+# period), as TMDB's vote counts move daily. Deterministic: the same day gives the same values.
+# Crawls return the catalogue as released; the feed and its details return the values of today.
+FEED_START = dt.date(2025, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -195,6 +199,60 @@ def _add_quirks(roll: float, item: dict, details: dict) -> None:
         item["vote_average"] = 11.5
 
 
+# ---- the simulated change feed -------------------------------------------------------
+def vote_edits(movie_ids: np.ndarray, release_dates: np.ndarray, day: dt.date) -> np.ndarray:
+    """How many times each movie's votes changed from FEED_START (or its release) through `day`."""
+    ids = np.asarray(movie_ids, dtype=np.int64)
+    period = 7 + ids % 23
+    first = np.maximum(FEED_START.toordinal(), np.asarray(release_dates, dtype=np.int64))
+    edits = (day.toordinal() + ids) // period - (first - 1 + ids) // period
+    return np.maximum(edits, 0)
+
+
+def as_of(movie: SampleMovie, day: dt.date) -> SampleMovie:
+    """The movie as TMDB shows it on `day`: more votes, a slightly moved average (quirky values stay as they are)."""
+    details = movie.details
+    count, average = details.get("vote_count"), details.get("vote_average")
+    if not isinstance(count, int) or not isinstance(average, float) or not 0 <= average <= 10:
+        return movie
+    release = dt.date.fromisoformat(details["release_date"]).toordinal()
+    edits = int(vote_edits(np.array([details["id"]]), np.array([release]), day)[0])
+    if edits == 0:
+        return movie
+    votes = {
+        "vote_count": count + 3 * edits,
+        "vote_average": round(min(10.0, max(0.0, average + 0.02 * (edits % 5 - 2))), 3),
+    }
+    return SampleMovie(list_item={**movie.list_item, **votes}, details={**details, **votes})
+
+
+def sample_catalogue(movies_per_month: int = MOVIES_PER_MONTH) -> list[SampleMovie]:
+    """Every movie of the sample's months, as first released."""
+    return [m for month in sample_months() for m in movies_for_month(month, movies_per_month)]
+
+
+def changed_between(first_day: dt.date, last_day: dt.date, movies_per_month: int = MOVIES_PER_MONTH) -> list[int]:
+    """Ids whose votes changed on a day in [first_day, last_day], like TMDB's /movie/changes."""
+    movies = sample_catalogue(movies_per_month)
+    if not movies:
+        return []
+    ids = np.array([m.details["id"] for m in movies], dtype=np.int64)
+    released = np.array([dt.date.fromisoformat(m.details["release_date"]).toordinal() for m in movies])
+    changed = vote_edits(ids, released, last_day) - vote_edits(ids, released, first_day - dt.timedelta(days=1)) > 0
+    return sorted(int(i) for i in ids[changed])
+
+
+def movie_by_id(movie_id: int, movies_per_month: int = MOVIES_PER_MONTH) -> SampleMovie | None:
+    """One sample movie by id (its month is in the id), or None: an unknown id answers 404 at TMDB."""
+    month_index, number = divmod(int(movie_id), 1_000_000)
+    month = add_months(dt.date(2000, 1, 1), month_index)
+    return (
+        next((m for m in movies_for_month(month, movies_per_month) if m.details["id"] == movie_id), None)
+        if number
+        else None
+    )
+
+
 class TmdbSampleSource(TmdbSource):
     """The catalogue above, paged like the API (duplicates included)."""
 
@@ -226,3 +284,14 @@ class TmdbSampleSource(TmdbSource):
         stats.add(listed=len(pairs))
         log(f"TMDB sample {start}..{end}: {len(movies)} movies in {stats.pages} pages")
         return Crawl(pairs, stats)
+
+    def changed_ids(self, first_day: dt.date, last_day: dt.date, log: Callable[[str], None] = print) -> Changes:
+        ids = changed_between(first_day, last_day, self.movies_per_month)
+        log(f"TMDB sample changes {first_day}..{last_day}: {len(ids)} movies (simulated feed)")
+        return Changes(ids, CrawlStats(windows=1))
+
+    def movie_details(self, movie_ids: list[int], log: Callable[[str], None] = print) -> Details:
+        today = dt.datetime.now(dt.timezone.utc).date()
+        movies = {i: movie_by_id(i, self.movies_per_month) for i in movie_ids}
+        documents = {i: as_of(m, today).details if m else None for i, m in movies.items()}
+        return Details(documents, CrawlStats(details_missing=sum(d is None for d in documents.values())))

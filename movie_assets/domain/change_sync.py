@@ -1,0 +1,117 @@
+"""TMDB's change list applied to stored movies: which ones change, move month, arrive or leave.
+
+Pure planning over plain data, so every rule has a test of its own; the sync job does the
+writing, in one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from movie_assets.domain.movie_records import validate
+
+ANY_DATE = (dt.date(1, 1, 1), dt.date(9999, 12, 31))
+REMOVED_COLUMNS = {
+    "movie_id": "bigint",
+    "release_month": "date",
+    "reason": "text",
+    "removed_at": "timestamp with time zone",
+}
+MONTH_COUNTS = ("changed", "moved_in", "moved_out", "new", "removed")
+
+
+@dataclass
+class ChangePlan:
+    """What one sync writes: rows to (re)insert, ids to delete first, removals, rejects, counts per month."""
+
+    rows: list[dict] = field(default_factory=list)
+    delete_ids: list[int] = field(default_factory=list)
+    removed: list[dict] = field(default_factory=list)
+    rejects: list[dict] = field(default_factory=list)
+    months: dict[dt.date, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    outside_range: int = 0
+    unknown_deleted: int = 0
+
+    @property
+    def touched_months(self) -> list[dt.date]:
+        return sorted(self.months)
+
+    def totals(self) -> dict[str, int]:
+        total: Counter = Counter()
+        for counts in self.months.values():
+            total.update(counts)
+        return {
+            **{name: total[name] for name in MONTH_COUNTS},
+            "rejected": len(self.rejects),
+            "outside_range": self.outside_range,
+            "unknown_deleted": self.unknown_deleted,
+        }
+
+
+def plan_changes(
+    stored: dict[int, dt.date],
+    documents: dict[int, dict | None],
+    partition_range: tuple[dt.date, dt.date],
+    fetched_at: dt.datetime,
+) -> ChangePlan:
+    """Decide, per changed id, what happens to `movies_raw`.
+
+    `stored` maps the ids already in `movies_raw` to their release month; `documents` are
+    the details TMDB answers now (None: 404, deleted). A document that fails validation
+    leaves the stored row alone and becomes a reject with its reason.
+    """
+    plan = ChangePlan()
+    first, end = partition_range
+    for movie_id, doc in sorted(documents.items()):
+        old_month = stored.get(movie_id)
+        if doc is None:
+            if old_month is None:
+                plan.unknown_deleted += 1
+                continue
+            _remove(plan, movie_id, old_month, "TMDB answers 404: the movie was deleted", fetched_at)
+            continue
+        row, reason = validate(doc, ANY_DATE)
+        if row is None:
+            plan.rejects.append(
+                {
+                    "movie_id": movie_id,
+                    "release_month": old_month,
+                    "reason": f"change sync: {reason}",
+                    "payload": doc,
+                    "fetched_at": fetched_at,
+                }
+            )
+            continue
+        month = row["release_month"]
+        if not first <= month < end:
+            if old_month is None:
+                plan.outside_range += 1
+            else:
+                _remove(
+                    plan,
+                    movie_id,
+                    old_month,
+                    f"release date moved to {row['release_date']}, outside the partitions",
+                    fetched_at,
+                )
+            continue
+        row["fetched_at"] = fetched_at
+        plan.rows.append(row)
+        if old_month is None:
+            plan.months[month]["new"] += 1
+        elif old_month == month:
+            plan.delete_ids.append(movie_id)
+            plan.months[month]["changed"] += 1
+        else:
+            plan.delete_ids.append(movie_id)
+            plan.months[old_month]["moved_out"] += 1
+            plan.months[month]["moved_in"] += 1
+    return plan
+
+
+def _remove(plan: ChangePlan, movie_id: int, month: dt.date, reason: str, at: dt.datetime) -> None:
+    plan.delete_ids.append(movie_id)
+    plan.removed.append({"movie_id": movie_id, "release_month": month, "reason": reason, "removed_at": at})
+    plan.months[month]["removed"] += 1

@@ -1,0 +1,205 @@
+"""`sync_tmdb_changes`: keep `movies_raw` current from TMDB's change list, without a discover crawl.
+
+From a cursor (the last synced UTC day, re-read because the list is per day) to today:
+the ids TMDB lists as changed, one details request each, then one transaction that
+replaces changed rows, moves movies between months, adds new ones and removes deleted
+ones from every table, and advances the cursor. A killed sync changes nothing and
+resumes from the same cursor.
+"""
+
+
+import datetime as dt
+import time
+
+import dagster as dg
+import pandas as pd
+from psycopg import sql
+from pydantic import Field
+
+from movie_assets.domain.change_sync import REMOVED_COLUMNS, ChangePlan, plan_changes
+from movie_assets.domain.movie_records import RAW_COLUMNS, REJECT_COLUMNS, to_frame
+from movie_assets.object_layout import FEATURES_OBJECT_PATH
+from movie_assets.partitions import add_months, release_month_partitions
+from movie_assets.resources.feast import FeastStore
+from movie_assets.resources.object_store import ObjectStore
+from movie_assets.resources.online_writer import delete_entities
+from movie_assets.resources.postgres import PostgresDatabase, copy_frame, existing_tables
+from movie_assets.resources.tmdb import TmdbAuthError, TmdbSource
+
+CURSOR_TABLE = "tmdb_sync_cursor"
+CURSOR_COLUMNS = {"name": "text primary key", "synced_through": "date", "updated_at": "timestamp with time zone"}
+CURSOR_NAME = "movie_changes"
+# Where a removed movie is deleted besides movies_raw: everything below it that holds movie rows.
+DOWNSTREAM_TABLES = ["movies_clean", "movie_genres", "movies_clean_dropped", "features", "predictions"]
+
+
+class SyncConfig(dg.Config):
+    first_day: str = Field(default="", description="override the cursor: first UTC day to read (YYYY-MM-DD)")
+    max_days: int = Field(default=90, gt=0, description="read at most this many days after the cursor per run")
+
+
+def partition_range() -> tuple[dt.date, dt.date]:
+    """[first partition, end of the last one): movies outside it are counted and skipped."""
+    keys = release_month_partitions.get_partition_keys()
+    return dt.date.fromisoformat(keys[0]), add_months(dt.date.fromisoformat(keys[-1]), 1)
+
+
+def read_cursor(database: PostgresDatabase, today: dt.date) -> tuple[dt.date, str]:
+    """(first day to read, where it came from): the cursor, else the oldest fetch in movies_raw, else today."""
+    with database.connect("reading the TMDB sync cursor") as conn:
+        tables = existing_tables(conn, database.db_schema, [CURSOR_TABLE, "movies_raw"])
+        if CURSOR_TABLE in tables:
+            row = conn.execute(
+                sql.SQL("select synced_through from {} where name = %s").format(database.ident(CURSOR_TABLE)),
+                (CURSOR_NAME,),
+            ).fetchone()
+            if row:
+                return row[0], "cursor"
+        if "movies_raw" in tables:
+            row = conn.execute(
+                sql.SQL("select min(fetched_at) from {}").format(database.ident("movies_raw"))
+            ).fetchone()
+            if row and row[0]:
+                return row[0].astimezone(dt.timezone.utc).date(), "oldest fetched_at in movies_raw"
+    return today, "today (nothing stored yet)"
+
+
+def stored_months(database: PostgresDatabase, ids: list[int]) -> dict[int, dt.date]:
+    with database.connect("reading stored movies") as conn:
+        if not existing_tables(conn, database.db_schema, ["movies_raw"]):
+            return {}
+        query = sql.SQL("select movie_id, release_month from {} where movie_id = any(%s)").format(
+            database.ident("movies_raw")
+        )
+        return {int(movie_id): month for movie_id, month in conn.execute(query, (ids,))}
+
+
+@dg.op(
+    pool="tmdb_api",
+    description="Applies TMDB's change list since the cursor to movies_raw (and removes deleted movies everywhere).",
+)
+def apply_tmdb_changes(
+    context: dg.OpExecutionContext,
+    config: SyncConfig,
+    tmdb: TmdbSource,
+    database: PostgresDatabase,
+    object_store: ObjectStore,
+    feast: FeastStore,
+) -> dg.Output:
+    started = time.monotonic()
+    now = dt.datetime.now(dt.timezone.utc)
+    today = now.date()
+    first_day, origin = (
+        (dt.date.fromisoformat(config.first_day), "config") if config.first_day else read_cursor(database, today)
+    )
+    last_day = min(today, first_day + dt.timedelta(days=config.max_days - 1))
+    context.log.info(f"TMDB change sync {first_day}..{last_day} (from the {origin})")
+    try:
+        changes = tmdb.changed_ids(first_day, last_day, log=context.log.info)
+        details = tmdb.movie_details(changes.ids, log=context.log.info)
+    except TmdbAuthError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    plan = plan_changes(stored_months(database, changes.ids), details.documents, partition_range(), now)
+    apply_plan(context, plan, database, object_store, feast, last_day)
+    totals = plan.totals()
+    context.log.info(f"synced {len(changes.ids)} changed movies in {len(plan.touched_months)} months: {totals}")
+    return dg.Output(
+        None,
+        metadata={
+            "window": f"{first_day}..{last_day}",
+            "cursor_from": origin,
+            "changed_ids": len(changes.ids),
+            "months_touched": len(plan.touched_months),
+            **totals,
+            "requests": changes.stats.requests + details.stats.requests,
+            "change_list_pages": changes.stats.pages,
+            "duration_s": round(time.monotonic() - started, 2),
+        },
+    )
+
+
+def apply_plan(
+    context: dg.OpExecutionContext,
+    plan: ChangePlan,
+    database: PostgresDatabase,
+    object_store: ObjectStore,
+    feast: FeastStore,
+    synced_through: dt.date,
+) -> None:
+    """One transaction for every table and the cursor; the stores outside PostgreSQL are changed inside it.
+
+    Redis keys and Parquet rows of removed movies go before the commit: if the commit then fails,
+    the next `online_features` / `movie_features` run restores them from the rows that stayed.
+    The materializations are logged before the commit too, so a kill between commit and event
+    cannot leave a month changed that automation never hears of (a spurious re-run is harmless).
+    """
+    removed_ids = [r["movie_id"] for r in plan.removed]
+    with database.connect("applying TMDB changes") as conn:
+        for table, columns in (
+            ("movies_raw", RAW_COLUMNS),
+            ("movies_rejected", REJECT_COLUMNS),
+            ("movies_removed", REMOVED_COLUMNS),
+            (CURSOR_TABLE, CURSOR_COLUMNS),
+        ):
+            database.ensure_table(conn, table, columns, "release_month" if "release_month" in columns else None)
+        with conn.transaction():
+            database.lock_months(conn, "movies_raw", plan.touched_months)
+            raw = database.ident("movies_raw")
+            conn.execute(sql.SQL("delete from {} where movie_id = any(%s)").format(raw), (plan.delete_ids,))
+            copy_frame(conn, raw, RAW_COLUMNS, to_frame(plan.rows, RAW_COLUMNS))
+            if removed_ids:
+                for table in existing_tables(conn, database.db_schema, DOWNSTREAM_TABLES):
+                    conn.execute(
+                        sql.SQL("delete from {} where movie_id = any(%s)").format(database.ident(table)), (removed_ids,)
+                    )
+                copy_frame(
+                    conn, database.ident("movies_removed"), REMOVED_COLUMNS, to_frame(plan.removed, REMOVED_COLUMNS)
+                )
+            copy_frame(conn, database.ident("movies_rejected"), REJECT_COLUMNS, to_frame(plan.rejects, REJECT_COLUMNS))
+            conn.execute(
+                sql.SQL(
+                    "insert into {} (name, synced_through, updated_at) values (%s, %s, now()) "
+                    "on conflict (name) do update set synced_through = excluded.synced_through, updated_at = now()"
+                ).format(database.ident(CURSOR_TABLE)),
+                (CURSOR_NAME, synced_through),
+            )
+            if removed_ids:
+                remove_outside_postgres(context, plan, object_store, feast)
+            for month in plan.touched_months:
+                context.log_event(
+                    dg.AssetMaterialization(
+                        asset_key="movies_raw",
+                        partition=month.isoformat(),
+                        description="TMDB change sync",
+                        metadata={"source": "sync_tmdb_changes", **dict(plan.months[month])},
+                    )
+                )
+
+
+def remove_outside_postgres(context, plan: ChangePlan, object_store: ObjectStore, feast: FeastStore) -> None:
+    """Deleted movies leave the offline Parquet of their month and the Redis online store."""
+    by_month: dict[dt.date, set[int]] = {}
+    for removal in plan.removed:
+        by_month.setdefault(removal["release_month"], set()).add(removal["movie_id"])
+    for month, ids in by_month.items():
+        key = month.isoformat()
+        path = object_store.path_for(FEATURES_OBJECT_PATH, key)
+        if path.exists():
+            frame = pd.read_parquet(path.open("rb"))
+            kept = frame[~frame["movie_id"].isin(ids)].reset_index(drop=True)
+            if len(kept) != len(frame):
+                object_store.write(FEATURES_OBJECT_PATH, key, kept.to_parquet(index=False))
+    from feast.errors import FeatureViewNotFoundException
+
+    store = feast.store()
+    try:
+        view = store.get_feature_view("movie_features")
+    except FeatureViewNotFoundException:  # never applied: nothing was ever served
+        view = None
+    deleted = delete_entities(store, view, [r["movie_id"] for r in plan.removed]) if view else 0
+    context.log.info(f"removed {len(plan.removed)} deleted movies ({deleted} online keys)")
+
+
+@dg.job(description="Apply TMDB's change list (changed, moved, new and deleted movies) since the last sync.")
+def sync_tmdb_changes():
+    apply_tmdb_changes()

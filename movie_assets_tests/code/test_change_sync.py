@@ -1,0 +1,85 @@
+"""The change sync's rules, one by one: change, move, arrive, leave, reject, and TMDB's 14-day windows."""
+
+import datetime as dt
+
+from movie_assets.domain.change_sync import plan_changes
+from movie_assets.resources.tmdb import change_windows
+
+RANGE = (dt.date(1990, 1, 1), dt.date(2027, 1, 1))
+NOW = dt.datetime(2026, 12, 2, 8, 0, tzinfo=dt.timezone.utc)
+MARCH, APRIL = dt.date(2024, 3, 1), dt.date(2024, 4, 1)
+
+
+def doc(movie_id: int, release: str, **extra) -> dict:
+    return {
+        "id": movie_id,
+        "title": f"Movie {movie_id}",
+        "release_date": release,
+        "vote_count": 10,
+        "vote_average": 6.5,
+        **extra,
+    }
+
+
+def test_a_changed_movie_replaces_its_row_in_its_month():
+    plan = plan_changes({1: MARCH}, {1: doc(1, "2024-03-09", vote_count=99)}, RANGE, NOW)
+    assert plan.delete_ids == [1] and [r["vote_count"] for r in plan.rows] == [99]
+    assert plan.rows[0]["fetched_at"] == NOW
+    assert dict(plan.months) == {MARCH: {"changed": 1}}
+
+
+def test_a_moved_release_date_leaves_the_old_month_and_enters_the_new_one():
+    plan = plan_changes({1: MARCH}, {1: doc(1, "2024-04-02")}, RANGE, NOW)
+    assert plan.delete_ids == [1] and plan.rows[0]["release_month"] == APRIL
+    assert dict(plan.months) == {MARCH: {"moved_out": 1}, APRIL: {"moved_in": 1}}
+
+
+def test_a_new_movie_inside_the_range_joins_its_month_and_one_outside_is_counted_and_skipped():
+    plan = plan_changes({}, {5: doc(5, "2024-03-20"), 6: doc(6, "1950-05-05")}, RANGE, NOW)
+    assert [r["movie_id"] for r in plan.rows] == [5] and plan.delete_ids == []
+    assert dict(plan.months) == {MARCH: {"new": 1}} and plan.outside_range == 1
+
+
+def test_a_404_removes_a_stored_movie_with_its_reason_and_ignores_an_unknown_one():
+    plan = plan_changes({1: MARCH}, {1: None, 2: None}, RANGE, NOW)
+    assert plan.delete_ids == [1] and plan.rows == []
+    assert plan.removed == [
+        {"movie_id": 1, "release_month": MARCH, "reason": "TMDB answers 404: the movie was deleted", "removed_at": NOW}
+    ]
+    assert plan.unknown_deleted == 1 and dict(plan.months) == {MARCH: {"removed": 1}}
+
+
+def test_a_stored_movie_moved_outside_the_partitions_leaves_them():
+    plan = plan_changes({1: MARCH}, {1: doc(1, "1950-01-01")}, RANGE, NOW)
+    assert plan.delete_ids == [1] and plan.removed[0]["reason"].startswith("release date moved to 1950-01-01")
+
+
+def test_an_invalid_document_is_a_reject_and_the_stored_row_stays():
+    plan = plan_changes({1: MARCH}, {1: doc(1, "2024-03-09", vote_average=11.5)}, RANGE, NOW)
+    assert plan.delete_ids == [] and plan.rows == []
+    assert plan.rejects[0]["release_month"] == MARCH and "vote_average" in plan.rejects[0]["reason"]
+    assert plan.totals()["rejected"] == 1
+
+
+def test_change_windows_are_at_most_14_days_and_cover_every_day_once():
+    pieces = change_windows(dt.date(2024, 1, 1), dt.date(2024, 1, 31))
+    assert pieces == [
+        (dt.date(2024, 1, 1), dt.date(2024, 1, 14)),
+        (dt.date(2024, 1, 15), dt.date(2024, 1, 28)),
+        (dt.date(2024, 1, 29), dt.date(2024, 1, 31)),
+    ]
+    assert change_windows(dt.date(2024, 1, 5), dt.date(2024, 1, 5)) == [(dt.date(2024, 1, 5), dt.date(2024, 1, 5))]
+
+
+def test_the_sample_feed_is_deterministic_and_its_details_carry_the_change():
+    from movie_assets.resources.tmdb_sample import TmdbSampleSource, movie_by_id
+
+    day = dt.date(2026, 12, 1)
+    source = TmdbSampleSource()
+    ids = source.changed_ids(day, day).ids
+    assert ids == source.changed_ids(day, day).ids and 50 < len(ids) < 400
+    before = movie_by_id(ids[0])
+    assert before is not None
+    now = source.movie_details(ids[:1]).documents[ids[0]]
+    assert now is not None and now["vote_count"] > before.details["vote_count"]
+    assert source.movie_details([999]).documents == {999: None}

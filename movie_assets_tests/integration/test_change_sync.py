@@ -1,0 +1,223 @@
+"""`sync_tmdb_changes` against the local TMDB server: six crawled months, one batch of changes, one sync.
+
+The batch is what a day at TMDB looks like: 300 vote counts changed, 10 release dates moved to
+another month, 20 new movies and 3 deleted ones. After the sync every touched movie equals
+the server's truth, deleted ones are gone from every store, and the server's counters show
+the cost: at most 1.2 detail requests per touched movie, and no discover crawl.
+"""
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import dagster as dg
+import pandas as pd
+import pytest
+import redis
+from psycopg import sql
+
+from movie_assets.assets.features import feast_definitions, movie_features, online_features
+from movie_assets.assets.ingest import movies_raw
+from movie_assets.assets.prepare import movies_clean
+from movie_assets.assets.training import PREDICTION_COLUMNS
+from movie_assets.jobs.sync_tmdb_changes import CURSOR_NAME, CURSOR_TABLE, sync_tmdb_changes
+from movie_assets.object_layout import FEATURES_OBJECT_PATH
+from movie_assets.resources.online_writer import FeastRedisLayout
+from movie_assets.resources.postgres import existing_tables
+from movie_assets.resources.tmdb import TmdbApiClient
+from movie_assets.resources.tmdb_sample import movies_for_month
+from movie_assets_tests.conftest import own_feast_project, platform_resources
+from movie_assets_tests.tmdb_server import FakeTmdb, Faults, TmdbTestServer
+from movie_platform.local_stack import REPO_ROOT
+
+MONTHS = [dt.date(2024, m, 1) for m in range(1, 7)]
+RANGE_TAGS = {"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-06-01"}
+TODAY = dt.datetime.now(dt.timezone.utc).date()
+
+
+def query(database, text: str, params=None) -> list[tuple]:
+    with database.connect() as conn:
+        return conn.execute(sql.SQL(text).format(schema=sql.Identifier(database.db_schema)), params).fetchall()
+
+
+def crawled_platform(database, object_store, stack_env, server):
+    """Six months crawled from the server through the real assets, down to the online store."""
+    client = TmdbApiClient(base_url=server.base_url, api_key="test-key", requests_per_second=500)
+    feast = own_feast_project(stack_env, object_store.storage_url)
+    resources = {**platform_resources(database, object_store, client), "feast": feast}
+    instance = dg.DagsterInstance.ephemeral()
+    dg.materialize([movies_raw, movies_clean, movie_features], resources=resources, tags=RANGE_TAGS, instance=instance)
+    dg.materialize([feast_definitions, online_features], resources=resources, instance=instance)
+    clean = database.read_rows("movies_clean", {"movie_id": "bigint", "release_month": "date"})
+    scores = clean.assign(
+        predicted_vote_average=6.0,
+        model_name="movie_rating_xgb",
+        model_version="1",
+        scored_at=pd.Timestamp.now(tz="UTC"),
+    )
+    database.replace_rows(
+        "predictions",
+        PREDICTION_COLUMNS,
+        scores[list(PREDICTION_COLUMNS)],
+        "release_month",
+        (MONTHS[0], dt.date(2024, 7, 1)),
+    )
+    return resources
+
+
+def a_day_of_changes(fake: FakeTmdb, stored: list[int]) -> dict[str, list[int]]:
+    """300 vote changes, 10 moved months, 20 new movies, 3 deletions, all listed under today."""
+    deleted, changed, moved = stored[:3], stored[3:303], stored[303:313]
+    for movie_id in changed:
+        truth = fake.truth(movie_id)
+        fake.change(TODAY, movie_id, {**truth, "vote_count": int(truth["vote_count"]) + 1000})
+    for movie_id in moved:
+        truth = fake.truth(movie_id)
+        release = dt.date.fromisoformat(truth["release_date"])
+        later = (release.replace(day=15) + dt.timedelta(days=31)).replace(day=15)
+        fake.change(TODAY, movie_id, {**truth, "release_date": later.isoformat()})
+    template = fake.truth(changed[0])
+    new = [880_000_000 + i for i in range(20)]
+    for i, movie_id in enumerate(new):
+        fake.change(
+            TODAY, movie_id, {**template, "id": movie_id, "title": f"New {i}", "release_date": f"2024-02-{i + 1:02d}"}
+        )
+    for movie_id in deleted:
+        fake.change(TODAY, movie_id, None)
+    return {"changed": changed, "moved": moved, "new": new, "deleted": deleted}
+
+
+@pytest.fixture
+def server():
+    movies = [m for month in MONTHS for m in movies_for_month(month)]
+    with TmdbTestServer(FakeTmdb(movies)) as running:
+        yield running
+
+
+def stored_ids(database) -> list[int]:
+    """Stored movies, those with features (so with online keys) first: the deleted ones are among them."""
+    return [
+        r[0]
+        for r in query(
+            database,
+            "select r.movie_id from {schema}.movies_raw r left join {schema}.features f using (movie_id) "
+            "order by f.movie_id is null, r.movie_id desc",
+        )
+    ]
+
+
+def test_a_sync_makes_every_touched_movie_the_servers_truth_and_removes_deleted_ones(
+    database, object_store, stack_env, server
+):
+    resources = crawled_platform(database, object_store, stack_env, server)
+    touched = a_day_of_changes(server.fake, stored_ids(database))
+    store = resources["feast"].store()
+    layout = FeastRedisLayout(store, store.get_feature_view("movie_features"))
+    client = redis.Redis.from_url(stack_env["MOVIE_REDIS_URL"])
+    deleted_keys = layout.keys(pd.Series(touched["deleted"]).to_numpy())
+    assert client.exists(*deleted_keys) == 3, "the movies to delete are online before the sync"
+    server.fake.requests.clear()
+    instance = dg.DagsterInstance.ephemeral()
+    result = sync_tmdb_changes.execute_in_process(resources=resources, instance=instance)
+    assert result.success
+
+    live = touched["changed"] + touched["moved"] + touched["new"]
+    rows = query(
+        database,
+        "select movie_id, release_month, vote_count from {schema}.movies_raw where movie_id = any(%s)",
+        (live,),
+    )
+    by_id: dict[int, list] = {}
+    for movie_id, month, votes in rows:
+        by_id.setdefault(movie_id, []).append((month, votes))
+    for movie_id in live:
+        truth = server.fake.truth(movie_id)
+        month = dt.date.fromisoformat(truth["release_date"]).replace(day=1)
+        assert by_id.get(movie_id) == [(month, int(truth["vote_count"]))], movie_id
+
+    deleted = touched["deleted"]
+    for table in ("movies_raw", "movies_clean", "movie_genres", "features", "predictions"):
+        left = query(database, f"select movie_id from {{schema}}.{table} where movie_id = any(%s)", (deleted,))
+        assert left == [], table
+    removed = query(database, "select movie_id, reason from {schema}.movies_removed order by movie_id")
+    assert [r[0] for r in removed] == sorted(deleted) and all("404" in r[1] for r in removed)
+    offline = pd.concat(
+        pd.read_parquet(object_store.path_for(FEATURES_OBJECT_PATH, m.isoformat()).open("rb")) for m in MONTHS
+    )
+    assert not offline["movie_id"].isin(deleted).any()
+    assert client.exists(*deleted_keys) == 0
+
+    # The cost, from the server's own counters.
+    touched_count = len(live) + len(deleted)
+    assert server.fake.requests["discover"] == 0
+    assert server.fake.requests["details"] <= 1.2 * touched_count, server.fake.requests
+
+    # Every touched month is a new movies_raw materialization that says what changed.
+    mats = result.asset_materializations_for_node("apply_tmdb_changes")
+    months = {m.partition: m.metadata for m in mats}
+    total = {
+        name: sum(md[name].value for md in months.values() if name in md)
+        for name in ("changed", "moved_in", "moved_out", "new", "removed")
+    }
+    assert total == {"changed": 300, "moved_in": 10, "moved_out": 10, "new": 20, "removed": 3}
+    assert query(database, f"select synced_through from {{schema}}.{CURSOR_TABLE} where name = %s", (CURSOR_NAME,)) == [
+        (TODAY,)
+    ]
+
+    # The same change list again: the same truth, nothing duplicated.
+    again = sync_tmdb_changes.execute_in_process(resources=resources, instance=instance)
+    assert again.success
+    counts = query(database, "select count(*), count(distinct movie_id) from {schema}.movies_raw")
+    assert counts[0][0] == counts[0][1]
+
+
+def test_a_killed_sync_changes_nothing_and_the_rerun_completes(database, object_store, stack_env, server):
+    resources = crawled_platform(database, object_store, stack_env, server)
+    touched = a_day_of_changes(server.fake, stored_ids(database))
+    before = query(database, "select movie_id, release_month, vote_count from {schema}.movies_raw order by movie_id")
+    server.fake.faults = Faults(latency_s=0.15)
+    server.fake.requests.clear()
+    env = {
+        **os.environ,
+        "MOVIE_DB_URL": database.url,
+        "MOVIE_DB_SCHEMA": database.db_schema,
+        "MOVIE_REDIS_URL": stack_env["MOVIE_REDIS_URL"],
+        "MOVIE_STORAGE_URL": object_store.storage_url,
+        "TMDB_BASE_URL": server.base_url,
+        "FEAST_PROJECT": resources["feast"].project,
+    }
+    run = subprocess.Popen(
+        [sys.executable, "-m", "movie_assets_tests.integration.sync_runner"],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while server.fake.requests["details"] < 60 and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert run.poll() is None, f"the sync ended before it could be killed: {run.stderr.read().decode()[-2000:]}"
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=30)
+    assert run.returncode == -signal.SIGKILL
+    after = query(database, "select movie_id, release_month, vote_count from {schema}.movies_raw order by movie_id")
+    assert after == before, "a killed sync must not have changed a row"
+    with database.connect() as conn:
+        assert existing_tables(conn, database.db_schema, [CURSOR_TABLE]) == [], "the cursor must not have moved"
+
+    server.fake.faults = Faults()
+    rerun = sync_tmdb_changes.execute_in_process(resources=resources, instance=dg.DagsterInstance.ephemeral())
+    assert rerun.success
+    for movie_id in touched["changed"][:50] + touched["moved"]:
+        truth = server.fake.truth(movie_id)
+        rows = query(
+            database, "select release_month, vote_count from {schema}.movies_raw where movie_id = %s", (movie_id,)
+        )
+        assert rows == [(dt.date.fromisoformat(truth["release_date"]).replace(day=1), int(truth["vote_count"]))]
+    assert (
+        query(database, "select movie_id from {schema}.movies_raw where movie_id = any(%s)", (touched["deleted"],))
+        == []
+    )
