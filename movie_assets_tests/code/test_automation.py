@@ -139,7 +139,10 @@ def test_changed_feast_definitions_are_applied_again(settled):
         return spec.replace_attributes(code_version="a-new-feature") if spec.key.path == ["feast_definitions"] else spec
 
     changed = dg.Definitions(
-        assets=dg.map_asset_specs(new_version, defs.assets or []), sensors=defs.sensors, resources=defs.resources
+        assets=dg.map_asset_specs(new_version, defs.assets or []),
+        sensors=defs.sensors,
+        jobs=defs.jobs,
+        resources=defs.resources,
     )
     result = dg.evaluate_automation_conditions(
         defs=changed, instance=instance, cursor=cursor, evaluation_time=NOW + dt.timedelta(minutes=3)

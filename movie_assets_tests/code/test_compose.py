@@ -21,6 +21,8 @@ CONTRACT_VARS = {  # the design contract's configuration table
     "TMDB_READ_ACCESS_TOKEN",
     "MOVIE_PARTITION_START",
     "ALERT_WEBHOOK_URL",
+    "MOVIE_AUTOMATION",
+    "MOVIE_TRAINING_CRON",
 }
 PLATFORM_SERVICES = {
     "postgres",

@@ -53,6 +53,23 @@ def test_jobs_and_schedule_exist():
     assert defs.resolve_job_def("restore_movies_raw_from_backup") is not None
     assert defs.resolve_job_def("refresh_recent_months") is not None
     assert daily_recent_months.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert defs.resolve_job_def("sync_tmdb_changes") is not None
+    assert {s.name for s in defs.sensors or []} >= {"default_automation_condition_sensor", "tmdb_changes_sensor"}
+
+
+def test_the_sync_sensor_starts_one_sync_at_a_time():
+    from movie_assets.automation.sensors import sync_sensor_status, tmdb_changes_sensor
+
+    instance = dg.DagsterInstance.ephemeral()
+    request = tmdb_changes_sensor(dg.build_sensor_context(instance=instance))
+    assert isinstance(request, dg.RunRequest)
+    run = instance.add_run(
+        dg.DagsterRun(job_name="sync_tmdb_changes", run_id="0123456789abcdef", status=dg.DagsterRunStatus.STARTED)
+    )
+    skipped = tmdb_changes_sensor(dg.build_sensor_context(instance=instance))
+    assert isinstance(skipped, dg.SkipReason) and run.run_id[:8] in (skipped.skip_message or "")
+    assert sync_sensor_status({"TMDB_API_KEY": "k"}) == dg.DefaultSensorStatus.RUNNING
+    assert sync_sensor_status({}) == dg.DefaultSensorStatus.STOPPED
 
 
 def test_daily_schedule_refreshes_this_and_last_month():

@@ -21,3 +21,11 @@ def test_demo_exits_zero_and_prints_summary(demo_run):
     assert int(predictions.split()[1].replace(",", "")) > 2_000
     redis_keys = next(line for line in out.splitlines() if line.startswith("redis "))
     assert int(redis_keys.rsplit(":", 1)[1].split()[0].replace(",", "")) > 2_000, redis_keys
+
+
+def test_demo_shows_a_tmdb_change_sync(demo_run):
+    """The demo ends with one sync of the sample's simulated change feed, and says what it did."""
+    assert demo_run.returncode == 0, demo_run.stdout[-3000:] + demo_run.stderr[-3000:]
+    line = next(line for line in demo_run.stdout.splitlines() if "TMDB change sync:" in line)
+    listed = int(line.split("TMDB change sync:")[1].split()[0])
+    assert listed > 0 and " changed, " in line and "months re-materialized" in line, line
