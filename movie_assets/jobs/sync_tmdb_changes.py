@@ -7,7 +7,6 @@ ones from every table, and advances the cursor. A killed sync changes nothing an
 resumes from the same cursor.
 """
 
-
 import datetime as dt
 import time
 
