@@ -55,6 +55,7 @@ bench: install
 	$(BIN)/python benchmarks/object_store.py
 	$(BIN)/python benchmarks/feast_online.py
 	$(BIN)/python benchmarks/crawl_throughput.py
+	$(BIN)/python benchmarks/change_sync.py
 	$(BIN)/python benchmarks/backfill_overhead.py 2>/dev/null
 	$(BIN)/python benchmarks/scale.py
 
