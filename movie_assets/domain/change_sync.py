@@ -77,7 +77,7 @@ def plan_changes(
             plan.rejects.append(
                 {
                     "movie_id": movie_id,
-                    "release_month": old_month,
+                    "release_month": old_month or _release_month(doc),
                     "reason": f"change sync: {reason}",
                     "payload": doc,
                     "fetched_at": fetched_at,
@@ -109,6 +109,14 @@ def plan_changes(
             plan.months[old_month]["moved_out"] += 1
             plan.months[month]["moved_in"] += 1
     return plan
+
+
+def _release_month(doc: dict) -> dt.date | None:
+    """The month a document claims, where its date parses: where its reject is filed."""
+    try:
+        return dt.date.fromisoformat(str(doc.get("release_date"))).replace(day=1)
+    except ValueError:
+        return None
 
 
 def _remove(plan: ChangePlan, movie_id: int, month: dt.date, reason: str, at: dt.datetime) -> None:

@@ -154,7 +154,13 @@ def apply_plan(
                 copy_frame(
                     conn, database.ident("movies_removed"), REMOVED_COLUMNS, to_frame(plan.removed, REMOVED_COLUMNS)
                 )
-            copy_frame(conn, database.ident("movies_rejected"), REJECT_COLUMNS, to_frame(plan.rejects, REJECT_COLUMNS))
+            # A movie's earlier rejects go first: a document still invalid tomorrow is one reject, not two.
+            rejected = database.ident("movies_rejected")
+            conn.execute(
+                sql.SQL("delete from {} where movie_id = any(%s)").format(rejected),
+                ([r["movie_id"] for r in plan.rejects],),
+            )
+            copy_frame(conn, rejected, REJECT_COLUMNS, to_frame(plan.rejects, REJECT_COLUMNS))
             conn.execute(
                 sql.SQL(
                     "insert into {} (name, synced_through, updated_at) values (%s, %s, now()) "

@@ -59,6 +59,8 @@ def test_an_invalid_document_is_a_reject_and_the_stored_row_stays():
     assert plan.delete_ids == [] and plan.rows == []
     assert plan.rejects[0]["release_month"] == MARCH and "vote_average" in plan.rejects[0]["reason"]
     assert plan.totals()["rejected"] == 1
+    unknown = plan_changes({}, {7: doc(7, "2024-04-03", vote_average=11.5), 8: doc(8, "not a date")}, RANGE, NOW)
+    assert [r["release_month"] for r in unknown.rejects] == [APRIL, None]
 
 
 def test_change_windows_are_at_most_14_days_and_cover_every_day_once():
