@@ -8,4 +8,7 @@ RAW_BACKUP_PREFIX = "raw/tmdb"
 RAW_BACKUP_PATH = RAW_BACKUP_PREFIX + "/release_month={release_month}/movies.jsonl.gz"
 FEATURES_PREFIX = "features/movie_features"
 FEATURES_OBJECT_PATH = FEATURES_PREFIX + "/release_month={release_month}/part.parquet"
+# Earlier materializations of the month, kept beside the current one: Feast reads the folder
+# recursively, so a point-in-time join sees every version. `{materialized}` is its event time.
+FEATURES_HISTORY_PATH = FEATURES_PREFIX + "/release_month={release_month}/history/materialized={materialized}.parquet"
 EDA_PREFIX = "eda"

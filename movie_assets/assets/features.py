@@ -2,25 +2,81 @@
 
 import contextlib
 import datetime as dt
+import io
 import time
 
 import dagster as dg
 import numpy as np
 import pandas as pd
+from psycopg import sql
+from pydantic import Field
 
 from movie_assets.domain.feature_engineering import FEATURE_NAMES, FEATURE_TABLE_COLUMNS, build_features
 from movie_assets.feature_definitions import FEATURE_SERVICE, definitions_version
-from movie_assets.object_layout import FEATURES_OBJECT_PATH, FEATURES_PREFIX
-from movie_assets.partitions import monthly_asset, partition_window
+from movie_assets.object_layout import FEATURES_HISTORY_PATH, FEATURES_OBJECT_PATH, FEATURES_PREFIX
+from movie_assets.partitions import monthly_asset, months_in, partition_window
 from movie_assets.resources.feast import FIRST_MATERIALIZATION_START, FeastStore
 from movie_assets.resources.object_store import ObjectStore
 from movie_assets.resources.online_materialize import materialize_parallel
 from movie_assets.resources.online_writer import OnlineReader
-from movie_assets.resources.postgres import PostgresDatabase
+from movie_assets.resources.postgres import PostgresDatabase, copy_frame
 from movie_assets.settings import redact_text, redact_url
 
 SKEW_SAMPLE = 200
 OVERLAP = dt.timedelta(hours=6)
+
+
+class FeatureHistoryConfig(dg.Config):
+    """How many earlier materializations of a month the offline store and `features_history` keep."""
+
+    keep_materializations: int = Field(12, ge=0, description="per release month; 0 keeps only the current one")
+
+
+FEATURE_HISTORY_COLUMNS = {**FEATURE_TABLE_COLUMNS, "run_id": "text"}
+
+
+def record_history(database: PostgresDatabase, rows: pd.DataFrame, window, keep: int) -> None:
+    """Append this run's rows to `features_history` (idempotent per run), then drop versions past `keep`."""
+    history = database.ident("features_history")
+    with database.connect("recording feature history") as conn:
+        database.ensure_table(conn, "features_history", FEATURE_HISTORY_COLUMNS, "release_month")
+        with conn.transaction():
+            database.lock_months(conn, "features_history", [start for start, _ in months_in(window)])
+            run_ids = sorted(set(rows["run_id"]))
+            conn.execute(sql.SQL("delete from {} where run_id = any(%s)").format(history), (run_ids,))
+            copy_frame(conn, history, FEATURE_HISTORY_COLUMNS, rows)
+            conn.execute(
+                sql.SQL(
+                    "delete from {h} h using (select release_month, event_timestamp, dense_rank() over "
+                    "(partition by release_month order by event_timestamp desc) as age from {h} "
+                    "where release_month >= %s and release_month < %s group by release_month, event_timestamp) old "
+                    "where h.release_month = old.release_month and h.event_timestamp = old.event_timestamp "
+                    "and old.age > %s"
+                ).format(h=history),
+                (window[0], window[1], keep + 1),
+            )
+
+
+def archive_current(object_store: ObjectStore, partition_key: str, keep: int) -> int:
+    """Move the month's current Parquet into `history/` before it is replaced; keep the newest `keep` there.
+
+    Returns how many history objects the month keeps.
+    """
+    if not object_store.path_for(FEATURES_OBJECT_PATH, partition_key).exists():
+        return 0
+    folder = object_store.path_for(FEATURES_HISTORY_PATH.replace("{materialized}", "x"), partition_key).parent
+    if keep > 0:
+        data = object_store.read(FEATURES_OBJECT_PATH, partition_key)
+        stamps = pd.read_parquet(io.BytesIO(data), columns=["event_timestamp"])["event_timestamp"]
+        if len(stamps):
+            name = f"{pd.Timestamp(stamps.max()):%Y%m%dT%H%M%SZ}"
+            object_store.write(FEATURES_HISTORY_PATH.replace("{materialized}", name), partition_key, data)
+    if not folder.exists():
+        return 0
+    versions = sorted(p for p in folder.iterdir() if p.name.endswith(".parquet"))
+    for old in versions[: max(0, len(versions) - keep)]:
+        old.unlink()
+    return min(len(versions), keep)
 
 
 @monthly_asset(
@@ -30,12 +86,17 @@ OVERLAP = dt.timedelta(hours=6)
     metadata={"object_path": FEATURES_OBJECT_PATH},
 )
 def movie_features(
-    context: dg.AssetExecutionContext, movies_clean: pd.DataFrame, database: PostgresDatabase
+    context: dg.AssetExecutionContext,
+    config: FeatureHistoryConfig,
+    movies_clean: pd.DataFrame,
+    database: PostgresDatabase,
+    object_store: ObjectStore,
 ) -> dict[str, pd.DataFrame]:
     """Engineered features, one row per movie, as of this materialization (`event_timestamp`).
 
     One Parquet object per release month (Feast's offline source) and the same rows in
-    Postgres `features` for SQL.
+    Postgres `features` for SQL. The month's earlier materializations stay, in `history/`
+    and in `features_history`, so point-in-time joins see the value of their time.
     """
     window = partition_window(context)
     event_time = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
@@ -44,6 +105,8 @@ def movie_features(
     months = release.dt.strftime("%Y-%m-01").to_numpy() if len(movies_clean) else np.array([])
     table = features.assign(release_month=release.dt.date.to_numpy() if len(movies_clean) else [])
     database.replace_rows("features", FEATURE_TABLE_COLUMNS, table, "release_month", window)
+    record_history(database, table.assign(run_id=context.run.run_id), window, config.keep_materializations)
+    archived = sum(archive_current(object_store, key, config.keep_materializations) for key in context.partition_keys)
     objects = {key: features[months == key].reset_index(drop=True) for key in context.partition_keys}
     context.add_output_metadata(
         {
@@ -51,6 +114,8 @@ def movie_features(
             "features": len(FEATURE_NAMES),
             "event_timestamp": event_time.isoformat(),
             "postgres_table": "features",
+            "history_objects_kept": archived,
+            "keep_materializations": config.keep_materializations,
             "preview": dg.MetadataValue.md(features.head(5).to_markdown(index=False)),
         }
     )

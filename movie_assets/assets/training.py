@@ -54,8 +54,20 @@ class TrainingConfig(dg.Config):
     reg_lambda: float = Field(5.0, ge=0)
     random_state: int = 7
 
+    # Label time is the run's time (labels are today's movies_clean); feature time is when the joined
+    # feature values were current. Both are tags of the MLflow run.
+    features_as_of: str = Field(
+        "", description="UTC time (ISO 8601) whose feature values the point-in-time join uses; empty = now"
+    )
+
     def xgboost_params(self) -> dict:
-        return self.model_dump(exclude={"min_votes", "holdout_months"})
+        return self.model_dump(exclude={"min_votes", "holdout_months", "features_as_of"})
+
+    def feature_time(self, now: dt.datetime) -> dt.datetime:
+        if not self.features_as_of:
+            return now
+        when = dt.datetime.fromisoformat(self.features_as_of)
+        return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
 
 
 @dg.asset(
@@ -88,7 +100,8 @@ def movie_rating_model(
     import mlflow
     from mlflow.models import infer_signature
 
-    as_of = dt.datetime.now(dt.timezone.utc)
+    labels_as_of = dt.datetime.now(dt.timezone.utc)
+    as_of = config.feature_time(labels_as_of)
     labels = labelled_movies(movies_clean, config.min_votes)
     data = training_set(feast.store(), labels, FEATURE_SERVICE, as_of)
     if len(data) < 0.5 * len(labels):
@@ -123,6 +136,7 @@ def movie_rating_model(
                 "holdout_months": ",".join(split.holdout_months),
                 "feature_service": FEATURE_SERVICE,
                 "features_as_of": as_of.isoformat(),
+                "labels_as_of": labels_as_of.isoformat(),
             }
         )
         plot = importance_plot(model)

@@ -14,6 +14,7 @@ import sys
 import time
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 import redis
@@ -221,3 +222,49 @@ def test_a_killed_sync_changes_nothing_and_the_rerun_completes(database, object_
         query(database, "select movie_id from {schema}.movies_raw where movie_id = any(%s)", (touched["deleted"],))
         == []
     )
+
+
+def test_feature_history_gives_the_value_of_its_time_from_data_the_platform_wrote(
+    database, object_store, stack_env, server
+):
+    """Crawl, change sync, re-materialize: the point-in-time join returns the old value before the change."""
+    from movie_assets.domain.feature_engineering import FEATURE_NAMES
+
+    resources = crawled_platform(database, object_store, stack_env, server)
+    first = query(database, "select max(event_timestamp) from {schema}.features")[0][0]
+    movie_id = stored_ids(database)[0]
+    old_votes = int(server.fake.truth(movie_id)["vote_count"])
+    server.fake.change(TODAY, movie_id, {**server.fake.truth(movie_id), "vote_count": old_votes + 5000})
+    assert sync_tmdb_changes.execute_in_process(resources=resources, instance=dg.DagsterInstance.ephemeral()).success
+    time.sleep(1.1)  # event times have second precision: the next materialization is a new version
+    month = dt.date.fromisoformat(server.fake.truth(movie_id)["release_date"]).replace(day=1).isoformat()
+    dg.materialize(
+        [movies_raw, movies_clean, movie_features],
+        selection=[movies_clean, movie_features],
+        resources=resources,
+        partition_key=month,
+    )
+    second = query(database, "select max(event_timestamp) from {schema}.features")[0][0]
+    assert second > first
+
+    history = object_store.path_for(FEATURES_OBJECT_PATH, month).parent / "history"
+    assert len([p for p in history.iterdir() if p.name.endswith(".parquet")]) == 1
+    versions = query(
+        database,
+        "select count(distinct event_timestamp) from {schema}.features_history where release_month = %s",
+        (month,),
+    )
+    assert versions == [(2,)]
+
+    store = resources["feast"].store()
+    service = store.get_feature_service("movie_rating_v1")
+    entity = pd.DataFrame(
+        {
+            "movie_id": [movie_id, movie_id],
+            "event_timestamp": [pd.Timestamp(first) + pd.Timedelta(milliseconds=500), pd.Timestamp(second)],
+        }
+    )
+    joined = store.get_historical_features(entity_df=entity, features=service).to_df().sort_values("event_timestamp")
+    assert "log_vote_count" in FEATURE_NAMES
+    before, after = joined["log_vote_count"].tolist()
+    assert before == pytest.approx(np.log1p(old_votes)) and after == pytest.approx(np.log1p(old_votes + 5000))
