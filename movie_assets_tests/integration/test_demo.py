@@ -14,13 +14,24 @@ def test_demo_exits_zero_and_prints_summary(demo_run):
     raw_objects = next(line for line in out.splitlines() if line.strip().startswith("raw/"))
     assert int(raw_objects.split()[1]) == 24
     feature_objects = next(line for line in out.splitlines() if line.strip().startswith("features/"))
-    assert int(feature_objects.split()[1]) == 24
+    # One current object per month; earlier demos' versions stay in history/ (feature history).
+    assert int(feature_objects.split()[1]) >= 24
     mlflow_line = next(line for line in out.splitlines() if line.startswith("mlflow "))
     assert "rmse=" in mlflow_line and "baseline_rmse=" in mlflow_line, mlflow_line
     predictions = next(line for line in out.splitlines() if line.strip().startswith("predictions "))
     assert int(predictions.split()[1].replace(",", "")) > 2_000
     redis_keys = next(line for line in out.splitlines() if line.startswith("redis "))
     assert int(redis_keys.rsplit(":", 1)[1].split()[0].replace(",", "")) > 2_000, redis_keys
+
+
+def test_demo_leaves_one_current_feature_object_per_month(demo_run, stack_env):
+    from movie_assets.object_layout import FEATURES_PREFIX
+    from movie_assets.resources.object_store import object_root_for
+    from movie_assets.settings import Settings
+
+    assert demo_run.returncode == 0, demo_run.stdout[-3000:] + demo_run.stderr[-3000:]
+    root = object_root_for(Settings.from_env(stack_env)) / FEATURES_PREFIX
+    assert len(list(root.glob("release_month=*/part.parquet"))) == 24
 
 
 def test_demo_shows_a_tmdb_change_sync(demo_run):
