@@ -17,6 +17,9 @@ AC = dg.AutomationCondition
 DEFAULT_TRAINING_CRON = "0 4 * * 1"  # Mondays 04:00 UTC; MOVIE_TRAINING_CRON overrides it
 SENSOR_NAME = "default_automation_condition_sensor"
 UNPARTITIONED = dg.AssetSelection.assets("feast_definitions", "movie_rating_model")
+# Reset only by our own request, not by the asset updating: since_last_handled() would drop a parent
+# update that lands while the child's run is already past reading its input.
+REQUESTED = AC.newly_requested() | AC.initial_evaluation()
 
 
 def not_running() -> dg.AutomationCondition:
@@ -29,7 +32,7 @@ def follows_parent_months() -> dg.AutomationCondition:
     eager() minus `in_latest_time_window`: a sync that changes a 2023 movie re-runs 2023's month.
     Its missing-parents clause stays: for a monthly child it asks only about the same month.
     """
-    return (AC.any_deps_updated().since_last_handled() & ~AC.any_deps_missing() & not_running()).with_label(
+    return (AC.any_deps_updated().since(REQUESTED) & ~AC.any_deps_missing() & not_running()).with_label(
         "follows_parent_months"
     )
 
@@ -45,7 +48,7 @@ def after_new_parent_data() -> dg.AutomationCondition:
     # race this one); missing months of a monthly parent do not block.
     monthly = dg.AssetSelection.all().materializable() - UNPARTITIONED
     unpartitioned_parent_missing = AC.any_deps_match(AC.missing()).ignore(monthly)
-    return (updated.since_last_handled() & ~unpartitioned_parent_missing & not_running()).with_label(
+    return (updated.since(REQUESTED) & ~unpartitioned_parent_missing & not_running()).with_label(
         "after_new_parent_data"
     )
 

@@ -10,7 +10,7 @@ import datetime as dt
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from movie_assets.domain.movie_records import validate
+from movie_assets.domain.movie_records import RAW_COLUMNS, validate
 
 ANY_DATE = (dt.date(1, 1, 1), dt.date(9999, 12, 31))
 REMOVED_COLUMNS = {
@@ -20,6 +20,8 @@ REMOVED_COLUMNS = {
     "removed_at": "timestamp with time zone",
 }
 MONTH_COUNTS = ("changed", "moved_in", "moved_out", "new", "removed")
+# What makes a stored row differ from a new document (the payload and fetch time always do).
+COMPARED_COLUMNS = [c for c in RAW_COLUMNS if c not in ("payload", "fetched_at")]
 
 
 @dataclass
@@ -30,8 +32,11 @@ class ChangePlan:
     delete_ids: list[int] = field(default_factory=list)
     removed: list[dict] = field(default_factory=list)
     rejects: list[dict] = field(default_factory=list)
+    fetched_ids: list[int] = field(default_factory=list)
     months: dict[dt.date, Counter] = field(default_factory=lambda: defaultdict(Counter))
     outside_range: int = 0
+    out_of_scope: int = 0
+    unchanged: int = 0
     unknown_deleted: int = 0
 
     @property
@@ -46,26 +51,31 @@ class ChangePlan:
             **{name: total[name] for name in MONTH_COUNTS},
             "rejected": len(self.rejects),
             "outside_range": self.outside_range,
+            "out_of_scope": self.out_of_scope,
+            "unchanged": self.unchanged,
             "unknown_deleted": self.unknown_deleted,
         }
 
 
 def plan_changes(
-    stored: dict[int, dt.date],
+    stored: dict[int, dict],
     documents: dict[int, dict | None],
     partition_range: tuple[dt.date, dt.date],
     fetched_at: dt.datetime,
 ) -> ChangePlan:
     """Decide, per changed id, what happens to `movies_raw`.
 
-    `stored` maps the ids already in `movies_raw` to their release month; `documents` are
-    the details TMDB answers now (None: 404, deleted). A document that fails validation
-    leaves the stored row alone and becomes a reject with its reason.
+    `stored` maps the ids already in `movies_raw` to their stored row (at least `release_month`);
+    `documents` are the details TMDB answers now (None: 404, deleted). A document that fails
+    validation leaves the stored row alone and becomes a reject with its reason. A document
+    that changes none of the typed columns touches nothing: TMDB lists every edit (a new
+    poster, a translation), and today is read again every hour.
     """
-    plan = ChangePlan()
+    plan = ChangePlan(fetched_ids=sorted(documents))
     first, end = partition_range
     for movie_id, doc in sorted(documents.items()):
-        old_month = stored.get(movie_id)
+        old = stored.get(movie_id)
+        old_month = old["release_month"] if old else None
         if doc is None:
             if old_month is None:
                 plan.unknown_deleted += 1
@@ -84,7 +94,19 @@ def plan_changes(
                 }
             )
             continue
+        if doc.get("adult") or doc.get("video"):
+            # The crawl asks TMDB for neither (include_adult / include_video = false); the change list has both.
+            if old_month is None:
+                plan.out_of_scope += 1
+            else:
+                _remove(
+                    plan, movie_id, old_month, "now an adult title or a video: outside the crawl's scope", fetched_at
+                )
+            continue
         month = row["release_month"]
+        if old is not None and all(row.get(c) == old.get(c) for c in COMPARED_COLUMNS):
+            plan.unchanged += 1
+            continue
         if not first <= month < end:
             if old_month is None:
                 plan.outside_range += 1

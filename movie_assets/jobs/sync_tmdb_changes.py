@@ -15,21 +15,33 @@ import pandas as pd
 from psycopg import sql
 from pydantic import Field
 
-from movie_assets.domain.change_sync import REMOVED_COLUMNS, ChangePlan, plan_changes
+from movie_assets.domain.change_sync import COMPARED_COLUMNS, REMOVED_COLUMNS, ChangePlan, plan_changes
 from movie_assets.domain.movie_records import RAW_COLUMNS, REJECT_COLUMNS, to_frame
 from movie_assets.object_layout import FEATURES_OBJECT_PATH
 from movie_assets.partitions import add_months, release_month_partitions
 from movie_assets.resources.feast import FeastStore
-from movie_assets.resources.object_store import ObjectStore
+from movie_assets.resources.object_store import ObjectStore, write_atomically
 from movie_assets.resources.online_writer import delete_entities
 from movie_assets.resources.postgres import PostgresDatabase, copy_frame, existing_tables
 from movie_assets.resources.tmdb import TmdbAuthError, TmdbSource
 
 CURSOR_TABLE = "tmdb_sync_cursor"
-CURSOR_COLUMNS = {"name": "text primary key", "synced_through": "date", "updated_at": "timestamp with time zone"}
+CURSOR_COLUMNS = {
+    "name": "text primary key",
+    "synced_through": "date",
+    "updated_at": "timestamp with time zone",
+    "pending_months": "date[]",  # committed months not yet logged as materializations
+}
 CURSOR_NAME = "movie_changes"
 # Where a removed movie is deleted besides movies_raw: everything below it that holds movie rows.
-DOWNSTREAM_TABLES = ["movies_clean", "movie_genres", "movies_clean_dropped", "features", "predictions"]
+DOWNSTREAM_TABLES = [
+    "movies_clean",
+    "movie_genres",
+    "movies_clean_dropped",
+    "features",
+    "features_history",
+    "predictions",
+]
 
 
 class SyncConfig(dg.Config):
@@ -63,14 +75,14 @@ def read_cursor(database: PostgresDatabase, today: dt.date) -> tuple[dt.date, st
     return today, "today (nothing stored yet)"
 
 
-def stored_months(database: PostgresDatabase, ids: list[int]) -> dict[int, dt.date]:
+def stored_rows(database: PostgresDatabase, ids: list[int]) -> dict[int, dict]:
+    """The typed columns of the stored movies among `ids`: what a new document is compared with."""
     with database.connect("reading stored movies") as conn:
         if not existing_tables(conn, database.db_schema, ["movies_raw"]):
             return {}
-        query = sql.SQL("select movie_id, release_month from {} where movie_id = any(%s)").format(
-            database.ident("movies_raw")
-        )
-        return {int(movie_id): month for movie_id, month in conn.execute(query, (ids,))}
+        columns = sql.SQL(", ").join(sql.Identifier(c) for c in COMPARED_COLUMNS)
+        query = sql.SQL("select {} from {} where movie_id = any(%s)").format(columns, database.ident("movies_raw"))
+        return {row[0]: dict(zip(COMPARED_COLUMNS, row, strict=True)) for row in conn.execute(query, (ids,))}
 
 
 @dg.op(
@@ -98,7 +110,8 @@ def apply_tmdb_changes(
         details = tmdb.movie_details(changes.ids, log=context.log.info)
     except TmdbAuthError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
-    plan = plan_changes(stored_months(database, changes.ids), details.documents, partition_range(), now)
+    relogged = log_pending(context, database)
+    plan = plan_changes(stored_rows(database, changes.ids), details.documents, partition_range(), now)
     apply_plan(context, plan, database, object_store, feast, last_day)
     totals = plan.totals()
     context.log.info(f"synced {len(changes.ids)} changed movies in {len(plan.touched_months)} months: {totals}")
@@ -109,6 +122,7 @@ def apply_tmdb_changes(
             "cursor_from": origin,
             "changed_ids": len(changes.ids),
             "months_touched": len(plan.touched_months),
+            "months_relogged": relogged,
             **totals,
             "requests": changes.stats.requests + details.stats.requests,
             "change_list_pages": changes.stats.pages,
@@ -129,8 +143,9 @@ def apply_plan(
 
     Redis keys and Parquet rows of removed movies go before the commit: if the commit then fails,
     the next `online_features` / `movie_features` run restores them from the rows that stayed.
-    The materializations are logged before the commit too, so a kill between commit and event
-    cannot leave a month changed that automation never hears of (a spurious re-run is harmless).
+    The materializations are logged after the commit (a child run started by an earlier event
+    would read the old rows); the touched months are kept in the cursor row until they are
+    logged, so a sync killed in between has the next one log them.
     """
     removed_ids = [r["movie_id"] for r in plan.removed]
     with database.connect("applying TMDB changes") as conn:
@@ -141,6 +156,7 @@ def apply_plan(
             (CURSOR_TABLE, CURSOR_COLUMNS),
         ):
             database.ensure_table(conn, table, columns, "release_month" if "release_month" in columns else None)
+        ensure_pending_column(conn, database)
         with conn.transaction():
             database.lock_months(conn, "movies_raw", plan.touched_months)
             raw = database.ident("movies_raw")
@@ -154,46 +170,80 @@ def apply_plan(
                 copy_frame(
                     conn, database.ident("movies_removed"), REMOVED_COLUMNS, to_frame(plan.removed, REMOVED_COLUMNS)
                 )
-            # A movie's earlier rejects go first: a document still invalid tomorrow is one reject, not two.
+            # Earlier rejects of every fetched movie go: valid now, removed, or rejected again just once.
             rejected = database.ident("movies_rejected")
             conn.execute(
                 sql.SQL("delete from {} where movie_id = any(%s)").format(rejected),
-                ([r["movie_id"] for r in plan.rejects],),
+                (plan.fetched_ids,),
             )
             copy_frame(conn, rejected, REJECT_COLUMNS, to_frame(plan.rejects, REJECT_COLUMNS))
             conn.execute(
                 sql.SQL(
-                    "insert into {} (name, synced_through, updated_at) values (%s, %s, now()) "
-                    "on conflict (name) do update set synced_through = excluded.synced_through, updated_at = now()"
+                    "insert into {} (name, synced_through, updated_at, pending_months) values (%s, %s, now(), %s) "
+                    "on conflict (name) do update set synced_through = excluded.synced_through, updated_at = now(), "
+                    "pending_months = excluded.pending_months"
                 ).format(database.ident(CURSOR_TABLE)),
-                (CURSOR_NAME, synced_through),
+                (CURSOR_NAME, synced_through, plan.touched_months),
             )
             if removed_ids:
                 remove_outside_postgres(context, plan, object_store, feast)
-            for month in plan.touched_months:
-                context.log_event(
-                    dg.AssetMaterialization(
-                        asset_key="movies_raw",
-                        partition=month.isoformat(),
-                        description="TMDB change sync",
-                        metadata={"source": "sync_tmdb_changes", **dict(plan.months[month])},
-                    )
-                )
+    log_months(context, database, {month: dict(plan.months[month]) for month in plan.touched_months})
+
+
+def ensure_pending_column(conn, database: PostgresDatabase) -> None:
+    """Cursor tables of the first sync version had no pending_months column."""
+    conn.execute(
+        sql.SQL("alter table {} add column if not exists pending_months date[]").format(database.ident(CURSOR_TABLE))
+    )
+    conn.commit()
+
+
+def log_months(context: dg.OpExecutionContext, database: PostgresDatabase, months: dict[dt.date, dict]) -> None:
+    """A movies_raw materialization per committed month, then the cursor forgets them."""
+    for month, counts in sorted(months.items()):
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key="movies_raw",
+                partition=month.isoformat(),
+                description="TMDB change sync",
+                metadata={"source": "sync_tmdb_changes", **counts},
+            )
+        )
+    if months:
+        with database.connect("clearing the sync's pending months") as conn:
+            conn.execute(
+                sql.SQL("update {} set pending_months = '{{}}' where name = %s").format(database.ident(CURSOR_TABLE)),
+                (CURSOR_NAME,),
+            )
+
+
+def log_pending(context: dg.OpExecutionContext, database: PostgresDatabase) -> int:
+    """Months an earlier sync committed but was killed before logging: logged now, so automation hears of them."""
+    with database.connect("reading the sync's pending months") as conn:
+        if not existing_tables(conn, database.db_schema, [CURSOR_TABLE]):
+            return 0
+        ensure_pending_column(conn, database)
+        row = conn.execute(
+            sql.SQL("select pending_months from {} where name = %s").format(database.ident(CURSOR_TABLE)),
+            (CURSOR_NAME,),
+        ).fetchone()
+    pending = list(row[0] or []) if row else []
+    log_months(context, database, {month: {"relogged": 1} for month in pending})
+    return len(pending)
 
 
 def remove_outside_postgres(context, plan: ChangePlan, object_store: ObjectStore, feast: FeastStore) -> None:
-    """Deleted movies leave the offline Parquet of their month and the Redis online store."""
+    """Deleted movies leave every Parquet of their month (current and history) and the Redis online store."""
     by_month: dict[dt.date, set[int]] = {}
     for removal in plan.removed:
         by_month.setdefault(removal["release_month"], set()).add(removal["movie_id"])
     for month, ids in by_month.items():
-        key = month.isoformat()
-        path = object_store.path_for(FEATURES_OBJECT_PATH, key)
-        if path.exists():
+        folder = object_store.path_for(FEATURES_OBJECT_PATH, month.isoformat()).parent
+        for path in sorted(folder.rglob("*.parquet")) if folder.exists() else []:
             frame = pd.read_parquet(path.open("rb"))
             kept = frame[~frame["movie_id"].isin(ids)].reset_index(drop=True)
             if len(kept) != len(frame):
-                object_store.write(FEATURES_OBJECT_PATH, key, kept.to_parquet(index=False))
+                write_atomically(path, kept.to_parquet(index=False))
     from feast.errors import FeatureViewNotFoundException
 
     store = feast.store()

@@ -193,17 +193,29 @@ class TmdbApiClient(TmdbSource):
         http = self._http()
         ids: set[int] = set()
         with http.session, ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="tmdb") as pool:
-            for start, end in change_windows(first_day, last_day):
+            pieces = change_windows(first_day, last_day)
+            while pieces:
+                start, end = pieces.pop(0)
                 params = {"start_date": start.isoformat(), "end_date": end.isoformat()}
                 first = http.get_json("/movie/changes", {**params, "page": 1})
-                total_pages = min(int(first.get("total_pages") or 1), MAX_PAGES)
+                total_pages = int(first.get("total_pages") or 1)
+                http.stats.add(pages=1, windows=1)
+                if total_pages > MAX_PAGES:
+                    # Past page 500 TMDB answers nothing: read day by day, and refuse a day too big to list.
+                    if start == end:
+                        raise TmdbError(
+                            f"TMDB lists {total_pages} pages of changes for the single day {start}, more than the "
+                            f"{MAX_PAGES} it serves; refusing to sync a truncated day (the cursor stays where it was)."
+                        )
+                    pieces[:0] = [(day, day) for day in _days(start, end)]
+                    continue
                 rest = pool.map(
                     lambda page, params=params: http.get_json("/movie/changes", {**params, "page": page}),
                     range(2, total_pages + 1),
                 )
                 for page in [first, *rest]:
                     ids.update(int(item["id"]) for item in page.get("results") or [] if isinstance(item.get("id"), int))
-                http.stats.add(pages=total_pages, windows=1)
+                http.stats.add(pages=total_pages - 1)
         log(f"TMDB changes {first_day}..{last_day}: {len(ids)} movies in {http.stats.pages} pages")
         return Changes(sorted(ids), http.stats)
 
@@ -259,6 +271,10 @@ class TmdbApiClient(TmdbSource):
                 "the listing"
             )
         return [item for page in pages for item in page.get("results", [])]
+
+
+def _days(first: dt.date, last: dt.date) -> list[dt.date]:
+    return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
 
 
 def _fetch_details(http: _Http, pool: ThreadPoolExecutor, movie_ids: list, label: str, log) -> list[dict | None]:

@@ -22,14 +22,14 @@ def doc(movie_id: int, release: str, **extra) -> dict:
 
 
 def test_a_changed_movie_replaces_its_row_in_its_month():
-    plan = plan_changes({1: MARCH}, {1: doc(1, "2024-03-09", vote_count=99)}, RANGE, NOW)
+    plan = plan_changes({1: {"release_month": MARCH}}, {1: doc(1, "2024-03-09", vote_count=99)}, RANGE, NOW)
     assert plan.delete_ids == [1] and [r["vote_count"] for r in plan.rows] == [99]
     assert plan.rows[0]["fetched_at"] == NOW
     assert dict(plan.months) == {MARCH: {"changed": 1}}
 
 
 def test_a_moved_release_date_leaves_the_old_month_and_enters_the_new_one():
-    plan = plan_changes({1: MARCH}, {1: doc(1, "2024-04-02")}, RANGE, NOW)
+    plan = plan_changes({1: {"release_month": MARCH}}, {1: doc(1, "2024-04-02")}, RANGE, NOW)
     assert plan.delete_ids == [1] and plan.rows[0]["release_month"] == APRIL
     assert dict(plan.months) == {MARCH: {"moved_out": 1}, APRIL: {"moved_in": 1}}
 
@@ -41,7 +41,7 @@ def test_a_new_movie_inside_the_range_joins_its_month_and_one_outside_is_counted
 
 
 def test_a_404_removes_a_stored_movie_with_its_reason_and_ignores_an_unknown_one():
-    plan = plan_changes({1: MARCH}, {1: None, 2: None}, RANGE, NOW)
+    plan = plan_changes({1: {"release_month": MARCH}}, {1: None, 2: None}, RANGE, NOW)
     assert plan.delete_ids == [1] and plan.rows == []
     assert plan.removed == [
         {"movie_id": 1, "release_month": MARCH, "reason": "TMDB answers 404: the movie was deleted", "removed_at": NOW}
@@ -50,12 +50,12 @@ def test_a_404_removes_a_stored_movie_with_its_reason_and_ignores_an_unknown_one
 
 
 def test_a_stored_movie_moved_outside_the_partitions_leaves_them():
-    plan = plan_changes({1: MARCH}, {1: doc(1, "1950-01-01")}, RANGE, NOW)
+    plan = plan_changes({1: {"release_month": MARCH}}, {1: doc(1, "1950-01-01")}, RANGE, NOW)
     assert plan.delete_ids == [1] and plan.removed[0]["reason"].startswith("release date moved to 1950-01-01")
 
 
 def test_an_invalid_document_is_a_reject_and_the_stored_row_stays():
-    plan = plan_changes({1: MARCH}, {1: doc(1, "2024-03-09", vote_average=11.5)}, RANGE, NOW)
+    plan = plan_changes({1: {"release_month": MARCH}}, {1: doc(1, "2024-03-09", vote_average=11.5)}, RANGE, NOW)
     assert plan.delete_ids == [] and plan.rows == []
     assert plan.rejects[0]["release_month"] == MARCH and "vote_average" in plan.rejects[0]["reason"]
     assert plan.totals()["rejected"] == 1
@@ -85,3 +85,28 @@ def test_the_sample_feed_is_deterministic_and_its_details_carry_the_change():
     now = source.movie_details(ids[:1]).documents[ids[0]]
     assert now is not None and now["vote_count"] > before.details["vote_count"]
     assert source.movie_details([999]).documents == {999: None}
+
+
+def test_a_document_that_changes_no_typed_column_touches_nothing():
+    from movie_assets.domain.change_sync import COMPARED_COLUMNS
+    from movie_assets.domain.movie_records import validate
+
+    document = doc(1, "2024-03-09")
+    row, _ = validate(document, RANGE)
+    assert row is not None
+    stored = {1: {c: row[c] for c in COMPARED_COLUMNS}}
+    plan = plan_changes(stored, {1: {**document, "poster_path": "/new.jpg"}}, RANGE, NOW)
+    assert plan.rows == [] and plan.delete_ids == [] and dict(plan.months) == {} and plan.unchanged == 1
+    assert plan.fetched_ids == [1]
+
+
+def test_adult_titles_and_videos_stay_out_as_the_crawl_keeps_them_out():
+    plan = plan_changes(
+        {1: {"release_month": MARCH}},
+        {1: doc(1, "2024-03-09", adult=True), 2: doc(2, "2024-03-09", video=True)},
+        RANGE,
+        NOW,
+    )
+    assert (
+        plan.delete_ids == [1] and "adult" in plan.removed[0]["reason"] and plan.out_of_scope == 1 and plan.rows == []
+    )
