@@ -156,7 +156,6 @@ def apply_plan(
             (CURSOR_TABLE, CURSOR_COLUMNS),
         ):
             database.ensure_table(conn, table, columns, "release_month" if "release_month" in columns else None)
-        ensure_pending_column(conn, database)
         with conn.transaction():
             database.lock_months(conn, "movies_raw", plan.touched_months)
             raw = database.ident("movies_raw")
@@ -190,14 +189,6 @@ def apply_plan(
     log_months(context, database, {month: dict(plan.months[month]) for month in plan.touched_months})
 
 
-def ensure_pending_column(conn, database: PostgresDatabase) -> None:
-    """Cursor tables of the first sync version had no pending_months column."""
-    conn.execute(
-        sql.SQL("alter table {} add column if not exists pending_months date[]").format(database.ident(CURSOR_TABLE))
-    )
-    conn.commit()
-
-
 def log_months(context: dg.OpExecutionContext, database: PostgresDatabase, months: dict[dt.date, dict]) -> None:
     """A movies_raw materialization per committed month, then the cursor forgets them."""
     for month, counts in sorted(months.items()):
@@ -222,7 +213,6 @@ def log_pending(context: dg.OpExecutionContext, database: PostgresDatabase) -> i
     with database.connect("reading the sync's pending months") as conn:
         if not existing_tables(conn, database.db_schema, [CURSOR_TABLE]):
             return 0
-        ensure_pending_column(conn, database)
         row = conn.execute(
             sql.SQL("select pending_months from {} where name = %s").format(database.ident(CURSOR_TABLE)),
             (CURSOR_NAME,),
