@@ -29,6 +29,9 @@ class Settings:
     tmdb_base_url: str
     tmdb_source: str
     partition_start: str
+    feast_project: str | None = None  # None: the project in feature_repo/feature_store.yaml
+    mlflow_experiment: str = "movie_rating"
+    model_name: str = "movie_rating_xgb"
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None
     aws_region: str | None = None
@@ -48,6 +51,9 @@ class Settings:
             tmdb_base_url=source.get("TMDB_BASE_URL") or DEFAULT_TMDB_BASE_URL,
             tmdb_source=source.get("TMDB_SOURCE") or ("api" if has_tmdb_credentials else "sample"),
             partition_start=source.get("MOVIE_PARTITION_START") or DEFAULT_PARTITION_START,
+            feast_project=source.get("MOVIE_FEAST_PROJECT") or None,
+            mlflow_experiment=source.get("MOVIE_MLFLOW_EXPERIMENT") or "movie_rating",
+            model_name=source.get("MOVIE_MODEL_NAME") or "movie_rating_xgb",
             aws_access_key_id=source.get("AWS_ACCESS_KEY_ID") or None,
             aws_secret_access_key=source.get("AWS_SECRET_ACCESS_KEY") or None,
             aws_region=source.get("AWS_DEFAULT_REGION") or None,

@@ -164,7 +164,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     try:
         result = predict(
             feast_store_from_env(),
-            MlflowTracking(tracking_uri=settings.mlflow_tracking_uri),
+            MlflowTracking.from_settings(settings),
             list(dict.fromkeys(args.movie_ids)),
         )
     except NoChampionError as exc:

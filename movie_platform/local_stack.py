@@ -174,7 +174,7 @@ class Stack:
         from movie_assets.resources.feast import feast_env
 
         env.update(feast_env(env))  # what feature_repo/feature_store.yaml reads, for the Feast CLI
-        self._write_dagster_home(env["MOVIE_DB_URL"])
+        write_dagster_home(self.dagster_home, env["MOVIE_DB_URL"])
         self.save({"services": services, "env": env, "with_s3": with_s3})
         log(f"stack up in {time.monotonic() - started:.1f}s")
         return env
@@ -375,24 +375,25 @@ class Stack:
         log_file = self.state_dir / f"{name}.log"
         return spawn(cmd, log_file, {**os.environ, **(extra_env or {})}, cwd=self.state_dir), log_file
 
-    def _write_dagster_home(self, db_url: str) -> None:
-        """The local instance keeps runs, events and schedules in PostgreSQL, like compose."""
-        self.dagster_home.mkdir(parents=True, exist_ok=True)
-        storage_url = dagster_storage_url(database_url(db_url, "dagster"))
-        (self.dagster_home / "dagster.yaml").write_text(
-            "# Written by `movie-platform up`; the compose twin is the repo-root dagster.yaml.\n"
-            "storage:\n"
-            "  postgres:\n"
-            f'    postgres_url: "{storage_url}"\n'
-            "run_coordinator:\n"
-            "  module: dagster.core.run_coordinator\n"
-            "  class: QueuedRunCoordinator\n"
-            "concurrency:\n"
-            "  pools:\n"
-            "    default_limit: 1  # the only pool is tmdb_api: one crawl at a time shares TMDB's rate limit\n"
-            "telemetry:\n"
-            "  enabled: false\n"
-        )
+
+def write_dagster_home(home: Path, db_url: str, database: str = "dagster") -> None:
+    """The local instance keeps runs, events and schedules in PostgreSQL, like compose."""
+    home.mkdir(parents=True, exist_ok=True)
+    storage_url = dagster_storage_url(database_url(db_url, database))
+    (home / "dagster.yaml").write_text(
+        "# Written by `movie-platform up`; the compose twin is the repo-root dagster.yaml.\n"
+        "storage:\n"
+        "  postgres:\n"
+        f'    postgres_url: "{storage_url}"\n'
+        "run_coordinator:\n"
+        "  module: dagster.core.run_coordinator\n"
+        "  class: QueuedRunCoordinator\n"
+        "concurrency:\n"
+        "  pools:\n"
+        "    default_limit: 1  # the only pool is tmdb_api: one crawl at a time shares TMDB's rate limit\n"
+        "telemetry:\n"
+        "  enabled: false\n"
+    )
 
 
 def mlflow_artifacts(env: dict[str, str]) -> str:

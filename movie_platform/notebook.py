@@ -58,7 +58,7 @@ def feature_store():
 def mlflow_tracking():
     from movie_assets.resources.mlflow import MlflowTracking
 
-    tracking_uri = settings().mlflow_tracking_uri
-    if not tracking_uri:
+    current = settings()
+    if not current.mlflow_tracking_uri:
         raise RuntimeError("MLFLOW_TRACKING_URI is not set and no embedded stack runs: `movie-platform up` first")
-    return MlflowTracking(tracking_uri=tracking_uri)
+    return MlflowTracking.from_settings(current)

@@ -67,12 +67,13 @@ class FeastStore(dg.ConfigurableResource):
 
     @classmethod
     def from_settings(cls, settings) -> FeastStore:
-        """The default project for a `Settings` (CLI, notebooks); the assets get theirs from wiring.py."""
+        """The store a `Settings` names (CLI, notebooks); the assets get theirs from wiring.py."""
         return cls(
             db_url=settings.db_url,
             redis_url=settings.redis_url,
             storage_url=settings.storage_url,
             s3_endpoint_url=settings.s3_endpoint_url,
+            project=settings.feast_project or PROJECT,
         )
 
     def repo_config(self):

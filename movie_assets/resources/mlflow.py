@@ -19,6 +19,17 @@ class MlflowTracking(dg.ConfigurableResource):
     experiment: str = Field(default="movie_rating")
     registered_model: str = Field(default="movie_rating_xgb")
 
+    @classmethod
+    def from_settings(cls, settings) -> MlflowTracking:
+        """The server, experiment and model a `Settings` names (CLI, notebooks)."""
+        if not settings.mlflow_tracking_uri:
+            raise ValueError("MLFLOW_TRACKING_URI is not set: run `movie-platform up` or set it")
+        return cls(
+            tracking_uri=settings.mlflow_tracking_uri,
+            experiment=settings.mlflow_experiment,
+            registered_model=settings.model_name,
+        )
+
     def client(self):
         from mlflow.tracking import MlflowClient
 

@@ -55,11 +55,16 @@ def build_resources(settings: Settings | None = None) -> dict:
         "postgres_io_manager": PostgresIOManager(database=database),
         "object_store": store,
         "object_store_io_manager": ObjectStoreIOManager(store=store),
-        "mlflow_tracking": MlflowTracking(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI")),
+        "mlflow_tracking": MlflowTracking(
+            tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"),
+            experiment=settings.mlflow_experiment,
+            registered_model=settings.model_name,
+        ),
         "feast": FeastStore(
             db_url=dg.EnvVar("MOVIE_DB_URL"),
             redis_url=dg.EnvVar("MOVIE_REDIS_URL"),
             storage_url=dg.EnvVar("MOVIE_STORAGE_URL"),
             **_env_if_set(s3_endpoint_url="MOVIE_S3_ENDPOINT_URL"),
+            **({"project": settings.feast_project} if settings.feast_project else {}),
         ),
     }
