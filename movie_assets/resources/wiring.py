@@ -12,6 +12,7 @@ import os
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
+from movie_assets.resources.feast import PROJECT as FEAST_PROJECT
 from movie_assets.resources.feast import FeastStore
 from movie_assets.resources.mlflow import MlflowTracking
 from movie_assets.resources.object_store import ObjectStore, ObjectStoreIOManager
@@ -65,6 +66,6 @@ def build_resources(settings: Settings | None = None) -> dict:
             redis_url=dg.EnvVar("MOVIE_REDIS_URL"),
             storage_url=dg.EnvVar("MOVIE_STORAGE_URL"),
             **_env_if_set(s3_endpoint_url="MOVIE_S3_ENDPOINT_URL"),
-            **({"project": settings.feast_project} if settings.feast_project else {}),
+            project=settings.feast_project or FEAST_PROJECT,
         ),
     }
