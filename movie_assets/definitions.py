@@ -7,6 +7,7 @@ from movie_assets.assets import features, ingest, prepare, training
 from movie_assets.automation.conditions import automation_sensor
 from movie_assets.automation.freshness import online_store_fresh
 from movie_assets.automation.policies import with_policies
+from movie_assets.automation.retrain import retrain_sensors
 from movie_assets.automation.schedules import daily_recent_months, refresh_recent_months_job
 from movie_assets.automation.sensors import alert_sensors, tmdb_changes_sensor
 from movie_assets.jobs.restore import restore_movies_raw_from_backup
@@ -22,7 +23,7 @@ defs = with_airflow(
         asset_checks=[online_store_fresh],
         jobs=[refresh_recent_months_job, restore_movies_raw_from_backup, movie_rating_sweep, sync_tmdb_changes],
         schedules=[daily_recent_months],
-        sensors=[automation_sensor(), tmdb_changes_sensor, *alert_sensors()],
+        sensors=[automation_sensor(), tmdb_changes_sensor, *retrain_sensors(), *alert_sensors()],
         resources=build_resources(),
     )
 )

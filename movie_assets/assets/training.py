@@ -170,6 +170,7 @@ def movie_rating_model(
             "champion_rmse_on_this_holdout": round(champion_rmse, 4) if champion_rmse is not None else "none",
             "mlflow_run": dg.MetadataValue.url(run_url),
             "train_rows": len(split.train),
+            "labelled_movies": len(labels),  # the base of the retrain sensor's share
             "labels_without_features": len(labels) - len(data),
             "holdout_months": ", ".join(split.holdout_months),
             "feature_importance": dg.MetadataValue.md(

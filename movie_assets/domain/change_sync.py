@@ -19,7 +19,8 @@ REMOVED_COLUMNS = {
     "reason": "text",
     "removed_at": "timestamp with time zone",
 }
-MONTH_COUNTS = ("changed", "moved_in", "moved_out", "new", "removed")
+MONTH_COUNTS = ("changed", "moved_in", "moved_out", "new", "removed", "labels_changed")
+LABEL = "vote_average"  # what movie_rating_model learns: a sync that changes many of them asks for a retrain
 # What makes a stored row differ from a new document (the payload and fetch time always do).
 COMPARED_COLUMNS = [c for c in RAW_COLUMNS if c not in ("payload", "fetched_at")]
 
@@ -121,6 +122,8 @@ def plan_changes(
             continue
         row["fetched_at"] = fetched_at
         plan.rows.append(row)
+        if old is None or row.get(LABEL) != old.get(LABEL):
+            plan.months[month]["labels_changed"] += 1
         if old_month is None:
             plan.months[month]["new"] += 1
         elif old_month == month:
@@ -145,3 +148,4 @@ def _remove(plan: ChangePlan, movie_id: int, month: dt.date, reason: str, at: dt
     plan.delete_ids.append(movie_id)
     plan.removed.append({"movie_id": movie_id, "release_month": month, "reason": reason, "removed_at": at})
     plan.months[month]["removed"] += 1
+    plan.months[month]["labels_changed"] += 1

@@ -22,14 +22,24 @@ def doc(movie_id: int, release: str, **extra) -> dict:
 
 
 def test_a_changed_movie_replaces_its_row_in_its_month():
-    plan = plan_changes({1: {"release_month": MARCH}}, {1: doc(1, "2024-03-09", vote_count=99)}, RANGE, NOW)
+    stored = {1: {"release_month": MARCH, "vote_average": 6.5}}
+    plan = plan_changes(stored, {1: doc(1, "2024-03-09", vote_count=99)}, RANGE, NOW)
     assert plan.delete_ids == [1] and [r["vote_count"] for r in plan.rows] == [99]
     assert plan.rows[0]["fetched_at"] == NOW
-    assert dict(plan.months) == {MARCH: {"changed": 1}}
+    assert dict(plan.months) == {MARCH: {"changed": 1}}, "more votes, the same average: the label stays"
+
+
+def test_a_new_average_new_movie_or_removal_counts_as_a_changed_label():
+    stored = {1: {"release_month": MARCH, "vote_average": 6.5}, 2: {"release_month": MARCH, "vote_average": 7.0}}
+    plan = plan_changes(
+        stored, {1: doc(1, "2024-03-09", vote_average=7.1), 2: None, 3: doc(3, "2024-03-03")}, RANGE, NOW
+    )
+    assert dict(plan.months) == {MARCH: {"changed": 1, "removed": 1, "new": 1, "labels_changed": 3}}
+    assert plan.totals()["labels_changed"] == 3
 
 
 def test_a_moved_release_date_leaves_the_old_month_and_enters_the_new_one():
-    plan = plan_changes({1: {"release_month": MARCH}}, {1: doc(1, "2024-04-02")}, RANGE, NOW)
+    plan = plan_changes({1: {"release_month": MARCH, "vote_average": 6.5}}, {1: doc(1, "2024-04-02")}, RANGE, NOW)
     assert plan.delete_ids == [1] and plan.rows[0]["release_month"] == APRIL
     assert dict(plan.months) == {MARCH: {"moved_out": 1}, APRIL: {"moved_in": 1}}
 
@@ -37,7 +47,7 @@ def test_a_moved_release_date_leaves_the_old_month_and_enters_the_new_one():
 def test_a_new_movie_inside_the_range_joins_its_month_and_one_outside_is_counted_and_skipped():
     plan = plan_changes({}, {5: doc(5, "2024-03-20"), 6: doc(6, "1950-05-05")}, RANGE, NOW)
     assert [r["movie_id"] for r in plan.rows] == [5] and plan.delete_ids == []
-    assert dict(plan.months) == {MARCH: {"new": 1}} and plan.outside_range == 1
+    assert dict(plan.months) == {MARCH: {"new": 1, "labels_changed": 1}} and plan.outside_range == 1
 
 
 def test_a_404_removes_a_stored_movie_with_its_reason_and_ignores_an_unknown_one():
@@ -46,7 +56,7 @@ def test_a_404_removes_a_stored_movie_with_its_reason_and_ignores_an_unknown_one
     assert plan.removed == [
         {"movie_id": 1, "release_month": MARCH, "reason": "TMDB answers 404: the movie was deleted", "removed_at": NOW}
     ]
-    assert plan.unknown_deleted == 1 and dict(plan.months) == {MARCH: {"removed": 1}}
+    assert plan.unknown_deleted == 1 and dict(plan.months) == {MARCH: {"removed": 1, "labels_changed": 1}}
 
 
 def test_a_stored_movie_moved_outside_the_partitions_leaves_them():
