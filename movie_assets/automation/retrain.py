@@ -32,6 +32,12 @@ def retrain_share(environ=os.environ) -> float | None:
     return share
 
 
+def count(metadata, name: str) -> int:
+    """An integer metadata value, 0 when absent (crawls, and syncs before labels were counted)."""
+    value = metadata.get(name)
+    return int(value.value) if isinstance(value, dg.IntMetadataValue) and value.value is not None else 0
+
+
 def labels_changed_since(instance: dg.DagsterInstance, after_storage_id: int) -> int:
     """The sum of `labels_changed` over the movies_raw materializations after a storage id."""
     total, cursor = 0, None
@@ -40,8 +46,7 @@ def labels_changed_since(instance: dg.DagsterInstance, after_storage_id: int) ->
         page = instance.fetch_materializations(records_filter, limit=1000, cursor=cursor, ascending=True)
         for record in page.records:
             materialization = record.asset_materialization
-            value = materialization.metadata.get("labels_changed") if materialization else None
-            total += int(value.value) if value is not None else 0
+            total += count(materialization.metadata, "labels_changed") if materialization else 0
         if not page.has_more:
             return total
         cursor = page.cursor
@@ -56,16 +61,16 @@ def retrain_request(instance: dg.DagsterInstance, share: float) -> dg.RunRequest
     planned = entry[0].asset_entry.last_planned_materialization_storage_id
     if planned is not None and planned > record.storage_id:
         return dg.SkipReason("a movie_rating_model run is already planned or running")
-    labelled = record.asset_materialization.metadata.get("labelled_movies")
-    if labelled is None or not int(labelled.value):
+    labelled = count(record.asset_materialization.metadata, "labelled_movies")
+    if not labelled:
         return dg.SkipReason("the newest model has no `labelled_movies` metadata: the cron retrains it")
     changed = labels_changed_since(instance, record.storage_id)
-    ratio = changed / int(labelled.value)
+    ratio = changed / labelled
     if ratio < share:
-        return dg.SkipReason(f"{changed} of {labelled.value} labels changed ({ratio:.1%} < {share:.0%})")
+        return dg.SkipReason(f"{changed} of {labelled} labels changed ({ratio:.1%} < {share:.0%})")
     return dg.RunRequest(
         run_key=f"labels-after-{record.storage_id}",  # one retrain per model version
-        tags={"movie_platform/retrain_reason": f"{changed} of {labelled.value} labels changed ({ratio:.1%})"},
+        tags={"movie_platform/retrain_reason": f"{changed} of {labelled} labels changed ({ratio:.1%})"},
     )
 
 
