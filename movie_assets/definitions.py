@@ -5,7 +5,7 @@ import dagster as dg
 from movie_assets.airflow_bridge import map_airflow_tasks, scheduled_by_airflow, with_airflow
 from movie_assets.assets import features, ingest, prepare, training
 from movie_assets.automation.conditions import automation_sensor
-from movie_assets.automation.freshness import online_store_fresh
+from movie_assets.automation.freshness import current_months_fresh, online_store_fresh
 from movie_assets.automation.policies import with_policies
 from movie_assets.automation.retrain import retrain_sensors
 from movie_assets.automation.schedules import daily_recent_months, refresh_recent_months_job
@@ -20,7 +20,7 @@ defs = with_airflow(
         assets=map_airflow_tasks(
             with_policies(dg.load_assets_from_modules([ingest, prepare, features, training]), scheduled_by_airflow())
         ),
-        asset_checks=[online_store_fresh],
+        asset_checks=[online_store_fresh, current_months_fresh],
         jobs=[refresh_recent_months_job, restore_movies_raw_from_backup, movie_rating_sweep, sync_tmdb_changes],
         schedules=[daily_recent_months],
         sensors=[automation_sensor(), tmdb_changes_sensor, *retrain_sensors(), *alert_sensors()],

@@ -17,9 +17,17 @@ AC = dg.AutomationCondition
 DEFAULT_TRAINING_CRON = "0 4 * * 1"  # Mondays 04:00 UTC; MOVIE_TRAINING_CRON overrides it
 SENSOR_NAME = "default_automation_condition_sensor"
 UNPARTITIONED = dg.AssetSelection.assets("feast_definitions", "movie_rating_model")
-# Reset only by our own request, not by the asset updating: since_last_handled() would drop a parent
-# update that lands while the child's run is already past reading its input.
-REQUESTED = AC.newly_requested() | AC.initial_evaluation()
+
+
+def since_own_request(trigger: dg.AutomationCondition) -> dg.AutomationCondition:
+    """`trigger` since this asset was last requested (or since the sensor's first tick).
+
+    Not since_last_handled(): the child's own materialization would count as handling a parent
+    update that landed while its run was past reading its input. And not a plain
+    since(newly_requested()): that reset is true on the tick after the request, the same tick
+    that sees a parent update landed after it, and Dagster lets the reset win.
+    """
+    return trigger.since(AC.initial_evaluation() | (AC.newly_requested() & ~trigger))
 
 
 def not_running() -> dg.AutomationCondition:
@@ -32,7 +40,7 @@ def follows_parent_months() -> dg.AutomationCondition:
     eager() minus `in_latest_time_window`: a sync that changes a 2023 movie re-runs 2023's month.
     Its missing-parents clause stays: for a monthly child it asks only about the same month.
     """
-    return (AC.any_deps_updated().since(REQUESTED) & ~AC.any_deps_missing() & not_running()).with_label(
+    return (since_own_request(AC.any_deps_updated()) & ~AC.any_deps_missing() & not_running()).with_label(
         "follows_parent_months"
     )
 
@@ -48,7 +56,7 @@ def after_new_parent_data() -> dg.AutomationCondition:
     # race this one); missing months of a monthly parent do not block.
     monthly = dg.AssetSelection.all().materializable() - UNPARTITIONED
     unpartitioned_parent_missing = AC.any_deps_match(AC.missing()).ignore(monthly)
-    return (updated.since(REQUESTED) & ~unpartitioned_parent_missing & not_running()).with_label(
+    return (since_own_request(updated) & ~unpartitioned_parent_missing & not_running()).with_label(
         "after_new_parent_data"
     )
 

@@ -78,6 +78,29 @@ def test_one_updated_raw_month_reruns_that_month_downstream_and_nothing_else(set
     assert requested(tick(instance, result.cursor, minutes=3)) == {}
 
 
+def test_a_parent_update_while_the_child_runs_is_not_lost(settled):
+    """The sync lands again after movies_clean was requested but before its run wrote: it runs once more.
+
+    since_last_handled() would count the child's own materialization as handling the newer parent
+    update, and the second sync's rows would wait for the next change of that month.
+    """
+    instance, cursor = settled
+    report(instance, "movies_raw", ["2024-03-01"])
+    first = tick(instance, cursor)
+    assert requested(first)["movies_clean"] == {"2024-03-01"}
+    report(instance, "movies_raw", ["2024-03-01"])  # a second sync, while the first request runs
+    for key in ("movies_raw_backup", "movies_clean", "eda_stats", "movie_features", "movie_rating_predictions"):
+        report(instance, key, ["2024-03-01"])  # the requested run finishes, having read the first sync's rows
+    second = tick(instance, first.cursor, minutes=3)
+    assert requested(second)["movies_clean"] == {"2024-03-01"}
+    for key in ("movies_raw_backup", "movies_clean", "eda_stats", "movie_features", "movie_rating_predictions"):
+        report(instance, key, ["2024-03-01"])  # the second run, with the second sync's rows
+    third = tick(instance, second.cursor, minutes=4)
+    # Handled once more at the root, and the new feature rows go online. (Runless reports carry no run,
+    # so the children below movies_clean cannot see they ran with it; the daemon test covers that.)
+    assert "movies_clean" not in requested(third) and requested(third)["online_features"] == {None}
+
+
 def test_an_old_month_follows_too(settled):
     """A change sync touches 2023 movies: not only the latest month reacts (eager() would ignore it)."""
     instance, cursor = settled
@@ -175,6 +198,31 @@ def test_online_store_freshness_check_fails_when_never_materialized():
     from movie_assets.automation.freshness import online_store_age
 
     assert online_store_age(None, NOW).passed is False
+
+
+def test_current_months_freshness_fails_for_a_stale_or_never_crawled_current_month():
+    from movie_assets.automation.freshness import current_months_age
+
+    fresh = current_months_age({"2026-11-01": NOW - dt.timedelta(hours=2), "2026-12-01": NOW}, NOW)
+    assert fresh.passed and fresh.metadata["stale_months"].value == "none"
+    stale = current_months_age({"2026-11-01": NOW - dt.timedelta(hours=30), "2026-12-01": None}, NOW)
+    assert not stale.passed and stale.metadata["stale_months"].value == "2026-11-01, 2026-12-01"
+    assert stale.metadata["age_hours 2026-12-01"].value == "never"
+
+
+def test_current_months_check_reads_the_months_own_materializations():
+    """A sync of an old month does not make the current months fresh; a crawl of them does."""
+    from movie_assets.automation.freshness import current_months_fresh
+
+    current = release_month_partitions.get_partition_keys()[-2:]
+    with dg.instance_for_test() as instance:
+        report(instance, "movies_raw", ["1995-03-01"])
+        check = defs.get_asset_checks_def(dg.AssetCheckKey(dg.AssetKey("movies_raw"), "current_months_fresh"))
+        assert check is not None
+        context = dg.build_asset_check_context(instance=instance)
+        assert current_months_fresh(context).passed is False
+        report(instance, "movies_raw", current)
+        assert current_months_fresh(context).passed is True
 
 
 def test_assets_the_airflow_dag_runs_get_no_condition_when_the_bridge_is_on():
