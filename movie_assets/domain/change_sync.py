@@ -34,6 +34,7 @@ class ChangePlan:
     removed: list[dict] = field(default_factory=list)
     rejects: list[dict] = field(default_factory=list)
     fetched_ids: list[int] = field(default_factory=list)
+    fetched_at: dt.datetime | None = None  # UTC, when the documents were asked for
     months: dict[dt.date, Counter] = field(default_factory=lambda: defaultdict(Counter))
     outside_range: int = 0
     out_of_scope: int = 0
@@ -72,7 +73,7 @@ def plan_changes(
     that changes none of the typed columns touches nothing: TMDB lists every edit (a new
     poster, a translation), and today is read again every hour.
     """
-    plan = ChangePlan(fetched_ids=sorted(documents))
+    plan = ChangePlan(fetched_ids=sorted(documents), fetched_at=fetched_at)
     first, end = partition_range
     for movie_id, doc in sorted(documents.items()):
         old = stored.get(movie_id)

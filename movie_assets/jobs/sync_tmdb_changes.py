@@ -33,6 +33,11 @@ CURSOR_COLUMNS = {
     "pending_months": "date[]",  # committed months not yet logged as materializations
 }
 CURSOR_NAME = "movie_changes"
+# The ids fetched on the current UTC day. A fetch today postdates every closed day, so an id listed
+# for a closed day or again for today is not fetched twice today; the first sync after midnight
+# fetches yesterday's ids once more (their later edits of that day). Older days are dropped.
+FETCHED_TABLE = "tmdb_sync_fetched"
+FETCHED_COLUMNS = {"movie_id": "bigint", "day": "date", "fetched_at": "timestamp with time zone"}  # one row an id
 # Where a removed movie is deleted besides movies_raw: everything below it that holds movie rows.
 DOWNSTREAM_TABLES = [
     "movies_clean",
@@ -47,6 +52,10 @@ DOWNSTREAM_TABLES = [
 class SyncConfig(dg.Config):
     first_day: str = Field(default="", description="override the cursor: first UTC day to read (YYYY-MM-DD)")
     max_days: int = Field(default=90, gt=0, description="read at most this many days after the cursor per run")
+    skip_fetched_today: bool = Field(
+        default=True,
+        description="skip ids an earlier sync fetched today (hourly syncs read today's list again); false re-fetches",
+    )
 
 
 def partition_range() -> tuple[dt.date, dt.date]:
@@ -73,6 +82,15 @@ def read_cursor(database: PostgresDatabase, today: dt.date) -> tuple[dt.date, st
             if row and row[0]:
                 return row[0].astimezone(dt.timezone.utc).date(), "oldest fetched_at in movies_raw"
     return today, "today (nothing stored yet)"
+
+
+def fetched_today(database: PostgresDatabase, today: dt.date) -> set[int]:
+    """The ids an earlier sync fetched (and committed) on this UTC day."""
+    with database.connect("reading the ids fetched today") as conn:
+        if not existing_tables(conn, database.db_schema, [FETCHED_TABLE]):
+            return set()
+        query = sql.SQL("select movie_id from {} where day = %s").format(database.ident(FETCHED_TABLE))
+        return {row[0] for row in conn.execute(query, (today,))}
 
 
 def stored_rows(database: PostgresDatabase, ids: list[int]) -> dict[int, dict]:
@@ -107,20 +125,25 @@ def apply_tmdb_changes(
     context.log.info(f"TMDB change sync {first_day}..{last_day} (from the {origin})")
     try:
         changes = tmdb.changed_ids(first_day, last_day, log=context.log.info)
-        details = tmdb.movie_details(changes.ids, log=context.log.info)
+        seen = fetched_today(database, today) if config.skip_fetched_today else set()
+        to_fetch = [movie_id for movie_id in changes.ids if movie_id not in seen]
+        if seen:
+            context.log.info(f"{len(changes.ids) - len(to_fetch)} of the listed ids were fetched earlier today")
+        details = tmdb.movie_details(to_fetch, log=context.log.info)
     except TmdbAuthError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     relogged = log_pending(context, database)
-    plan = plan_changes(stored_rows(database, changes.ids), details.documents, partition_range(), now)
+    plan = plan_changes(stored_rows(database, to_fetch), details.documents, partition_range(), now)
     apply_plan(context, plan, database, object_store, feast, last_day)
     totals = plan.totals()
-    context.log.info(f"synced {len(changes.ids)} changed movies in {len(plan.touched_months)} months: {totals}")
+    context.log.info(f"synced {len(to_fetch)} changed movies in {len(plan.touched_months)} months: {totals}")
     return dg.Output(
         None,
         metadata={
             "window": f"{first_day}..{last_day}",
             "cursor_from": origin,
             "changed_ids": len(changes.ids),
+            "fetched_earlier_today": len(changes.ids) - len(to_fetch),
             "months_touched": len(plan.touched_months),
             "months_relogged": relogged,
             **totals,
@@ -154,6 +177,7 @@ def apply_plan(
             ("movies_rejected", REJECT_COLUMNS),
             ("movies_removed", REMOVED_COLUMNS),
             (CURSOR_TABLE, CURSOR_COLUMNS),
+            (FETCHED_TABLE, FETCHED_COLUMNS),
         ):
             database.ensure_table(conn, table, columns, "release_month" if "release_month" in columns else None)
         with conn.transaction():
@@ -183,6 +207,19 @@ def apply_plan(
                     "pending_months = excluded.pending_months"
                 ).format(database.ident(CURSOR_TABLE)),
                 (CURSOR_NAME, synced_through, plan.touched_months),
+            )
+            fetched = database.ident(FETCHED_TABLE)
+            day = (plan.fetched_at or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).date()
+            conn.execute(
+                sql.SQL("delete from {} where day < %s or movie_id = any(%s)").format(fetched), (day, plan.fetched_ids)
+            )
+            copy_frame(
+                conn,
+                fetched,
+                FETCHED_COLUMNS,
+                pd.DataFrame(
+                    {"movie_id": pd.Series(plan.fetched_ids, dtype="int64"), "day": day, "fetched_at": plan.fetched_at}
+                ),
             )
             if removed_ids:
                 remove_outside_postgres(context, plan, object_store, feast)

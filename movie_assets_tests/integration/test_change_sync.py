@@ -24,7 +24,7 @@ from movie_assets.assets.features import feast_definitions, movie_features, onli
 from movie_assets.assets.ingest import movies_raw
 from movie_assets.assets.prepare import movies_clean
 from movie_assets.assets.training import PREDICTION_COLUMNS
-from movie_assets.jobs.sync_tmdb_changes import CURSOR_NAME, CURSOR_TABLE, sync_tmdb_changes
+from movie_assets.jobs.sync_tmdb_changes import CURSOR_NAME, CURSOR_TABLE, FETCHED_TABLE, sync_tmdb_changes
 from movie_assets.object_layout import FEATURES_OBJECT_PATH
 from movie_assets.resources.online_writer import FeastRedisLayout
 from movie_assets.resources.postgres import existing_tables
@@ -168,11 +168,19 @@ def test_a_sync_makes_every_touched_movie_the_servers_truth_and_removes_deleted_
         (TODAY,)
     ]
 
-    # The same change list again: the same truth, nothing duplicated.
+    # The same change list again within the day (the hourly sync): nothing fetched twice, nothing duplicated.
+    server.fake.requests.clear()
     again = sync_tmdb_changes.execute_in_process(resources=resources, instance=instance)
     assert again.success
+    assert server.fake.requests["details"] == 0 and server.fake.requests["changes"] >= 1, server.fake.requests
     counts = query(database, "select count(*), count(distinct movie_id) from {schema}.movies_raw")
     assert counts[0][0] == counts[0][1]
+    # After midnight those fetches are yesterday's: the day's list is read and fetched once more.
+    with database.connect() as conn:
+        conn.execute(sql.SQL("update {} set day = day - 1").format(sql.Identifier(database.db_schema, FETCHED_TABLE)))
+    server.fake.requests.clear()
+    assert sync_tmdb_changes.execute_in_process(resources=resources, instance=instance).success
+    assert server.fake.requests["details"] == touched_count, server.fake.requests
 
 
 def test_a_killed_sync_changes_nothing_and_the_rerun_completes(database, object_store, stack_env, server):
