@@ -8,6 +8,7 @@ session if the session started it.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -119,7 +120,7 @@ def database(stack_env, request):
 
     from movie_assets.resources.postgres import PostgresDatabase
 
-    name = request.node.name[:30].lower().replace("[", "_").replace("]", "").replace("-", "_")
+    name = re.sub(r"[^a-z0-9_]", "_", request.node.name[:30].lower())
     schema = f"test_{name}_{uuid.uuid4().hex[:6]}"
     yield PostgresDatabase(url=stack_env["MOVIE_DB_URL"], db_schema=schema)
     with psycopg.connect(stack_env["MOVIE_DB_URL"], autocommit=True) as conn:
@@ -181,6 +182,14 @@ def s3_client(env: dict):
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         region_name=env["AWS_DEFAULT_REGION"],
     )
+
+
+def with_storage_checks(*assets) -> list:
+    """The assets plus the storage checks (movie_assets/checks.py) on them, for `dg.materialize`."""
+    from movie_assets.checks import STORAGE_CHECKS
+
+    keys = {key for asset in assets for key in asset.keys}
+    return [*assets, *(check for check in STORAGE_CHECKS if check.asset_key in keys)]
 
 
 def platform_resources(database, object_store, tmdb) -> dict:

@@ -183,6 +183,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def movie_id_arg(text: str) -> int:
+    """A TMDB id on the command line: a positive integer that fits PostgreSQL's bigint."""
+    from movie_assets.domain.movie_records import movie_id_of
+
+    movie_id = movie_id_of(text)
+    if movie_id is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TMDB movie id (a positive integer below 2^63)")
+    return movie_id
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="movie-platform", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -200,10 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_demo
     )
     features = sub.add_parser("features", help="print the online (Redis) features of movies")
-    features.add_argument("movie_ids", type=int, nargs="+", metavar="MOVIE_ID")
+    features.add_argument("movie_ids", type=movie_id_arg, nargs="+", metavar="MOVIE_ID")
     features.set_defaults(func=cmd_features)
     predict = sub.add_parser("predict", help="rate movies with the champion model and their online features")
-    predict.add_argument("movie_ids", type=int, nargs="+", metavar="MOVIE_ID")
+    predict.add_argument("movie_ids", type=movie_id_arg, nargs="+", metavar="MOVIE_ID")
     predict.set_defaults(func=cmd_predict)
     dev = sub.add_parser("dev", help="embedded stack + Dagster UI")
     dev.add_argument("--port", type=int, default=3000)

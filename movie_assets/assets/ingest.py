@@ -8,7 +8,6 @@ import time
 import dagster as dg
 import pandas as pd
 
-from movie_assets.checks import MOVIES_RAW_CHECKS, movies_raw_check_results
 from movie_assets.domain.movie_records import RAW_COLUMNS, REJECT_COLUMNS, payload_json, to_frame, validate_month
 from movie_assets.domain.progress import Progress
 from movie_assets.object_layout import RAW_BACKUP_PATH
@@ -30,7 +29,6 @@ RAW_DESCRIPTIONS = {
     io_manager_key="postgres_io_manager",
     group_name="ingestion",
     kinds={"postgres", "python"},
-    check_specs=MOVIES_RAW_CHECKS,
     metadata={
         "dagster/column_schema": table_schema(RAW_COLUMNS, RAW_DESCRIPTIONS),
         "partition_column": "release_month",
@@ -80,7 +78,6 @@ def movies_raw(context: dg.AssetExecutionContext, tmdb: TmdbSource, database: Po
             ),
         },
     )
-    yield from movies_raw_check_results(frame, window)
 
 
 @monthly_asset(

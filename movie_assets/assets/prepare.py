@@ -9,7 +9,6 @@ import dagster as dg
 import pandas as pd
 from psycopg import sql
 
-from movie_assets.checks import MOVIES_CLEAN_CHECKS, movies_clean_check_results
 from movie_assets.domain.cleaning import CLEAN_COLUMNS, DROP_COLUMNS, GENRE_COLUMNS, clean_movies, genre_rows
 from movie_assets.domain.eda import EDA_COLUMNS, eda_stats_frame, report_plots, summary_markdown
 from movie_assets.object_layout import EDA_PREFIX
@@ -33,7 +32,6 @@ CLEANING_RULES = """| rule | why |
     io_manager_key="postgres_io_manager",
     group_name="preparation",
     kinds={"postgres", "pandas"},
-    check_specs=MOVIES_CLEAN_CHECKS,
     metadata={"dagster/column_schema": table_schema(CLEAN_COLUMNS), "partition_column": "release_month"},
 )
 def movies_clean(context: dg.AssetExecutionContext, movies_raw: pd.DataFrame, database: PostgresDatabase):
@@ -63,7 +61,6 @@ def movies_clean(context: dg.AssetExecutionContext, movies_raw: pd.DataFrame, da
             "preview": dg.MetadataValue.md(clean.head(10).to_markdown(index=False)),
         },
     )
-    yield from movies_clean_check_results(clean, raw_rows=len(movies_raw), dropped_rows=len(dropped))
 
 
 @monthly_asset(

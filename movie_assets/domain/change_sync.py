@@ -10,7 +10,7 @@ import datetime as dt
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from movie_assets.domain.movie_records import RAW_COLUMNS, validate
+from movie_assets.domain.movie_records import RAW_COLUMNS, storable_payload, validate
 
 ANY_DATE = (dt.date(1, 1, 1), dt.date(9999, 12, 31))
 REMOVED_COLUMNS = {
@@ -91,7 +91,7 @@ def plan_changes(
                     "movie_id": movie_id,
                     "release_month": old_month or _release_month(doc),
                     "reason": f"change sync: {reason}",
-                    "payload": doc,
+                    "payload": storable_payload(doc),
                     "fetched_at": fetched_at,
                 }
             )

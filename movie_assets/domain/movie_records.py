@@ -81,9 +81,78 @@ def merge(list_item: dict, details: dict | None) -> dict:
     for key, value in (details or {}).items():
         if value not in (None, "") or key not in merged:
             merged[key] = value
-    if "genre_ids" not in merged and merged.get("genres"):
-        merged["genre_ids"] = [g["id"] for g in merged["genres"]]
+    genres = merged.get("genres")
+    if "genre_ids" not in merged and isinstance(genres, list) and all(isinstance(g, dict) for g in genres):
+        merged["genre_ids"] = [g.get("id") for g in genres]
     return merged
+
+
+MAX_MOVIE_ID = 2**63 - 1  # a bigint
+# TMDB's largest real documents are tens of kB; 1 MB is room for any, and refuses a 5 MB overview.
+MAX_DOCUMENT_BYTES = 1_000_000
+
+
+def unstorable_text(doc, path: str = "") -> str | None:
+    """Why PostgreSQL cannot store this document's text (a NUL byte, a lone surrogate), naming the field."""
+    if isinstance(doc, str):
+        if "\x00" in doc:
+            return f"{path or 'text'} contains a NUL byte"
+        if any(0xD800 <= ord(c) <= 0xDFFF for c in doc):
+            return f"{path or 'text'} contains a lone surrogate (not UTF-8)"
+        return None
+    items = doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else ()
+    for key, value in items:
+        problem = unstorable_text(value, f"{path}.{key}" if path else str(key))
+        if problem:
+            return problem
+    return None
+
+
+def document_problem(doc: dict) -> str | None:
+    """Why a document cannot be stored as it is: unstorable text or over the size limit (one dump when clean)."""
+    text = json.dumps(doc, ensure_ascii=False)
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return unstorable_text(doc) or "contains a lone surrogate (not UTF-8)"
+    if "\\u0000" in text and (problem := unstorable_text(doc)):  # else the literal text \u0000
+        return problem
+    if size > MAX_DOCUMENT_BYTES:
+        return f"document is {size / 1e6:.1f} MB, over the {MAX_DOCUMENT_BYTES / 1e6:.0f} MB limit"
+    return None
+
+
+def storable_payload(doc):
+    """A reject's payload as jsonb can hold it: NULs and lone surrogates replaced, NaN/Infinity as text,
+    and a document over the size limit cut to its id and size (the reason says why)."""
+    if isinstance(doc, str):
+        return doc.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    if isinstance(doc, float) and (doc != doc or doc in (float("inf"), float("-inf"))):
+        return str(doc)
+    if isinstance(doc, dict):
+        cleaned = {storable_payload(str(k)): storable_payload(v) for k, v in doc.items()}
+        size = len(json.dumps(cleaned).encode())
+        if size > MAX_DOCUMENT_BYTES:
+            return {"id": cleaned.get("id"), "truncated": True, "bytes": size}
+        return cleaned
+    if isinstance(doc, list):
+        return [storable_payload(v) for v in doc]
+    return doc
+
+
+def movie_id_of(value) -> int | None:
+    """A TMDB id as stored: a positive integer, sent as a JSON integer or a string of digits; else None.
+
+    `int()` alone would turn 1007.9 into 1007 (two movies, one id) and accept -1006, and
+    deduplicating raw values would keep 1015 and "1015" as two movies.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if isinstance(value, int) and 0 < value <= MAX_MOVIE_ID:
+        return value
+    return None
 
 
 INT_LIMITS = {"vote_count": 2**31 - 1, "runtime": 2**31 - 1, "budget": 2**63 - 1, "revenue": 2**63 - 1}
@@ -98,13 +167,12 @@ def validate(doc: dict, window: tuple[dt.date, dt.date]) -> tuple[dict | None, s
 
 
 def _validate(doc: dict, window: tuple[dt.date, dt.date]) -> tuple[dict | None, str | None]:
-    raw_id = doc.get("id")
-    if raw_id is None:
-        return None, "id is not an integer: None"
-    try:
-        movie_id = int(raw_id)
-    except (TypeError, ValueError):
-        return None, f"id is not an integer: {raw_id!r}"
+    movie_id = movie_id_of(doc.get("id"))
+    if movie_id is None:
+        return None, f"id is not a positive integer: {str(doc.get('id'))[:40]!r}"
+    problem = document_problem(doc)
+    if problem:
+        return None, problem
     title = doc.get("title")
     if title is not None and not isinstance(title, str):
         return None, f"title is not text: {title!r}"
@@ -172,18 +240,18 @@ def validate_month(
     month = window[0].replace(day=1)
     for item, details in pairs:
         doc = merge(item, details)
-        key = doc.get("id")
-        if key in seen:
+        key = movie_id_of(doc.get("id"))
+        if key is not None and key in seen:
             continue
         seen.add(key)
         row, reason = validate(doc, window)
         if row is None:
             rejects.append(
                 {
-                    "movie_id": _int_or_none(key),
+                    "movie_id": key,
                     "release_month": month,
                     "reason": reason,
-                    "payload": doc,
+                    "payload": storable_payload(doc),
                     "fetched_at": fetched_at,
                 }
             )
@@ -206,10 +274,3 @@ def to_frame(records: list[dict], columns: dict[str, str]) -> pd.DataFrame:
 
 def payload_json(payload) -> str:
     return json.dumps(payload, sort_keys=True, separators=(",", ":"))
-
-
-def _int_or_none(value) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None

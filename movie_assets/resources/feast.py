@@ -7,8 +7,9 @@ Offline store: the movie_features Parquet under MOVIE_STORAGE_URL. Online store:
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import dagster as dg
 import yaml
@@ -27,15 +28,42 @@ FIRST_MATERIALIZATION_START = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 
 
 def redis_connection_string(url: str) -> str:
-    """Feast's `host:port,db=N[,password=...]` from a redis:// URL (Feast rejects URLs only at materialize time)."""
+    """Feast's `host:port,db=N[,username=..][,password=..][,ssl=true]` from a redis:// or rediss:// URL.
+
+    The URL's user and password are percent-decoded. Feast splits the string on `,` and
+    JSON-decodes each value, so a secret with a comma, or one JSON would turn into another
+    value (`true`, `null`, `1e3`, `"x"`), cannot be passed: it is refused here, naming the
+    part and never quoting it, instead of failing at the first online write.
+    """
     parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(f"MOVIE_REDIS_URL must start with redis:// or rediss://, not {parts.scheme or 'nothing'}://")
     db = (parts.path or "/0").lstrip("/") or "0"
     text = f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379},db={db}"
-    if parts.password:
-        text += f",password={parts.password}"
+    for name, raw in (("username", parts.username), ("password", parts.password)):
+        if raw:
+            text += f",{name}={_feast_value(name, unquote(raw))}"
     if parts.scheme == "rediss":
         text += ",ssl=true"
     return text
+
+
+def _feast_value(name: str, value: str) -> str:
+    """`value` if Feast's connection-string parser gives it back unchanged, else a ValueError naming `name`."""
+    if "," in value:
+        raise ValueError(
+            f"the Redis {name} in MOVIE_REDIS_URL contains ',', which Feast's connection string cannot carry"
+        )
+    try:
+        decoded = json.loads(value)
+    except json.JSONDecodeError:
+        return value
+    if isinstance(decoded, int) and not isinstance(decoded, bool) and str(decoded) == value:
+        return value  # Feast hands redis-py an int, which it sends as these same digits
+    raise ValueError(
+        f"the Redis {name} in MOVIE_REDIS_URL reads as JSON ({type(decoded).__name__}) to Feast's connection-string "
+        "parser, which would pass another value: choose one that is not a JSON literal"
+    )
 
 
 def registry_url(db_url: str) -> str:

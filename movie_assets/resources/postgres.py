@@ -22,6 +22,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg import sql
+from pydantic import field_validator
 
 from movie_assets.partitions import month_number, months_in
 from movie_assets.settings import redact_text, redact_url
@@ -39,6 +40,10 @@ ARROW_TYPES = {
     "timestamp with time zone": pa.timestamp("us", tz="UTC"),
     "jsonb": pa.string(),
 }
+
+
+# Longer names would be cut to 63 bytes by PostgreSQL, so two settings would share one schema.
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 class PostgresError(RuntimeError):
@@ -60,6 +65,17 @@ class PostgresDatabase(dg.ConfigurableResource):
 
     url: str
     db_schema: str = "public"
+
+    @field_validator("db_schema")
+    @classmethod
+    def _plain_schema_name(cls, value: str) -> str:
+        """Refused at load unless a plain lower-case name: it is a key of locks and SQL files, not only quoted."""
+        if not SCHEMA_NAME.fullmatch(value):
+            raise ValueError(
+                f"MOVIE_DB_SCHEMA must be a plain lower-case PostgreSQL name (a-z, 0-9 and _, not starting "
+                f"with a digit, at most 63 characters), not {value!r}"
+            )
+        return value
 
     @contextmanager
     def connect(self, purpose: str = "") -> Iterator[psycopg.Connection]:

@@ -22,6 +22,7 @@ import dagster as dg
 import requests
 from pydantic import Field
 
+from movie_assets.domain.movie_records import movie_id_of
 from movie_assets.domain.progress import Progress
 from movie_assets.settings import DEFAULT_TMDB_BASE_URL, redact_url
 
@@ -175,18 +176,25 @@ class TmdbApiClient(TmdbSource):
         stats = http.stats
         with http.session, ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="tmdb") as pool:
             items = self._discover(http, pool, window, log)
-            # An item without an id is kept (under None) so validation rejects it with a reason.
-            unique: dict[int | None, dict] = {}
+            # Ids are normalized before deduplication (1015 and "1015" are one movie). An item without a
+            # valid id gets no details request and is kept on its own, so validation rejects it with a reason.
+            unique: dict[int, dict] = {}
+            invalid: list[dict] = []
             for item in items:
-                unique.setdefault(item.get("id"), item)
-            stats.add(listed=len(items), duplicates=len(items) - len(unique))
+                movie_id = movie_id_of(item.get("id"))
+                if movie_id is None:
+                    invalid.append(item)
+                else:
+                    unique.setdefault(movie_id, item)
+            stats.add(listed=len(items), duplicates=len(items) - len(unique) - len(invalid))
             log(
                 f"TMDB {window[0]}..{window[1]}: {len(unique)} movies listed ({stats.pages} pages, "
                 f"{len(items) - len(unique)} duplicates); fetching details"
             )
             details = _fetch_details(http, pool, list(unique), f"TMDB details {window[0]:%Y-%m}", log)
         stats.add(details_missing=sum(d is None for d in details))
-        return Crawl(list(zip(unique.values(), details, strict=True)), stats)
+        pairs = list(zip(unique.values(), details, strict=True)) + [(item, None) for item in invalid]
+        return Crawl(pairs, stats)
 
     def changed_ids(self, first_day: dt.date, last_day: dt.date, log: Callable[[str], None] = print) -> Changes:
         """GET /movie/changes for each piece of at most 14 days, every page; ids once each."""
@@ -256,7 +264,7 @@ class TmdbApiClient(TmdbSource):
             needed = range(2, total_pages + 1) if attempt == 0 else range(1, total_pages + 1)
             pages += list(pool.map(lambda page: http.get_json("/discover/movie", {**params, "page": page}), needed))
             http.stats.add(pages=len(needed))
-            listed = len({item.get("id") for page in pages for item in page.get("results", [])})
+            listed = len({item.get("id") for page in pages for item in _results(page)})
             if listed >= total_results:
                 break
             # Paging under a shifting order repeats some items and pushes others past the last page.
@@ -270,7 +278,13 @@ class TmdbApiClient(TmdbSource):
                 f"WARNING TMDB {start}..{end}: {total_results - listed} of {total_results} movies never appeared in "
                 "the listing"
             )
-        return [item for page in pages for item in page.get("results", [])]
+        return [item for page in pages for item in _results(page)]
+
+
+def _results(page: dict) -> list[dict]:
+    """A discover page's list items: `results: null` or items that are no objects count as none."""
+    results = page.get("results") if isinstance(page, dict) else None
+    return [item for item in results if isinstance(item, dict)] if isinstance(results, list) else []
 
 
 def _days(first: dt.date, last: dt.date) -> list[dt.date]:

@@ -3,6 +3,7 @@
 import datetime as dt
 
 import dagster as dg
+import pytest
 
 from movie_assets.automation.schedules import daily_recent_months, recent_months
 from movie_assets.definitions import defs
@@ -40,12 +41,13 @@ def test_asset_graph_snapshot():
 def test_crawl_shares_the_tmdb_api_pool_and_has_checks():
     spec = defs.get_assets_def("movies_raw")
     assert spec.op.pool == "tmdb_api"
-    checks = {key.name for key in spec.check_keys}
+    checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys if key.asset_key == spec.key}
     assert checks == {
         "unique_movie_ids",
         "release_dates_inside_partition",
         "ids_and_titles_present",
         "rows_for_past_months",
+        "current_months_fresh",
     }
 
 
@@ -86,3 +88,12 @@ def test_freshness_policies_on_the_assets_users_rely_on():
     assert fresh == {"movies_raw", "online_features", "movie_rating_model"}
     checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
     assert "online_store_fresh" in checks
+
+
+@pytest.mark.parametrize("schema", ['a"b', "Movies", "two words", "x$$y", "s" * 64, "1st"])
+def test_a_schema_name_that_is_not_plain_is_refused_at_load_naming_the_variable(schema):
+    from movie_assets.resources.wiring import build_resources
+    from movie_assets.settings import Settings
+
+    with pytest.raises(ValueError, match="MOVIE_DB_SCHEMA must be a plain lower-case PostgreSQL name"):
+        build_resources(Settings.from_env({"MOVIE_DB_SCHEMA": schema}))

@@ -50,7 +50,11 @@ def test_rejects_carry_a_reason():
         "release_date is missing": details(release_date=""),
         "outside the requested window": details(release_date="2024-02-02"),
         "vote_count is not a number": details(vote_count="many"),
-        "id is not an integer": details(id=None),
+        "id is not a positive integer: None": details(id=None),
+        "id is not a positive integer: 1007.9": details(id=1007.9),
+        "id is not a positive integer: -1006": details(id=-1006),
+        "id is not a positive integer: '12a'": details(id="12a"),
+        "id is not a positive integer: True": details(id=True),
     }
     for expected, doc in cases.items():
         row, reason = validate(doc, JAN)
@@ -85,3 +89,33 @@ def test_malformed_records_become_rejects_not_crashes():
         assert row is None and expected in reason, (expected, reason)
     row, reason = validate({**details(), "genre_ids": ["a"]}, JAN)
     assert row is None and "malformed record" in reason
+
+
+def test_ids_are_normalized_before_deduplication_and_id_less_items_each_become_a_reject():
+    from movie_assets.domain.movie_records import validate_month
+
+    now = dt.datetime(2024, 2, 1, tzinfo=dt.timezone.utc)
+    month = validate_month(
+        [
+            (details(id=1015), None),
+            (details(id="1015"), None),  # the same movie sent as a string: stored once
+            (details(id=None, title="A"), None),
+            (details(id=None, title="B"), None),  # two items without an id: two rejects, none lost
+        ],
+        JAN,
+        now,
+    )
+    assert [r["movie_id"] for r in month.rows] == [1015]
+    assert [r["payload"]["title"] for r in month.rejects] == ["A", "B"]
+
+
+def test_the_cli_refuses_a_movie_id_that_is_no_tmdb_id_with_a_message_not_a_traceback(capsys):
+    import pytest
+
+    from movie_platform.cli import build_parser
+
+    for bad in ("99999999999999999999", "-5", "7.5", "abc"):
+        with pytest.raises(SystemExit) as exited:
+            build_parser().parse_args(["features", bad])
+        assert exited.value.code == 2 and "is not a TMDB movie id" in capsys.readouterr().err
+    assert build_parser().parse_args(["predict", "550", "603"]).movie_ids == [550, 603]

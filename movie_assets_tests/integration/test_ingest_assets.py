@@ -19,7 +19,7 @@ from movie_assets.object_layout import RAW_BACKUP_PATH
 from movie_assets.resources.postgres import PostgresError
 from movie_assets.resources.tmdb import TmdbApiClient
 from movie_assets.resources.tmdb_sample import TmdbSampleSource, movies_for_month
-from movie_assets_tests.conftest import platform_resources
+from movie_assets_tests.conftest import platform_resources, with_storage_checks
 from movie_assets_tests.tmdb_server import FakeTmdb, Faults, TmdbTestServer
 
 RANGE = ("2024-01-01", "2024-03-01")
@@ -29,7 +29,7 @@ SECRET = "tmdb-secret-key-7f3a9"
 
 def materialize(resources, instance=None, tags=RANGE_TAGS, assets=(movies_raw, movies_raw_backup), raise_on_error=True):
     return dg.materialize(
-        list(assets),
+        with_storage_checks(*assets),
         resources=resources,
         tags=tags,
         instance=instance or dg.DagsterInstance.ephemeral(),

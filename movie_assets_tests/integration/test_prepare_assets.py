@@ -12,14 +12,14 @@ from psycopg import sql
 from movie_assets.assets.ingest import movies_raw
 from movie_assets.assets.prepare import eda_stats, movies_clean
 from movie_assets.resources.tmdb_sample import TmdbSampleSource
-from movie_assets_tests.conftest import platform_resources
+from movie_assets_tests.conftest import platform_resources, with_storage_checks
 
 RANGE_TAGS = {"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-03-01"}
 
 
 def run_pipeline(database, object_store, instance=None):
     return dg.materialize(
-        [movies_raw, movies_clean, eda_stats],
+        with_storage_checks(movies_raw, movies_clean, eda_stats),
         resources=platform_resources(database, object_store, TmdbSampleSource()),
         tags=RANGE_TAGS,
         instance=instance or dg.DagsterInstance.ephemeral(),
@@ -49,8 +49,8 @@ def test_clean_and_eda_for_a_range_in_one_run(database, object_store):
         c.check_name: c.passed for c in result.get_asset_check_evaluations() if c.asset_key.path == ["movies_clean"]
     }
     assert checks == {
-        "vote_average_in_range": True,
-        "non_negative_amounts": True,
+        "unique_movie_ids": True,
+        "release_dates_inside_partition": True,
         "missing_ratio_within_limits": True,
         "row_count_reconciles": True,
     }
