@@ -189,7 +189,7 @@ def with_storage_checks(*assets) -> list:
     from movie_assets.checks import STORAGE_CHECKS
 
     keys = {key for asset in assets for key in asset.keys}
-    return [*assets, *(check for check in STORAGE_CHECKS if check.asset_key in keys)]
+    return [*assets, *(check for check in STORAGE_CHECKS if check.check_key.asset_key in keys)]
 
 
 def platform_resources(database, object_store, tmdb) -> dict:

@@ -169,7 +169,7 @@ def validate(doc: dict, window: tuple[dt.date, dt.date]) -> tuple[dict | None, s
 def _validate(doc: dict, window: tuple[dt.date, dt.date]) -> tuple[dict | None, str | None]:
     movie_id = movie_id_of(doc.get("id"))
     if movie_id is None:
-        return None, f"id is not a positive integer: {str(doc.get('id'))[:40]!r}"
+        return None, f"id is not a positive integer: {repr(doc.get('id'))[:40]}"
     problem = document_problem(doc)
     if problem:
         return None, problem
