@@ -44,6 +44,11 @@ class Faults:
     max_requests_per_second: float = 0.0  # a real limit: over it -> 429
 
 
+def _server_key(movie_id, position: int):
+    """The id as the details path finds it (a positive int), else a key no path reaches."""
+    return movie_id if isinstance(movie_id, int) and not isinstance(movie_id, bool) and movie_id > 0 else f"#{position}"
+
+
 @dataclass
 class FakeTmdb:
     movies: list[SampleMovie]
@@ -58,7 +63,8 @@ class FakeTmdb:
         self._count = 0
         self._window_start = time.monotonic()
         self._window_count = 0
-        self._by_id = {m.details["id"]: m for m in self.movies}
+        # Hostile movies may carry no usable id (None, -5, 7.5, "12"): each is still one movie of the listing.
+        self._by_id = {_server_key(m.details.get("id"), n): m for n, m in enumerate(self.movies)}
         self._served: set = set()
         self._sequence: dict = {}
         self._attempts: Counter = Counter()
@@ -66,7 +72,7 @@ class FakeTmdb:
         self._index()
 
     def _index(self) -> None:
-        self._sorted = sorted(self._by_id.values(), key=lambda m: (m.details["release_date"], m.details["id"]))
+        self._sorted = sorted(self._by_id.values(), key=lambda m: (m.details["release_date"], str(m.details.get("id"))))
         self._dates = [m.details["release_date"] for m in self._sorted]
 
     # ---- TMDB's change list --------------------------------------------------------

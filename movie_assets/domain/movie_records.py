@@ -133,7 +133,7 @@ def storable_payload(doc):
         cleaned = {storable_payload(str(k)): storable_payload(v) for k, v in doc.items()}
         size = len(json.dumps(cleaned).encode())
         if size > MAX_DOCUMENT_BYTES:
-            return {"id": cleaned.get("id"), "truncated": True, "bytes": size}
+            return {"id": cleaned.get("id"), "title": str(cleaned.get("title"))[:300], "truncated": True, "bytes": size}
         return cleaned
     if isinstance(doc, list):
         return [storable_payload(v) for v in doc]
@@ -211,6 +211,8 @@ def _validate(doc: dict, window: tuple[dt.date, dt.date]) -> tuple[dict | None, 
         if amount is not None and amount < 0:
             return None, f"{field} is negative: {amount}"
     genres = doc.get("genres") or []
+    if not isinstance(genres, list) or not all(isinstance(g, dict) and "id" in g and "name" in g for g in genres):
+        return None, f"genres is not a list of {{id, name}}: {repr(genres)[:60]}"
     return {
         "movie_id": movie_id,
         "title": title,
