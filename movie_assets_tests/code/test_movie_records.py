@@ -80,7 +80,8 @@ def test_malformed_records_become_rejects_not_crashes():
     cases = {
         "budget is not a finite number": details(budget=float("inf")),
         "budget is out of range": details(budget=2**70),
-        "malformed record": details(genres=[{"name": "no id"}]),
+        "genres is not a list of {id, name}": details(genres=[{"name": "no id"}]),
+        "genres is not a list": details(genres="Drama"),
         "title is not text": details(title=123),
         "release_date is missing or malformed": details(release_date=20240115),
     }
