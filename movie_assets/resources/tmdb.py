@@ -24,7 +24,7 @@ from pydantic import Field
 
 from movie_assets.domain.movie_records import movie_id_of
 from movie_assets.domain.progress import Progress
-from movie_assets.settings import DEFAULT_TMDB_BASE_URL, redact_url
+from movie_assets.settings import DEFAULT_TMDB_BASE_URL, redact_text
 
 PAGE_SIZE = 20
 MAX_PAGES = 500  # TMDB refuses pages past 500: at most 10,000 results per discover query
@@ -57,6 +57,7 @@ class CrawlStats:
     duplicates: int = 0
     details_missing: int = 0
     missing_listings: int = 0
+    unreadable: int = 0  # details bodies that never parsed as JSON
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -339,30 +340,47 @@ class _Http:
                 problem, wait = f"{type(exc).__name__}", self._backoff(attempt)
             else:
                 if response.status_code == 200:
-                    return response.json()
-                if response.status_code == 404 and allow_404:
+                    try:
+                        return response.json()
+                    except ValueError:  # a truncated or HTML body: read it again
+                        problem, wait = "200 with a body that is not JSON", self._backoff(attempt)
+                elif response.status_code == 404 and allow_404:
                     return None
-                if response.status_code == 401:
+                elif response.status_code == 401:
                     raise TmdbAuthError(
-                        f"TMDB refused the credentials (401: {_status_message(response)}). Set TMDB_API_KEY to a valid "
-                        "v3 key or TMDB_READ_ACCESS_TOKEN to a valid v4 read access token, or TMDB_SOURCE=sample."
+                        self._safe(
+                            f"TMDB refused the credentials (401: {_status_message(response)}). Set TMDB_API_KEY to a "
+                            "valid v3 key or TMDB_READ_ACCESS_TOKEN to a valid v4 read access token, or "
+                            "TMDB_SOURCE=sample."
+                        )
                     )
-                if response.status_code == 429:
+                elif response.status_code == 429:
                     self.stats.add(throttled=1)
-                    # Honour Retry-After, but never sleep a whole run away on a bogus header.
-                    wait = min(_retry_after(response) or self._backoff(attempt), MAX_RETRY_AFTER_S)
+                    asked = _retry_after(response)
+                    if asked is not None and asked > MAX_RETRY_AFTER_S:
+                        raise TmdbError(
+                            f"TMDB asks to wait {asked:.0f} s (Retry-After) for {self._safe(url)}, over the "
+                            f"{MAX_RETRY_AFTER_S:.0f} s cap: the API's limit is spent for now; re-run the partition "
+                            "later."
+                        )
+                    wait = asked if asked is not None else self._backoff(attempt)
                     self.limiter.pause(wait)
                     problem = "429 Too Many Requests"
                 elif response.status_code >= 500:
                     problem, wait = f"{response.status_code} {_status_message(response)}", self._backoff(attempt)
                 else:
                     raise TmdbError(
-                        f"TMDB {response.status_code} for {self._safe(response.url)}: {_status_message(response)}"
+                        self._safe(f"TMDB {response.status_code} for {response.url}: {_status_message(response)}")
                     )
             if attempt == self.client.max_retries:
+                if problem.startswith("200") and allow_404:
+                    self.stats.add(unreadable=1)
+                    return None  # a details document that never parses: the list item stands in for it
                 raise TmdbError(
-                    f"TMDB still failing after {attempt + 1} attempts for {self._safe(url)} ({problem}); "
-                    "check TMDB_BASE_URL and TMDB's status, then re-run the partition."
+                    self._safe(
+                        f"TMDB still failing after {attempt + 1} attempts for {url} ({problem}); "
+                        "check TMDB_BASE_URL and TMDB's status, then re-run the partition."
+                    )
                 )
             self.stats.add(retries=1)
             time.sleep(wait)
@@ -372,8 +390,9 @@ class _Http:
         """Exponential backoff with full jitter, capped at 30 s."""
         return min(30.0, self.client.backoff_base_s * 2**attempt) * random.uniform(0.5, 1.0)
 
-    def _safe(self, url: str) -> str:
-        text = redact_url(url)
+    def _safe(self, text: str) -> str:
+        """Any text that leaves the client: URLs, TMDB's echoed messages and bodies, with every secret masked."""
+        text = redact_text(text)
         for secret in (self.client.api_key, self.client.read_access_token):
             if secret:
                 text = text.replace(secret, "***")

@@ -110,3 +110,73 @@ def test_persistent_5xx_gives_up_with_a_redacted_url():
             client(server, api_key="SECRET-KEY-XYZ", max_retries=2).crawl(MARCH, log=lambda _: None)
     assert "after 3 attempts" in str(error.value)
     assert "SECRET-KEY-XYZ" not in str(error.value)
+
+
+class ScriptedTmdb:
+    """A loopback server answering every request with one scripted response (status, headers, raw body)."""
+
+    def __init__(self, status: int, body: bytes, headers: dict | None = None):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's naming
+                self.send_response(status)
+                for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/3"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+
+
+KEY, TOKEN = "v3-KEY-abc123def456", "v4-TOKEN-eyJhbGciOi"
+
+
+@pytest.mark.parametrize(
+    ("status", "credentials", "error"),
+    [(400, {"api_key": KEY}, TmdbError), (401, {"read_access_token": TOKEN}, TmdbAuthError)],
+)
+def test_an_error_body_that_echoes_the_key_or_token_is_redacted(status, credentials, error):
+    """TMDB (or a proxy) quoting the request back: the key and the token never reach the message."""
+    echo = f'{{"status_message": "bad request for /3/discover/movie?api_key={KEY} with Bearer {TOKEN}"}}'
+    with ScriptedTmdb(status, echo.encode()) as server:
+        tmdb = TmdbApiClient(base_url=server.base_url, max_retries=0, **credentials)
+        with pytest.raises(error) as raised:
+            tmdb.movie_details([550], log=lambda _: None)
+    assert KEY not in str(raised.value) and TOKEN not in str(raised.value)
+    assert "bad request" in str(raised.value)
+
+
+@pytest.mark.parametrize("header", ["3600", "tomorrow"])
+def test_a_retry_after_past_the_cap_fails_clearly_and_a_bogus_one_backs_off(header):
+    with ScriptedTmdb(429, b'{"status_code": 25}', {"Retry-After": header}) as server:
+        tmdb = TmdbApiClient(base_url=server.base_url, api_key=KEY, max_retries=1, backoff_base_s=0.01)
+        started = time.monotonic()
+        with pytest.raises(TmdbError) as raised:
+            tmdb.movie_details([550], log=lambda _: None)
+    assert time.monotonic() - started < 10, "never sleep toward an hour-long Retry-After"
+    message = str(raised.value)
+    assert ("over the 60 s cap" in message) if header == "3600" else ("after 2 attempts" in message)
+    assert KEY not in message
+
+
+def test_a_truncated_body_is_read_again_and_a_details_document_that_never_parses_is_missing():
+    with ScriptedTmdb(200, b'{"id": 550, "title": "Fight') as server:
+        tmdb = TmdbApiClient(base_url=server.base_url, api_key=KEY, max_retries=1, backoff_base_s=0.01)
+        details = tmdb.movie_details([550], log=lambda _: None)
+        assert details.documents == {550: None} and details.stats.retries == 1
+        with pytest.raises(TmdbError, match="not JSON"):
+            tmdb.crawl(MARCH, log=lambda _: None)
