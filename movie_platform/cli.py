@@ -147,7 +147,8 @@ def cmd_features(args: argparse.Namespace) -> int:
     absent = absent_ids(frame, movie_ids)
     if absent:
         print(
-            f"\nnot in the online store: {absent} (materialize online_features, or the keys expired)", file=sys.stderr
+            f"\nnot in the online store: {absent} (never materialized, keys expired, or older than the feature view's TTL)",
+            file=sys.stderr,
         )
         return 1
     return 0
@@ -176,7 +177,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"{movie_id:>12}  {value:.2f}")
     if result.absent:
         print(
-            f"not in the online store: {result.absent} (materialize online_features, or the keys expired)",
+            f"not in the online store: {result.absent} (never materialized, keys expired, or older than the feature view's TTL)",
             file=sys.stderr,
         )
         return 1

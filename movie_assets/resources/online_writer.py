@@ -10,6 +10,7 @@ writing keys the SDK cannot read. Newer-wins dedupe is kept as Feast does it.
 
 from __future__ import annotations
 
+import datetime as dt
 import struct
 from functools import lru_cache
 
@@ -182,15 +183,24 @@ class OnlineReader:
         self.client = RedisOnlineStore()._get_client(store.config.online_store)
         self.columns = [name for name, _ in self.layout.features]
 
-    def read(self, ids) -> pd.DataFrame:
-        """Movies not online come back as all-NaN rows."""
+    def read(self, ids, now: dt.datetime | None = None) -> pd.DataFrame:
+        """Movies not online, or whose row is older than the view's TTL, come back as all-NaN rows.
+
+        Feast's own online read serves a row past its TTL as present (feast-dev/feast#6821) while
+        `get_historical_features` leaves it out; here serving agrees with training.
+        """
         with self.client.pipeline(transaction=False) as pipe:
             for key in self.layout.keys(np.asarray(ids, dtype="int64")):
-                pipe.hmget(key, self.layout.field_keys)
+                pipe.hmget(key, [*self.layout.field_keys, self.layout.ts_field])
             rows = pipe.execute()
-        values = np.array([[decode_value(raw or b"") for raw in row] for row in rows], dtype="float64").reshape(
+        values = np.array([[decode_value(raw or b"") for raw in row[:-1]] for row in rows], dtype="float64").reshape(
             len(rows), len(self.columns)
         )
+        ttl = self.layout.view.ttl
+        if ttl and ttl.total_seconds() > 0 and len(rows):
+            oldest = int(((now or dt.datetime.now(dt.timezone.utc)) - ttl).timestamp() * 1_000_000_000)
+            stale = np.array([row[-1] is not None and _stored_nanos(row[-1]) < oldest for row in rows])
+            values[stale] = np.nan
         return pd.DataFrame(values, columns=self.columns, index=pd.Index(ids, name=self.layout.join_key))
 
     def present(self, ids, batch: int = 10_000) -> np.ndarray:

@@ -7,6 +7,7 @@ import sys
 import uuid
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import redis
 
@@ -87,6 +88,21 @@ def test_features_to_online_store_on_a_folder(stack_env, database, object_store)
     direct = read_latest(store, store.get_feature_view("movie_features"), ids)
     pd.testing.assert_frame_equal(direct, sdk[direct.columns].astype("float64"), check_names=False)
     assert direct.loc[1].isna().all()
+
+    # A row older than the view's TTL is not served: missing, as the point-in-time join has it.
+    from movie_assets.resources.online_writer import FeastRedisLayout, timestamp_bytes
+
+    view = store.get_feature_view("movie_features")
+    layout = FeastRedisLayout(store, view)
+    stale_id = ids[0]
+    (stale_key,) = layout.keys(np.asarray([stale_id], dtype="int64"))
+    client = redis.Redis.from_url(stack_env["MOVIE_REDIS_URL"])
+    fresh_stamp = client.hget(stale_key, layout.ts_field)
+    old = pd.Timestamp.now(tz="UTC") - view.ttl - pd.Timedelta(days=10)
+    client.hset(stale_key, layout.ts_field, timestamp_bytes(old.value))
+    aged = read_latest(store, view, ids[:2])
+    assert aged.loc[stale_id].isna().all() and aged.loc[ids[1]].notna().any()
+    client.hset(stale_key, layout.ts_field, fresh_stamp)
 
     # Idempotent: running again materializes nothing new and changes nothing.
     again = dg.materialize([online_features], resources=resources, instance=dg.DagsterInstance.ephemeral())
