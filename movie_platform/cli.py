@@ -120,6 +120,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
             return proc.wait()
 
 
+ABSENT_HINT = " (never materialized, keys expired, or older than the feature view's TTL)"
+
+
 def feast_store_from_env():
     from movie_assets.resources.feast import FeastStore
 
@@ -147,7 +150,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     absent = absent_ids(frame, movie_ids)
     if absent:
         print(
-            f"\nnot in the online store: {absent} (never materialized, keys expired, or older than the feature view's TTL)",
+            f"\nnot in the online store: {absent}{ABSENT_HINT}",
             file=sys.stderr,
         )
         return 1
@@ -177,7 +180,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"{movie_id:>12}  {value:.2f}")
     if result.absent:
         print(
-            f"not in the online store: {result.absent} (never materialized, keys expired, or older than the feature view's TTL)",
+            f"not in the online store: {result.absent}{ABSENT_HINT}",
             file=sys.stderr,
         )
         return 1
