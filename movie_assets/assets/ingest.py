@@ -12,7 +12,7 @@ from movie_assets.domain.movie_records import RAW_COLUMNS, REJECT_COLUMNS, paylo
 from movie_assets.domain.progress import Progress
 from movie_assets.object_layout import RAW_BACKUP_PATH
 from movie_assets.partitions import monthly_asset, months_in, partition_window
-from movie_assets.resources.postgres import PostgresDatabase, table_schema
+from movie_assets.resources.postgres import TableRows, WithSideTables, table_schema
 from movie_assets.resources.tmdb import CrawlStats, TmdbAuthError, TmdbSource
 
 RAW_DESCRIPTIONS = {
@@ -34,7 +34,7 @@ RAW_DESCRIPTIONS = {
         "partition_column": "release_month",
     },
 )
-def movies_raw(context: dg.AssetExecutionContext, tmdb: TmdbSource, database: PostgresDatabase):
+def movies_raw(context: dg.AssetExecutionContext, tmdb: TmdbSource):
     """Movies released in the partition's month(s), crawled from TMDB: typed columns plus the raw payload.
 
     Records still invalid after merging list item and details go to `movies_rejected`
@@ -61,10 +61,10 @@ def movies_raw(context: dg.AssetExecutionContext, tmdb: TmdbSource, database: Po
 
     frame = to_frame(rows, RAW_COLUMNS)
     rejected = to_frame(rejects, REJECT_COLUMNS)
-    database.replace_rows("movies_rejected", REJECT_COLUMNS, rejected, "release_month", window)
     reasons = collections.Counter(r["reason"].split(":")[0] for r in rejects)
     yield dg.Output(
-        frame,
+        # The month's rejects are replaced in the same transaction as its rows: a failed write keeps both.
+        WithSideTables(frame, [TableRows("movies_rejected", REJECT_COLUMNS, rejected)]),
         metadata={
             "source": tmdb.description,
             "months": len(months_in(window)),

@@ -14,7 +14,7 @@ from movie_assets.domain.eda import EDA_COLUMNS, eda_stats_frame, report_plots, 
 from movie_assets.object_layout import EDA_PREFIX
 from movie_assets.partitions import add_months, monthly_asset, partition_window
 from movie_assets.resources.object_store import ObjectStore, write_atomically
-from movie_assets.resources.postgres import PostgresDatabase, copy_frame, table_schema
+from movie_assets.resources.postgres import PostgresDatabase, TableRows, WithSideTables, copy_frame, table_schema
 
 EDA_HISTORY_COLUMNS = {**EDA_COLUMNS, "run_id": "text", "computed_at": "timestamp with time zone"}
 REPORT_MONTHS = 24
@@ -34,20 +34,21 @@ CLEANING_RULES = """| rule | why |
     kinds={"postgres", "pandas"},
     metadata={"dagster/column_schema": table_schema(CLEAN_COLUMNS), "partition_column": "release_month"},
 )
-def movies_clean(context: dg.AssetExecutionContext, movies_raw: pd.DataFrame, database: PostgresDatabase):
+def movies_clean(context: dg.AssetExecutionContext, movies_raw: pd.DataFrame):
     """One typed, normalized row per released movie; genres also as the long table `movie_genres`.
 
     Rows that leave (adult titles, unreleased movies) are kept with their reason in
     `movies_clean_dropped`, so raw = clean + dropped holds for every partition.
     """
-    window = partition_window(context)
     clean, dropped = clean_movies(movies_raw)
-    database.replace_rows("movie_genres", GENRE_COLUMNS, genre_rows(clean), "release_month", window)
-    database.replace_rows("movies_clean_dropped", DROP_COLUMNS, dropped, "release_month", window)
     reasons = collections.Counter(dropped["reason"])
     context.log.info(f"{len(movies_raw)} raw -> {len(clean)} clean, {len(dropped)} dropped {dict(reasons)}")
+    sides = [
+        TableRows("movie_genres", GENRE_COLUMNS, genre_rows(clean)),
+        TableRows("movies_clean_dropped", DROP_COLUMNS, dropped),
+    ]
     yield dg.Output(
-        clean,
+        WithSideTables(clean, sides),  # one transaction: raw = clean + dropped holds after any failure
         metadata={
             "raw_rows": len(movies_raw),
             "rows": len(clean),

@@ -14,6 +14,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import dagster as dg
 import numpy as np
@@ -44,6 +45,23 @@ ARROW_TYPES = {
 
 # Longer names would be cut to 63 bytes by PostgreSQL, so two settings would share one schema.
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+@dataclass(frozen=True)
+class TableRows:
+    """Rows for one table: what `replace_tables` writes, and how an asset hands its side tables to the IO manager."""
+
+    table: str
+    columns: Mapping[str, str]
+    frame: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class WithSideTables:
+    """An asset's output frame plus side tables of the same partitions, written in the same transaction."""
+
+    frame: pd.DataFrame
+    side_tables: list[TableRows]
 
 
 class PostgresError(RuntimeError):
@@ -138,30 +156,49 @@ class PostgresDatabase(dg.ConfigurableResource):
         window: tuple[dt.date, dt.date] | None = None,
     ) -> int:
         """Replace the rows of `window` (or the whole table) with `frame` in one transaction."""
-        label = f"{table} {window[0]}..{window[1]}" if window else table
-        if window and partition_column and len(frame):
-            values = pd.to_datetime(frame[partition_column]).values
-            outside = frame[(values < np.datetime64(window[0])) | (values >= np.datetime64(window[1]))]
-            if len(outside):
-                raise PostgresError(
-                    f"{len(outside)} rows for {table} have {partition_column} outside {window[0]}..{window[1]} "
-                    f"(e.g. {outside[partition_column].iloc[0]}); refusing a write the next re-run would lose."
-                )
+        return self.replace_tables([TableRows(table, columns, frame)], partition_column, window)[table]
+
+    def replace_tables(
+        self,
+        writes: list[TableRows],
+        partition_column: str | None = None,
+        window: tuple[dt.date, dt.date] | None = None,
+    ) -> dict[str, int]:
+        """Replace the `window` rows (or all rows) of several tables in ONE transaction: a step's table and
+        its side tables (rejects, genres, drops) change together or not at all."""
+        label = ", ".join(w.table for w in writes) + (f" {window[0]}..{window[1]}" if window else "")
+        for write in writes:
+            self._refuse_rows_outside(write, partition_column, window)
         with self.connect(f"writing {label}") as conn:
-            self.ensure_table(conn, table, columns, partition_column)
+            for write in writes:
+                self.ensure_table(conn, write.table, write.columns, partition_column)
             with conn.transaction():
-                self._lock_months(conn, table, window if partition_column else None)
-                if window and partition_column:
-                    conn.execute(
-                        sql.SQL("delete from {} where {col} >= %s and {col} < %s").format(
-                            self.ident(table), col=sql.Identifier(partition_column)
-                        ),
-                        (window[0], window[1]),
-                    )
-                else:
-                    conn.execute(sql.SQL("delete from {}").format(self.ident(table)))
-                copy_frame(conn, self.ident(table), columns, frame)
-        return len(frame)
+                for write in sorted(writes, key=lambda w: w.table):  # one lock order for every writer
+                    self._lock_months(conn, write.table, window if partition_column else None)
+                for write in writes:
+                    if window and partition_column:
+                        conn.execute(
+                            sql.SQL("delete from {} where {col} >= %s and {col} < %s").format(
+                                self.ident(write.table), col=sql.Identifier(partition_column)
+                            ),
+                            (window[0], window[1]),
+                        )
+                    else:
+                        conn.execute(sql.SQL("delete from {}").format(self.ident(write.table)))
+                    copy_frame(conn, self.ident(write.table), write.columns, write.frame)
+        return {write.table: len(write.frame) for write in writes}
+
+    @staticmethod
+    def _refuse_rows_outside(write: TableRows, partition_column: str | None, window) -> None:
+        if not (window and partition_column and len(write.frame)):
+            return
+        values = pd.to_datetime(write.frame[partition_column]).values
+        outside = write.frame[(values < np.datetime64(window[0])) | (values >= np.datetime64(window[1]))]
+        if len(outside):
+            raise PostgresError(
+                f"{len(outside)} rows for {write.table} have {partition_column} outside {window[0]}..{window[1]} "
+                f"(e.g. {outside[partition_column].iloc[0]}); refusing a write the next re-run would lose."
+            )
 
     def _lock_months(self, conn: psycopg.Connection, table: str, window: tuple[dt.date, dt.date] | None) -> None:
         """Serialize writers of the same months of a table until commit (transaction advisory locks).
@@ -333,15 +370,18 @@ class PostgresIOManager(dg.ConfigurableIOManager):
 
     database: PostgresDatabase
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | WithSideTables) -> None:
         table, columns, partition_column, window = self._target(context)
         started = dt.datetime.now()
-        rows = self.database.replace_rows(table, columns, obj, partition_column, window)
+        frame, sides = (obj.frame, obj.side_tables) if isinstance(obj, WithSideTables) else (obj, [])
+        written = self.database.replace_tables([TableRows(table, columns, frame), *sides], partition_column, window)
+        rows = written[table]
         seconds = (dt.datetime.now() - started).total_seconds()
         context.add_output_metadata(
             {
                 "table": f"{self.database.db_schema}.{table}",
                 "dagster/row_count": rows,
+                **({"side_tables": ", ".join(f"{t}: {n}" for t, n in written.items() if t != table)} if sides else {}),
                 "rows_per_second": round(rows / seconds) if seconds > 0 else rows,
             }
         )
