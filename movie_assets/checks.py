@@ -173,89 +173,82 @@ def window_of(context: dg.AssetCheckExecutionContext) -> Window:
     return window.start.date(), window.end.date()
 
 
-def monthly_check(asset: str, name: str, description: str, blocking: bool = False):
-    return dg.asset_check(
-        asset=asset,
-        name=name,
-        description=description,
-        blocking=blocking,
-        partitions_def=release_month_partitions,
+def monthly_check(asset: str, name: str, description: str, evaluate, blocking: bool = False):
+    """A check of `asset` per release-month window: `evaluate(database, window)` over the stored table."""
+
+    @dg.asset_check(
+        asset=asset, name=name, description=description, blocking=blocking, partitions_def=release_month_partitions
     )
+    def check(context: dg.AssetCheckExecutionContext, database: PostgresDatabase) -> dg.AssetCheckResult:
+        return evaluate(database, window_of(context))
+
+    return check
 
 
-@monthly_check("movies_raw", "unique_movie_ids", "each movie is stored once, in one month", blocking=True)
-def raw_unique_movie_ids(context: dg.AssetCheckExecutionContext, database: PostgresDatabase) -> dg.AssetCheckResult:
-    return duplicate_ids(database, "movies_raw", window_of(context))
-
-
-@monthly_check(
-    "movies_raw", "release_dates_inside_partition", "release_date lies in the row's release month", blocking=True
-)
-def raw_release_dates_inside_partition(
-    context: dg.AssetCheckExecutionContext, database: PostgresDatabase
-) -> dg.AssetCheckResult:
-    return rows_outside_their_month(database, "movies_raw", window_of(context))
-
-
-@monthly_check("movies_raw", "ids_and_titles_present", "no stored row without an id or a title", blocking=True)
-def raw_ids_and_titles_present(
-    context: dg.AssetCheckExecutionContext, database: PostgresDatabase
-) -> dg.AssetCheckResult:
-    return ids_and_titles_present(database, window_of(context))
-
-
-@monthly_check("movies_raw", "rows_for_past_months", "months that have begun have movies (warn only)")
-def raw_rows_for_past_months(context: dg.AssetCheckExecutionContext, database: PostgresDatabase) -> dg.AssetCheckResult:
-    return months_with_rows(database, window_of(context), dt.datetime.now(dt.timezone.utc).date())
-
-
-@monthly_check("movies_clean", "unique_movie_ids", "each clean movie is stored once, in one month", blocking=True)
-def clean_unique_movie_ids(context: dg.AssetCheckExecutionContext, database: PostgresDatabase) -> dg.AssetCheckResult:
-    return duplicate_ids(database, "movies_clean", window_of(context))
-
-
-@monthly_check(
-    "movies_clean", "release_dates_inside_partition", "release_date lies in the row's release month", blocking=True
-)
-def clean_release_dates_inside_partition(
-    context: dg.AssetCheckExecutionContext, database: PostgresDatabase
-) -> dg.AssetCheckResult:
-    return rows_outside_their_month(database, "movies_clean", window_of(context))
-
-
-@monthly_check(
-    "movies_clean", "missing_ratio_within_limits", "NULL share of key columns under their limits (warn only)"
-)
-def clean_missing_ratio_within_limits(
-    context: dg.AssetCheckExecutionContext, database: PostgresDatabase
-) -> dg.AssetCheckResult:
-    return missing_ratios(database, window_of(context))
-
-
-@monthly_check(
-    "movies_clean", "row_count_reconciles", "raw = clean + dropped, movie by movie, in each month", blocking=True
-)
-def clean_row_count_reconciles(
-    context: dg.AssetCheckExecutionContext, database: PostgresDatabase
-) -> dg.AssetCheckResult:
-    return raw_reconciles_with_clean(database, window_of(context))
-
-
-@monthly_check(
-    "movie_features", "features_match_clean", "one feature row per clean movie, none without one", blocking=True
-)
-def features_match_clean_ids(context: dg.AssetCheckExecutionContext, database: PostgresDatabase) -> dg.AssetCheckResult:
-    return features_match_clean(database, window_of(context))
+def today() -> dt.date:
+    return dt.datetime.now(dt.timezone.utc).date()
 
 
 STORAGE_CHECKS = [
-    raw_unique_movie_ids,
-    raw_release_dates_inside_partition,
-    raw_ids_and_titles_present,
-    raw_rows_for_past_months,
-    clean_unique_movie_ids,
-    clean_release_dates_inside_partition,
-    clean_missing_ratio_within_limits,
-    clean_row_count_reconciles,
-    features_match_clean_ids,
+    monthly_check(
+        "movies_raw",
+        "unique_movie_ids",
+        "each movie is stored once, in one month",
+        lambda db, window: duplicate_ids(db, "movies_raw", window),
+        blocking=True,
+    ),
+    monthly_check(
+        "movies_raw",
+        "release_dates_inside_partition",
+        "release_date lies in the row's release month",
+        lambda db, window: rows_outside_their_month(db, "movies_raw", window),
+        blocking=True,
+    ),
+    monthly_check(
+        "movies_raw",
+        "ids_and_titles_present",
+        "no stored row without an id or a title",
+        ids_and_titles_present,
+        blocking=True,
+    ),
+    monthly_check(
+        "movies_raw",
+        "rows_for_past_months",
+        "months that have begun have movies (warn only)",
+        lambda db, window: months_with_rows(db, window, today()),
+    ),
+    monthly_check(
+        "movies_clean",
+        "unique_movie_ids",
+        "each clean movie is stored once, in one month",
+        lambda db, window: duplicate_ids(db, "movies_clean", window),
+        blocking=True,
+    ),
+    monthly_check(
+        "movies_clean",
+        "release_dates_inside_partition",
+        "release_date lies in the row's release month",
+        lambda db, window: rows_outside_their_month(db, "movies_clean", window),
+        blocking=True,
+    ),
+    monthly_check(
+        "movies_clean",
+        "missing_ratio_within_limits",
+        "NULL share of key columns under their limits (warn only)",
+        missing_ratios,
+    ),
+    monthly_check(
+        "movies_clean",
+        "row_count_reconciles",
+        "raw = clean + dropped, movie by movie, in each month",
+        raw_reconciles_with_clean,
+        blocking=True,
+    ),
+    monthly_check(
+        "movie_features",
+        "features_match_clean",
+        "one feature row per clean movie, none without one",
+        features_match_clean,
+        blocking=True,
+    ),
 ]

@@ -67,6 +67,20 @@ def wait_for(condition, timeout: float, what: str, log_file: Path | None = None,
     pytest.fail(f"timed out after {timeout}s waiting for {what}\n{tail(log_file, 30) if log_file else ''}")
 
 
+def stop_process_group(proc: subprocess.Popen, sig: int, timeout: float = 30) -> None:
+    """Stop a process group the test started itself (start_new_session=True): `sig`, then SIGKILL."""
+    import signal
+
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 @pytest.fixture(scope="session")
 def test_stack() -> Stack:
     return Stack(TEST_STATE_DIR, environ=SESSION_ENVIRON)

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from movie_assets.airflow_bridge import PIPELINE_TASKS
-from movie_assets_tests.conftest import log_to_pytest, wait_for
+from movie_assets_tests.conftest import log_to_pytest, stop_process_group, wait_for
 from movie_platform.airflow_runtime import AirflowRuntime
 from movie_platform.local_stack import _alive
 
@@ -86,12 +86,7 @@ def dagster_dev(stack_env, airflow, tmp_path_factory):
         )
         yield log_file
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc, signal.SIGINT, timeout=60)
 
 
 def test_airflow_dag_materializes_the_month_in_dagster_and_the_sensor_observes_legacy_runs(airflow, dagster_dev):

@@ -33,7 +33,7 @@ from movie_assets.resources.mlflow import MlflowTracking
 from movie_assets.resources.serving import online_feature_rows
 from movie_assets.resources.tmdb import TmdbApiClient
 from movie_assets.resources.tmdb_sample import movies_for_month
-from movie_assets_tests.conftest import own_feast_project, platform_resources
+from movie_assets_tests.conftest import own_feast_project, platform_resources, stop_process_group
 from movie_assets_tests.integration.test_change_sync import MONTHS, RANGE_TAGS, a_day_of_changes, query, stored_ids
 from movie_assets_tests.tmdb_server import FakeTmdb, TmdbTestServer
 from movie_platform.local_stack import REPO_ROOT, tail, write_dagster_home
@@ -86,17 +86,6 @@ def start_daemon(env: dict, log_file: Path) -> subprocess.Popen:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own group: the code server and run workers stop with it
         )
-
-
-def stop(daemon: subprocess.Popen) -> None:
-    """Stops the process group this test started (and only that one)."""
-    if daemon.poll() is None:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait()
 
 
 def failed_runs(instance: dg.DagsterInstance) -> list[str]:
@@ -213,7 +202,7 @@ def test_the_daemon_brings_a_day_of_tmdb_changes_to_every_store_without_a_launch
                     break
             caught_up_s = time.monotonic() - started
         finally:
-            stop(daemon)
+            stop_process_group(daemon, signal.SIGTERM)
         assert not behind, (
             f"after {DEADLINE_S}s not caught up: { {k: v[:5] for k, v in behind.items()} }\n{tail(log_file, 40)}"
         )
