@@ -68,17 +68,25 @@ def wait_for(condition, timeout: float, what: str, log_file: Path | None = None,
 
 
 def stop_process_group(proc: subprocess.Popen, sig: int, timeout: float = 30) -> None:
-    """Stop a process group the test started itself (start_new_session=True): `sig`, then SIGKILL."""
-    import signal
+    """Stop a process group the test started itself (start_new_session=True): `sig`, then SIGKILL.
 
-    if proc.poll() is not None:
+    The leader is waited for without being reaped, so its pid (the group's id) cannot be reused
+    while the stragglers (a daemon's code server ignores SIGTERM) get the SIGKILL.
+    """
+    import signal
+    import time
+
+    if proc.returncode is not None:
         return
     os.killpg(proc.pid, sig)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+        time.sleep(0.2)
     try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 @pytest.fixture(scope="session")
