@@ -3,7 +3,8 @@
 Every write replaces a partition window atomically: DELETE the window, then COPY the
 new rows, in one transaction. Re-runs never duplicate and a failed write leaves the
 previous rows. Bulk paths go through COPY with CSV built by Arrow (C speed on both
-sides); tables get explicit DDL from the asset's `dagster/column_schema`.
+sides); tables get explicit DDL from the asset's `dagster/column_schema`, and a column the
+schema gains later is added in the write's transaction.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pandas as pd
 import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from dagster._core.definitions.metadata.metadata_set import TableMetadataSet  # not exported by `dagster` in 1.13
 from psycopg import sql
 from pydantic import field_validator
 
@@ -175,6 +177,8 @@ class PostgresDatabase(dg.ConfigurableResource):
             with conn.transaction():
                 for write in sorted(writes, key=lambda w: w.table):  # one lock order for every writer
                     self._lock_months(conn, write.table, window if partition_column else None)
+                for write in writes:  # before any row changes: a refusal leaves the table as it was
+                    self._add_missing_columns(conn, write)
                 for write in writes:
                     if window and partition_column:
                         conn.execute(
@@ -187,6 +191,34 @@ class PostgresDatabase(dg.ConfigurableResource):
                         conn.execute(sql.SQL("delete from {}").format(self.ident(write.table)))
                     copy_frame(conn, self.ident(write.table), write.columns, write.frame)
         return {write.table: len(write.frame) for write in writes}
+
+    def _add_missing_columns(self, conn: psycopg.Connection, write: TableRows) -> None:
+        """Bring an existing table up to the declared columns, inside the write's transaction.
+
+        `ensure_table` creates a table once; a column declared later would make COPY fail. New
+        columns are added (`ADD COLUMN IF NOT EXISTS`, so two writers racing both succeed), and
+        the rows already stored get NULL. What cannot be done safely is refused before any row
+        changes: a type the COPY path cannot write, or an existing column declared with another
+        type (that is a migration, not an addition).
+        """
+        stored = stored_column_types(conn, self.db_schema, write.table)
+        changed = {n: (stored[n], t) for n, t in write.columns.items() if n in stored and _retyped(stored[n], t)}
+        missing = {n: t for n, t in write.columns.items() if n not in stored}
+        unmappable = {n: t for n, t in missing.items() if not _copyable_type(t)}
+        if changed or unmappable:
+            problems = [f"{n} is {old} in the table but declared {new}" for n, (old, new) in changed.items()]
+            problems += [f"{n} has type {t!r}: the IO manager cannot add it" for n, t in unmappable.items()]
+            raise PostgresError(
+                f"{self.db_schema}.{write.table} does not match its declared columns: {'; '.join(problems)}. "
+                "Nothing was written. Migrate the table by hand (ALTER TABLE ... ALTER COLUMN ... TYPE) or "
+                "rename the column in the asset's dagster/column_schema, then re-run."
+            )
+        for name, sql_type in missing.items():
+            conn.execute(
+                sql.SQL("alter table {} add column if not exists {} {}").format(
+                    self.ident(write.table), sql.Identifier(name), sql.SQL(sql_type)
+                )
+            )
 
     @staticmethod
     def _refuse_rows_outside(write: TableRows, partition_column: str | None, window) -> None:
@@ -214,6 +246,13 @@ class PostgresDatabase(dg.ConfigurableResource):
         numbers = [month_number(month) for month in months] if months is not None else [-1]
         for month in sorted(set(numbers)):
             conn.execute("select pg_advisory_xact_lock(hashtext(%s), %s)", (f"{self.db_schema}.{table}", month))
+
+    def count_rows(self, table: str) -> int:
+        """Rows in the whole table (`dagster/row_count`); the written window's rows are `partition_row_count`."""
+        with self.connect(f"counting {table}") as conn:
+            row = conn.execute(sql.SQL("select count(*) from {}").format(self.ident(table))).fetchone()
+        assert row is not None, "count(*) always returns one row"
+        return int(row[0])
 
     def read_rows(
         self,
@@ -334,6 +373,26 @@ def _pg_array(values) -> str | None:
     return "{" + ",".join(items) + "}"
 
 
+def stored_column_types(conn: psycopg.Connection, schema: str, table: str) -> dict[str, str]:
+    """{column: SQL type as PostgreSQL spells it} of an existing table (format_type: `integer[]`, ...)."""
+    rows = conn.execute(
+        "select a.attname, format_type(a.atttypid, a.atttypmod) from pg_attribute a "
+        "where a.attrelid = to_regclass(%s) and a.attnum > 0 and not a.attisdropped order by a.attnum",
+        (f"{_quote(schema)}.{_quote(table)}",),
+    ).fetchall()
+    return {name: sql_type for name, sql_type in rows}
+
+
+def _copyable_type(sql_type: str) -> bool:
+    """A plain type (or array of one) that `_to_arrow` writes and `ADD COLUMN` can add without a constraint."""
+    return sql_type.removesuffix("[]") in ARROW_TYPES
+
+
+def _retyped(stored: str, declared: str) -> bool:
+    """True when a declared plain type differs from the stored one (declared constraints are not compared)."""
+    return _copyable_type(declared) and stored != declared
+
+
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
@@ -362,10 +421,14 @@ def _pandas_type(arrow_type: pa.DataType):
 class PostgresIOManager(dg.ConfigurableIOManager):
     """Stores an asset's DataFrame in the table named after the asset, one partition window at a time.
 
-    The asset declares its columns as `dagster/column_schema` metadata (SQL types), may
-    name another table with `table_name` (the asset key is the default) and,
-    when partitioned, the date column that holds the partition (`partition_column`,
-    default `release_month`). Partition ranges (single-run backfills) work the same way.
+    The asset declares its columns as `dagster/column_schema` metadata (SQL types) and, when
+    partitioned, the date column that holds the partition as `partition_expr` (Dagster's name for
+    it in its database IO managers; default `release_month`). Another table than the asset key
+    is named with `dagster/table_name` (`TableMetadataSet(table_name=...)`). The older keys
+    `partition_column` and `table_name` are still read, so definitions move over one by one.
+    Partition ranges (single-run backfills) work the same way. Each write reports
+    `TableMetadataSet`: the qualified table name, the rows of the written window, the table's
+    rows and the column schema.
     """
 
     database: PostgresDatabase
@@ -377,10 +440,15 @@ class PostgresIOManager(dg.ConfigurableIOManager):
         written = self.database.replace_tables([TableRows(table, columns, frame), *sides], partition_column, window)
         rows = written[table]
         seconds = (dt.datetime.now() - started).total_seconds()
+        table_metadata = TableMetadataSet(
+            table_name=f"{self.database.db_schema}.{table}",
+            column_schema=table_schema(columns),
+            row_count=self.database.count_rows(table),
+            partition_row_count=rows if window else None,
+        )
         context.add_output_metadata(
             {
-                "table": f"{self.database.db_schema}.{table}",
-                "dagster/row_count": rows,
+                **table_metadata,
                 **({"side_tables": ", ".join(f"{t}: {n}" for t, n in written.items() if t != table)} if sides else {}),
                 "rows_per_second": round(rows / seconds) if seconds > 0 else rows,
             }
@@ -405,9 +473,14 @@ class PostgresIOManager(dg.ConfigurableIOManager):
                 f"asset {output.asset_key.to_user_string()} stores to PostgreSQL but declares no dagster/column_schema"
             )
         columns = columns_of(schema.schema if hasattr(schema, "schema") else schema)
-        table = str(metadata.get("table_name", output.asset_key.path[-1]))
+        named = TableMetadataSet.extract(metadata).table_name or metadata.get("table_name")
+        table = str(named).rsplit(".", 1)[-1] if named else output.asset_key.path[-1]
         partitioned = (input_context or output).has_asset_partitions
-        partition_column = metadata.get("partition_column", "release_month") if partitioned else None
+        partition_column = (
+            str(metadata.get("partition_expr") or metadata.get("partition_column") or "release_month")
+            if partitioned
+            else None
+        )
         window = None
         if partitioned:
             time_window = (input_context or output).asset_partitions_time_window

@@ -271,3 +271,76 @@ def test_cli_materializes_a_range_in_one_run_from_sample_and_local_server(stack_
     stored = [p for p in (tmp_path / "home").rglob("*") if p.is_file()]
     assert any(p.suffix in (".out", ".err") for p in stored) and any(p.suffix == ".db" for p in stored), stored
     assert [p for p in stored if SECRET.encode() in p.read_bytes()] == []
+
+
+def test_a_column_declared_later_is_added_and_older_rows_get_null(database):
+    """Before, `ensure_table` returned early for an existing table, so COPY failed on the new column."""
+    january, february = (dt.date(2024, 1, 1), dt.date(2024, 2, 1)), (dt.date(2024, 2, 1), dt.date(2024, 3, 1))
+    old = {"movie_id": "bigint", "release_month": "date"}
+    database.replace_rows(
+        "probe", old, pd.DataFrame({"movie_id": [1], "release_month": [january[0]]}), *("release_month", january)
+    )
+    new = {**old, "title": "text", "genre_ids": "integer[]"}
+    frame = pd.DataFrame({"movie_id": [2], "release_month": [february[0]], "title": ["B"], "genre_ids": [[3, 4]]})
+    database.replace_rows("probe", new, frame, "release_month", february)
+    with database.connect() as conn:
+        rows = conn.execute(
+            sql.SQL("select movie_id, title, genre_ids from {} order by 1").format(database.ident("probe"))
+        ).fetchall()
+    assert rows == [(1, None, None), (2, "B", [3, 4])]
+
+
+def test_a_column_declared_with_another_type_is_refused_before_writing(database):
+    window = (dt.date(2024, 1, 1), dt.date(2024, 2, 1))
+    columns = {"movie_id": "bigint", "release_month": "date", "title": "text"}
+    database.replace_rows(
+        "probe",
+        columns,
+        pd.DataFrame({"movie_id": [1], "release_month": [window[0]], "title": ["A"]}),
+        "release_month",
+        window,
+    )
+    retyped = {**columns, "title": "integer", "rank": "integer primary key"}
+    frame = pd.DataFrame({"movie_id": [2], "release_month": [window[0]], "title": [7], "rank": [1]})
+    with pytest.raises(PostgresError) as error:
+        database.replace_rows("probe", retyped, frame, "release_month", window)
+    message = str(error.value)
+    assert f"{database.db_schema}.probe does not match its declared columns" in message
+    assert "title is text in the table but declared integer" in message and "rank has type" in message
+    with database.connect() as conn:
+        rows = conn.execute(sql.SQL("select movie_id, title from {}").format(database.ident("probe"))).fetchall()
+    assert rows == [(1, "A")], "nothing was written"
+
+
+def test_io_manager_reads_partition_expr_and_reports_table_metadata_set(database):
+    """Dagster's names: `partition_expr` picks the partition column, `dagster/table_name` the table, and the
+    output carries `TableMetadataSet` (table, window rows, table rows, columns) instead of our own keys."""
+    from dagster._core.definitions.metadata.metadata_set import TableMetadataSet
+
+    from movie_assets.partitions import monthly_asset
+    from movie_assets.resources.postgres import PostgresIOManager, table_schema
+
+    columns = {"movie_id": "bigint", "day": "date"}
+
+    @monthly_asset(
+        io_manager_key="postgres_io_manager",
+        metadata={
+            "dagster/column_schema": table_schema(columns),
+            "partition_expr": "day",
+            "dagster/table_name": "probe_days",
+        },
+    )
+    def days(context: dg.AssetExecutionContext) -> pd.DataFrame:
+        start = context.partition_time_window.start.date()
+        return pd.DataFrame({"movie_id": [1, 2], "day": [start, start + dt.timedelta(days=3)]})
+
+    io_manager = PostgresIOManager(database=database)
+    for month in ("2024-01-01", "2024-02-01"):
+        result = dg.materialize([days], partition_key=month, resources={"postgres_io_manager": io_manager})
+    metadata = TableMetadataSet.extract(result.asset_materializations_for_node("days")[0].metadata)
+    assert metadata.table_name == f"{database.db_schema}.probe_days"
+    assert (metadata.partition_row_count, metadata.row_count) == (2, 4)
+    assert metadata.column_schema == table_schema(columns)
+    with database.connect() as conn:
+        stored = conn.execute(sql.SQL("select count(*) from {}").format(database.ident("probe_days"))).fetchone()
+    assert stored == (4,)
