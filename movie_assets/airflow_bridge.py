@@ -5,12 +5,15 @@ task mapping, which is how the proxied Airflow tasks find them over GraphQL; and
 legacy DAG's output is an external asset, `partner_ratings`.
 With AIRFLOW_URL set: the DAGs become assets in our graph and a polling sensor turns
 finished Airflow runs into materializations (downstream assets react through their
-automation conditions). An unreachable Airflow stops the load with a message that
-says so, never a raw connection traceback.
+automation conditions). Airflow that cannot be used at load (down, refused login, no
+credentials) never costs the code location: it loads without the bridge, logs a
+warning, and the bridge's sensor (same name) fails every tick with what is wrong and
+what to do, so the UI shows it where the working sensor would be.
 """
 
 import datetime as dt
 import json
+import logging
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,7 +23,7 @@ import dagster as dg
 import requests
 
 from movie_assets.partitions import release_month_partitions
-from movie_assets.settings import redact_url
+from movie_assets.settings import redact_text, redact_url
 
 # airlift's public API is marked beta; say so once here, not at every code-location load.
 warnings.filterwarnings("ignore", category=dg.BetaWarning, module=rf"({__name__}|dagster_airlift)")
@@ -34,7 +37,12 @@ PIPELINE_TASKS = {
     "features": ("movie_features",),
 }
 INSTANCE_NAME = "airflow"
+# airlift's name for its polling sensor; the stand-in of a bridge that could not load takes it over.
+BRIDGE_SENSOR = f"{INSTANCE_NAME}__airflow_dag_status_sensor"
 DEFAULT_SENSOR_INTERVAL_S = 30
+RELOAD = "then reload the code location (UI: Deployment > Reload, or restart `make dev`)"
+
+logger = logging.getLogger(__name__)
 
 partner_ratings = dg.AssetSpec(
     "partner_ratings",
@@ -82,21 +90,86 @@ def scheduled_by_airflow(environ: Mapping[str, str] = os.environ) -> set[str]:
 
 
 def with_airflow(defs: dg.Definitions, environ: Mapping[str, str] = os.environ) -> dg.Definitions:
-    """`defs` as they are when AIRFLOW_URL is unset; bridged to that Airflow when it is set."""
+    """`defs` as they are when AIRFLOW_URL is unset; bridged to that Airflow when it is set and usable.
+
+    When it is set but Airflow cannot be used, `defs` plus the stand-in sensor `bridge_down_sensor`:
+    every other asset, job and sensor stays, only the bridge is missing, and it says why.
+    """
     if not environ.get("AIRFLOW_URL"):
         return defs
+    try:
+        return bridged(defs, environ)
+    except AirflowBridgeError as exc:
+        reason = str(exc)
+    logger.warning(f"loading the code location without the Airflow bridge: {reason}")
+    return dg.Definitions.merge(defs, dg.Definitions(sensors=[bridge_down_sensor(reason, environ)]))
+
+
+def bridged(defs: dg.Definitions, environ: Mapping[str, str]) -> dg.Definitions:
+    """airlift's definitions: fetches the DAGs from Airflow now; AirflowBridgeError when it cannot."""
     from dagster_airlift.core import build_defs_from_airflow_instance
 
     instance = airflow_instance(environ)
     check_reachable(instance, environ["AIRFLOW_URL"])
-    return build_defs_from_airflow_instance(
-        airflow_instance=instance,
-        defs=defs,
-        event_transformer_fn=partition_by_data_interval,
-        sensor_minimum_interval_seconds=int(
-            environ.get("AIRFLOW_SENSOR_INTERVAL_SECONDS") or DEFAULT_SENSOR_INTERVAL_S
-        ),
+    try:
+        return build_defs_from_airflow_instance(
+            airflow_instance=instance,
+            defs=defs,
+            event_transformer_fn=partition_by_data_interval,
+            sensor_minimum_interval_seconds=sensor_interval(environ),
+        )
+    except (requests.RequestException, dg.DagsterError) as exc:
+        # Reachable a moment ago, failed while airlift listed DAGs and tasks (Airflow stopping, an API error).
+        detail = _without_secrets(str(exc).strip().splitlines()[0] if str(exc).strip() else "", environ)
+        raise AirflowBridgeError(
+            f"Airflow at {redact_url(environ['AIRFLOW_URL'])} (AIRFLOW_URL) failed while the bridge loaded its "
+            f"DAGs ({type(exc).__name__}: {detail[:300]}): check Airflow's webserver log, {RELOAD}"
+        ) from None
+
+
+def sensor_interval(environ: Mapping[str, str]) -> int:
+    return int(environ.get("AIRFLOW_SENSOR_INTERVAL_SECONDS") or DEFAULT_SENSOR_INTERVAL_S)
+
+
+def bridge_down_sensor(reason: str, environ: Mapping[str, str]) -> dg.SensorDefinition:
+    """Stands in for airlift's sensor when the bridge could not load: each tick fails with what is wrong now.
+
+    It asks Airflow again on every tick, so the message also says when Airflow is back and only a
+    reload of the code location is missing. It never requests runs.
+    """
+    url = redact_url(environ["AIRFLOW_URL"])
+
+    @dg.sensor(
+        name=BRIDGE_SENSOR,
+        minimum_interval_seconds=sensor_interval(environ),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"The Airflow bridge (AIRFLOW_URL={url}) did not load: {reason}",
     )
+    def airflow_bridge_down(context: dg.SensorEvaluationContext):
+        problem = bridge_problem(environ)
+        if problem is None:
+            problem = (
+                f"Airflow at {url} (AIRFLOW_URL) answers now, but the code location loaded while it did not: "
+                f"{RELOAD.removeprefix('then ')}"
+            )
+        raise AirflowBridgeError(f"The Airflow bridge is not loaded. {problem}")
+
+    return airflow_bridge_down
+
+
+def bridge_problem(environ: Mapping[str, str]) -> str | None:
+    """What stops the bridge right now (credentials, reachability, login), or None when Airflow answers."""
+    try:
+        check_reachable(airflow_instance(environ), environ["AIRFLOW_URL"], timeout_s=5)
+    except AirflowBridgeError as exc:
+        return str(exc)
+    return None
+
+
+def _without_secrets(text: str, environ: Mapping[str, str]) -> str:
+    password = environ.get("AIRFLOW_PASSWORD")
+    text = redact_text(text)
+    return text.replace(password, "***") if password else text
 
 
 def airflow_instance(environ: Mapping[str, str]):
@@ -106,7 +179,7 @@ def airflow_instance(environ: Mapping[str, str]):
     if not username or not password:
         raise AirflowBridgeError(
             "AIRFLOW_URL is set but AIRFLOW_USERNAME or AIRFLOW_PASSWORD is not: "
-            "the bridge logs in to Airflow's REST API with basic auth"
+            f"the bridge logs in to Airflow's REST API with basic auth; set both (or unset AIRFLOW_URL), {RELOAD}"
         )
     backend = AirflowBasicAuthBackend(
         webserver_url=environ["AIRFLOW_URL"].rstrip("/"), username=username, password=password
@@ -117,7 +190,7 @@ def airflow_instance(environ: Mapping[str, str]):
 def check_reachable(instance, url: str, timeout_s: float = 10) -> None:
     """One authenticated REST call, so a down or misconfigured Airflow fails with a message that says which."""
     shown = redact_url(url)
-    advice = "start it (`make airflow`) or unset AIRFLOW_URL to load the code location without the bridge"
+    advice = f"start it (`make airflow`) or unset AIRFLOW_URL, {RELOAD}"
     session = instance.auth_backend.get_session()
     try:
         response = session.get(f"{instance.auth_backend.get_webserver_url()}/api/v1/dags?limit=1", timeout=timeout_s)
@@ -129,7 +202,7 @@ def check_reachable(instance, url: str, timeout_s: float = 10) -> None:
         raise AirflowBridgeError(
             f"Airflow at {shown} refused the credentials of AIRFLOW_USERNAME={instance.auth_backend.username} "
             f"(HTTP {response.status_code}); check AIRFLOW_PASSWORD and that the API allows basic auth "
-            "(AIRFLOW__API__AUTH_BACKENDS)"
+            f"(AIRFLOW__API__AUTH_BACKENDS), {RELOAD}"
         )
     if response.status_code != 200:
         raise AirflowBridgeError(f"Airflow at {shown} answered HTTP {response.status_code} to /api/v1/dags: {advice}")

@@ -114,48 +114,167 @@ def test_without_airflow_url_the_location_loads_without_the_bridge():
     assert not any(k.path[0] == "airflow" for k in defs.resolve_asset_graph().get_all_asset_keys())
 
 
-def test_an_unreachable_airflow_says_so_without_a_traceback_or_the_password():
+BRIDGE_SENSOR = "airflow__airflow_dag_status_sensor"  # airlift's sensor; its stand-in keeps the name
+PASSWORD = "s3cr3t-pw"
+
+
+def closed_port() -> int:
     import socket
 
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    environ = {"AIRFLOW_URL": f"http://127.0.0.1:{port}", "AIRFLOW_USERNAME": "admin", "AIRFLOW_PASSWORD": "s3cr3t-pw"}
-    with pytest.raises(AirflowBridgeError) as error:
-        with_airflow(defs, environ=environ)
-    message = str(error.value)
-    assert f"127.0.0.1:{port}" in message and "unreachable" in message and "make airflow" in message
-    assert "s3cr3t-pw" not in message and "Max retries" not in message
-    assert error.value.__cause__ is None and error.value.__suppress_context__
+        return sock.getsockname()[1]
+
+
+def bridge_environ(port: int) -> dict[str, str]:
+    return {"AIRFLOW_URL": f"http://127.0.0.1:{port}", "AIRFLOW_USERNAME": "admin", "AIRFLOW_PASSWORD": PASSWORD}
+
+
+def tick_failure(loaded: dg.Definitions) -> tuple[str, str]:
+    """(the error of one evaluation of the bridge's sensor, its description), as the daemon's tick would get them."""
+    sensor = loaded.resolve_sensor_def(BRIDGE_SENSOR)
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING, "a stopped sensor shows no failing tick"
+    with pytest.raises(Exception) as error:
+        sensor.evaluate_tick(dg.build_sensor_context(sensor_name=BRIDGE_SENSOR))
+    # The tick's error as the UI lists it: Dagster's wrapper, then the sensor's own exception.
+    chain, exc = [], error.value
+    while exc is not None:
+        chain.append(f"{type(exc).__name__}: {exc}")
+        exc = exc.__cause__
+    return "\n".join(chain), sensor.description or ""
+
+
+def names(loaded: dg.Definitions) -> dict[str, set[str]]:
+    graph = loaded.resolve_asset_graph()
+    return {
+        "assets": {k.to_user_string() for k in graph.get_all_asset_keys()},
+        "checks": {str(k) for k in graph.asset_check_keys},
+        "jobs": {j.name for j in loaded.resolve_all_job_defs()},
+        "schedules": {s.name for s in loaded.schedules or []},
+        "sensors": {s.name for s in loaded.sensors or []},
+    }
+
+
+class FakeAirflow:
+    """Airflow's REST API as far as the bridge's probe needs: one status for every GET, changeable."""
+
+    def __init__(self, status: int, body: bytes = b'{"dags": [], "total_entries": 0}'):
+        self.status, self.body, self.gets = status, body, 0
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                fake.gets += 1
+                status, body = fake.answer()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def answer(self) -> tuple[int, bytes]:
+        return self.status, self.body
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_an_unreachable_airflow_loads_everything_else_and_the_bridge_sensor_says_why(caplog):
+    port = closed_port()
+    with caplog.at_level("WARNING", logger="movie_assets.airflow_bridge"):
+        loaded = with_airflow(defs, environ=bridge_environ(port))
+    dg.Definitions.validate_loadable(loaded)
+    before, after = names(defs), names(loaded)
+    assert after == {**before, "sensors": before["sensors"] | {BRIDGE_SENSOR}}, "only the bridge's sensor is new"
+    assert f"127.0.0.1:{port}" in caplog.text and "unreachable" in caplog.text and PASSWORD not in caplog.text
+
+    message, description = tick_failure(loaded)
+    for text in (message, description):
+        assert f"127.0.0.1:{port}" in text and "AIRFLOW_URL" in text and "unreachable" in text, text
+        assert "make airflow" in text and "reload the code location" in text, text
+        assert PASSWORD not in text and "Max retries" not in text, text
+
+
+def test_the_definitions_module_loads_with_airflow_down():
+    """What `dagster dev -m movie_assets` does, in a process of its own: import the module with AIRFLOW_URL set."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import json\n"
+        "from movie_assets.definitions import defs\n"
+        "from movie_assets_tests.code.test_airflow_bridge import names, tick_failure\n"
+        "message, _ = tick_failure(defs)\n"
+        "print(json.dumps({'names': {k: sorted(v) for k, v in names(defs).items()}, 'tick': message}))\n"
+    )
+    port = closed_port()
+    env = {**os.environ, **bridge_environ(port)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    expected = names(defs)  # this process: AIRFLOW_URL unset (the tests' environment)
+    assert {k: set(v) for k, v in loaded["names"].items()} == {
+        **expected,
+        "sensors": expected["sensors"] | {BRIDGE_SENSOR},
+    }
+    assert f"127.0.0.1:{port}" in loaded["tick"] and "unreachable" in loaded["tick"]
+    assert f"127.0.0.1:{port}" in done.stderr and "without the Airflow bridge" in done.stderr, "the load warns"
+    assert PASSWORD not in done.stdout + done.stderr
 
 
 def test_refused_credentials_name_the_user_not_the_password():
-    class Refuses(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            self.send_response(401)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuses)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    environ = {
-        "AIRFLOW_URL": f"http://127.0.0.1:{server.server_address[1]}",
-        "AIRFLOW_USERNAME": "admin",
-        "AIRFLOW_PASSWORD": "s3cr3t-pw",
-    }
+    airflow = FakeAirflow(401)
     try:
-        with pytest.raises(AirflowBridgeError, match="refused the credentials of AIRFLOW_USERNAME=admin") as error:
-            with_airflow(defs, environ=environ)
+        loaded = with_airflow(defs, environ=bridge_environ(airflow.port))
+        message, description = tick_failure(loaded)
     finally:
-        server.shutdown()
-    assert "s3cr3t-pw" not in str(error.value)
+        airflow.close()
+    for text in (message, description):
+        assert "refused the credentials of AIRFLOW_USERNAME=admin" in text and PASSWORD not in text, text
 
 
 def test_missing_credentials_are_named():
-    with pytest.raises(AirflowBridgeError, match="AIRFLOW_USERNAME or AIRFLOW_PASSWORD"):
-        with_airflow(defs, environ={"AIRFLOW_URL": "http://127.0.0.1:9"})
+    loaded = with_airflow(defs, environ={"AIRFLOW_URL": f"http://127.0.0.1:{closed_port()}"})
+    message, description = tick_failure(loaded)
+    assert "AIRFLOW_USERNAME or AIRFLOW_PASSWORD" in message and "AIRFLOW_USERNAME or AIRFLOW_PASSWORD" in description
+
+
+def test_airflow_failing_while_the_dags_load_is_reported_without_the_password():
+    """The probe passes, then airlift's DAG listing gets a 500 whose body quotes the password."""
+    airflow = FakeAirflow(200)
+    answers = iter([(200, airflow.body)])
+    airflow.answer = lambda: next(answers, (500, f'{{"detail": "boom for admin:{PASSWORD}"}}'.encode()))
+    try:
+        loaded = with_airflow(defs, environ=bridge_environ(airflow.port))
+        _, description = tick_failure(loaded)
+    finally:
+        airflow.close()
+    assert "failed while the bridge loaded its DAGs" in description and "500" in description, description
+    assert PASSWORD not in description
+
+
+def test_a_tick_after_airflow_came_back_says_only_a_reload_is_missing():
+    airflow = FakeAirflow(503)
+    try:
+        loaded = with_airflow(defs, environ=bridge_environ(airflow.port))
+        down, _ = tick_failure(loaded)
+        airflow.status = 200
+        back, _ = tick_failure(loaded)
+    finally:
+        airflow.close()
+    assert "HTTP 503" in down
+    assert "answers now" in back and "reload the code location" in back, back
 
 
 def test_airflow_venv_pins_the_same_airlift_as_setup_py():
