@@ -2,6 +2,7 @@
 
 import datetime as dt
 import hashlib
+import logging
 import os
 import subprocess
 import sys
@@ -344,3 +345,57 @@ def test_io_manager_reads_partition_expr_and_reports_table_metadata_set(database
     with database.connect() as conn:
         stored = conn.execute(sql.SQL("select count(*) from {}").format(database.ident("probe_days"))).fetchone()
     assert stored == (4,)
+
+
+def test_restore_refuses_a_month_crawled_again_after_its_backup_unless_configured(database, object_store):
+    """Before, a month re-crawled since its backup was restored with its older rows and no word about it."""
+    resources = platform_resources(database, object_store, TmdbSampleSource())
+    materialize(resources)  # January..March and their backups
+    materialize(resources, tags={"dagster/partition": "2024-02-01"}, assets=(movies_raw,))  # re-crawl, no backup
+    before = table_checksum(database, exclude=())
+    refused = restore_movies_raw_from_backup.execute_in_process(
+        resources=resources, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
+    assert not refused.success
+    failure = next(e for e in refused.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.message
+    assert "1 month(s) were crawled again after their backup" in message and "2024-02 (backup " in message
+    assert "2024-01" not in message and "restore_older_backups: true" in message
+    assert failure.event_specific_data.user_failure_data.metadata["older_than_table"].value == "2024-02-01"
+    assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in refused.all_events)
+    assert table_checksum(database, exclude=()) == before, "nothing restored"
+
+    instance = dg.DagsterInstance.ephemeral()
+    forced = restore_movies_raw_from_backup.execute_in_process(
+        resources=resources,
+        instance=instance,
+        run_config={"ops": {"restore_movies_raw": {"config": {"restore_older_backups": True}}}},
+    )
+    metadata = next(e for e in forced.all_events if e.event_type_value == "STEP_OUTPUT").event_specific_data.metadata
+    assert metadata["older_than_table"].value.startswith("2024-02 (backup ")
+    assert metadata["restored_months"].value == "2024-01-01, 2024-02-01, 2024-03-01"
+    warnings = [r.user_message for r in instance.all_logs(forced.run_id) if r.level == logging.WARNING]
+    assert any("whose backup is older than movies_raw" in w and "2024-02 (backup" in w for w in warnings), warnings
+    flags = {
+        e.partition: e.event_specific_data.materialization.metadata["backup_older_than_table"].value
+        for e in forced.all_events
+        if e.event_type_value == "ASSET_MATERIALIZATION"
+    }
+    assert flags == {"2024-01-01": False, "2024-02-01": True, "2024-03-01": False}
+    with database.connect() as conn:
+        newest = conn.execute(
+            sql.SQL("select max(fetched_at) from {} where release_month = '2024-02-01'").format(
+                database.ident("movies_raw")
+            )
+        ).fetchone()[0]
+    assert pd.Timestamp(newest) == max(pd.Timestamp(r["fetched_at"]) for r in backup_lines_with_time(object_store))
+
+
+def backup_lines_with_time(store) -> list[dict]:
+    import gzip
+    import json
+
+    return [
+        json.loads(line)
+        for line in gzip.decompress(store.path_for(RAW_BACKUP_PATH, "2024-02-01").read_bytes()).decode().splitlines()
+    ]
