@@ -13,9 +13,16 @@ import string
 import warnings
 
 import dagster as dg
+import numpy as np
+import pandas as pd
 from psycopg import sql
 
+from movie_assets.domain.feature_engineering import FEATURE_NAMES
+from movie_assets.object_layout import FEATURES_PREFIX
 from movie_assets.partitions import add_months, release_month_partitions
+from movie_assets.resources.feast import FeastStore
+from movie_assets.resources.object_store import ObjectStore
+from movie_assets.resources.online_writer import OnlineReader
 from movie_assets.resources.postgres import PostgresDatabase, existing_tables
 
 EXAMPLES = 10  # bad ids named in a check's metadata
@@ -167,6 +174,80 @@ def features_match_clean(database: PostgresDatabase, window: Window) -> dg.Asset
     return bad_ids_result(bad, "mismatched_ids", window, reasons=", ".join(reasons) or "none")
 
 
+# ---- the online store (Redis) against the newest offline rows, both ways -----------------
+def read_offline(object_store: ObjectStore, columns: list[str] | None = None, movie_ids=None) -> pd.DataFrame:
+    """movie_features rows of the offline store (all release months): some columns, or some movies.
+
+    The checks need every movie's key but the values of a sample only: reading three columns
+    instead of 43 keeps a million-movie store in a few hundred MB.
+    """
+    folder = object_store.root / FEATURES_PREFIX
+    empty = pd.DataFrame(columns=columns or ["movie_id", "event_timestamp", "created", *FEATURE_NAMES])
+    if not folder.exists():
+        return empty
+    filters = [("movie_id", "in", [int(i) for i in movie_ids])] if movie_ids is not None else None
+    frames = [
+        pd.read_parquet(part.open("rb"), columns=columns, filters=filters)
+        for part in sorted(folder.glob("release_month=*/part.parquet"))
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else empty
+
+
+def latest_offline(offline: pd.DataFrame) -> pd.DataFrame:
+    """The newest row per movie: what the online store must hold."""
+    return (
+        offline.sort_values(["movie_id", "event_timestamp", "created"])
+        .drop_duplicates("movie_id", keep="last")
+        .reset_index(drop=True)
+    )
+
+
+def online_coverage(reader: OnlineReader, latest: pd.DataFrame, now: dt.datetime) -> dict:
+    """Offline -> online: movies whose newest row is within the view's TTL but have no key.
+    Online -> offline: keys of movies the newest offline rows no longer have (stale keys).
+
+    A row past the view's TTL is neither written nor served, so its movie counts as expired,
+    not missing.
+    """
+    ttl = reader.layout.view.ttl
+    ids = latest["movie_id"].to_numpy(dtype="int64") if len(latest) else np.array([], dtype="int64")
+    fresh = np.ones(len(ids), dtype=bool)
+    if ttl and ttl.total_seconds() > 0 and len(ids):
+        fresh = (pd.to_datetime(latest["event_timestamp"], utc=True) >= pd.Timestamp(now - ttl)).to_numpy()
+    missing = ids[fresh][~reader.present(ids[fresh])] if fresh.any() else ids[:0]
+    stale = sorted(set(reader.stored_ids()) - set(ids.tolist()))
+    return {
+        "movies": len(ids),
+        "expired_offline_rows": int((~fresh).sum()),
+        "missing": len(missing),
+        "missing_movie_ids": str(sorted(missing.tolist())[:EXAMPLES]),
+        "stale_online_keys": len(stale),
+        "stale_movie_ids": str(stale[:EXAMPLES]),
+    }
+
+
+def online_keys_match_offline(feast: FeastStore, object_store: ObjectStore, now: dt.datetime) -> dg.AssetCheckResult:
+    store = feast.store()
+    reader = OnlineReader(store, store.get_feature_view("movie_features"))
+    latest = latest_offline(read_offline(object_store, columns=["movie_id", "event_timestamp", "created"]))
+    coverage = online_coverage(reader, latest, now)
+    return dg.AssetCheckResult(
+        passed=coverage["missing"] == 0 and coverage["stale_online_keys"] == 0,
+        metadata={"project": feast.project, **coverage},
+    )
+
+
+@dg.asset_check(
+    asset="online_features",
+    name="online_keys_match_offline",
+    description="every movie of the newest offline rows (within the view's TTL) has an online key, and no online "
+    "key belongs to a movie the offline store no longer has; names the ids",
+)
+def online_keys_match_offline_check(feast: FeastStore, object_store: ObjectStore) -> dg.AssetCheckResult:
+    """From the Checks tab at any time (a sync may drop movies between materializations)."""
+    return online_keys_match_offline(feast, object_store, dt.datetime.now(dt.timezone.utc))
+
+
 # ---- as Dagster checks, one per release-month window ----------------------------------
 def window_of(context: dg.AssetCheckExecutionContext) -> Window:
     window = context.partition_time_window
@@ -252,3 +333,6 @@ STORAGE_CHECKS = [
         blocking=True,
     ),
 ]
+
+# Checks of the online store, runnable from online_features' Checks tab (definitions.py lists them).
+ONLINE_STORE_CHECKS = [online_keys_match_offline_check]

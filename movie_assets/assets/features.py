@@ -11,9 +11,10 @@ import pandas as pd
 from psycopg import sql
 from pydantic import Field
 
+from movie_assets.checks import latest_offline, online_coverage, read_offline
 from movie_assets.domain.feature_engineering import FEATURE_NAMES, FEATURE_TABLE_COLUMNS, build_features
 from movie_assets.feature_definitions import FEATURE_SERVICE, definitions_version
-from movie_assets.object_layout import FEATURES_HISTORY_PATH, FEATURES_OBJECT_PATH, FEATURES_PREFIX
+from movie_assets.object_layout import FEATURES_HISTORY_PATH, FEATURES_OBJECT_PATH
 from movie_assets.partitions import monthly_asset, months_in, partition_window
 from movie_assets.resources.feast import FIRST_MATERIALIZATION_START, FeastStore
 from movie_assets.resources.object_store import ObjectStore
@@ -155,7 +156,8 @@ def feast_definitions(context: dg.AssetExecutionContext, feast: FeastStore) -> d
         dg.AssetCheckSpec(
             "online_keys_present",
             asset="online_features",
-            description="every movie of the offline store has online values",
+            description="every movie whose newest offline row is within the view's TTL has online values, and no "
+            "online key belongs to a movie the offline store no longer has (both name the ids)",
         ),
         dg.AssetCheckSpec(
             "online_matches_offline",
@@ -184,18 +186,20 @@ def online_features(
     )
     started = time.monotonic()
     with redis_errors_named(feast, start):
-        written = materialize_parallel(feast, start, end)
+        done = materialize_parallel(feast, start, end, log=context.log)
         seconds = time.monotonic() - started
         latest = latest_offline(offline)
         coverage, skew = online_vs_offline(store, object_store, latest)
     context.log.info(
-        f"materialized {new_rows} new rows ({written} movies written) ({start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M}) "
-        f"in {seconds:.1f}s"
+        f"materialized {new_rows} new rows ({done.written} movies written by {done.processes} {done.path} "
+        f"process(es)) ({start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M}) in {seconds:.1f}s"
     )
     return dg.MaterializeResult(
         metadata={
             "rows": new_rows,
-            "movies_written": written,
+            "movies_written": done.written,
+            "write_path": done.path,
+            "writer_processes": done.processes,
             "entities": len(latest),
             "window": f"{start.isoformat()} .. {end.isoformat()}",
             "duration_s": round(seconds, 2),
@@ -203,7 +207,11 @@ def online_features(
             "key_ttl_seconds": feast.key_ttl_seconds,
         },
         check_results=[
-            dg.AssetCheckResult(check_name="online_keys_present", passed=coverage["missing"] == 0, metadata=coverage),
+            dg.AssetCheckResult(
+                check_name="online_keys_present",
+                passed=coverage["missing"] == 0 and coverage["stale_online_keys"] == 0,
+                metadata=coverage,
+            ),
             dg.AssetCheckResult(
                 check_name="online_matches_offline", passed=skew["mismatched_values"] == 0, metadata=skew
             ),
@@ -234,45 +242,24 @@ def redis_errors_named(feast: FeastStore, start: dt.datetime):
 OFFLINE_KEYS = ["movie_id", "event_timestamp", "created"]
 
 
-def read_offline(object_store: ObjectStore, columns: list[str] | None = None, movie_ids=None) -> pd.DataFrame:
-    """movie_features rows of the offline store (all release months): some columns, or some movies.
-
-    The checks need every movie's key but the values of a sample only: reading three columns
-    instead of 43 keeps a million-movie store in a few hundred MB.
-    """
-    folder = object_store.root / FEATURES_PREFIX
-    empty = pd.DataFrame(columns=columns or ["movie_id", "event_timestamp", "created", *FEATURE_NAMES])
-    if not folder.exists():
-        return empty
-    filters = [("movie_id", "in", [int(i) for i in movie_ids])] if movie_ids is not None else None
-    frames = [
-        pd.read_parquet(part.open("rb"), columns=columns, filters=filters)
-        for part in sorted(folder.glob("release_month=*/part.parquet"))
-    ]
-    return pd.concat(frames, ignore_index=True) if frames else empty
-
-
-def latest_offline(offline: pd.DataFrame) -> pd.DataFrame:
-    """The newest row per movie: what the online store must hold."""
-    return (
-        offline.sort_values(["movie_id", "event_timestamp", "created"])
-        .drop_duplicates("movie_id", keep="last")
-        .reset_index(drop=True)
-    )
-
-
 def online_vs_offline(
     store, object_store: ObjectStore, latest: pd.DataFrame, sample: int = SKEW_SAMPLE
 ) -> tuple[dict, dict]:
-    """(coverage of all movies, value comparison on a sample): the offline/online skew check.
+    """(coverage both ways, value comparison on a sample): the offline/online skew check.
 
     Coverage asks Redis whether each movie's hash holds Feast's timestamp (pipelined, in
-    batches); the sample is read through the Feast SDK, as a serving client would.
+    batches) and which keys of the project exist (SCAN); the sample is read through the
+    Feast SDK, as a serving client would, among movies whose row is within the view's TTL
+    (older ones are not served).
     """
-    if latest.empty:
-        return {"movies": 0, "missing": 0}, {"sampled": 0, "mismatched_values": 0}
+    now = dt.datetime.now(dt.timezone.utc)
     reader = OnlineReader(store, store.get_feature_view("movie_features"))
-    missing = int((~reader.present(latest["movie_id"].to_numpy())).sum())
+    coverage = online_coverage(reader, latest, now)
+    ttl = reader.layout.view.ttl
+    if ttl and ttl.total_seconds() > 0 and len(latest):
+        latest = latest[pd.to_datetime(latest["event_timestamp"], utc=True) >= pd.Timestamp(now - ttl)]
+    if latest.empty:
+        return coverage, {"sampled": 0, "mismatched_values": 0}
     picked_keys = latest.sample(n=min(sample, len(latest)), random_state=0)
     picked = latest_offline(read_offline(object_store, movie_ids=picked_keys["movie_id"]))
     picked = picked.merge(picked_keys[["movie_id", "event_timestamp"]], on=["movie_id", "event_timestamp"])
@@ -291,7 +278,7 @@ def online_vs_offline(
         mismatched += int(bad.sum())
         if bad.any():
             examples.append(name)
-    return {"movies": len(latest), "missing": missing}, {
+    return coverage, {
         "sampled": len(picked),
         "mismatched_values": mismatched,
         "mismatched_features": str(examples[:5]),

@@ -5,21 +5,35 @@ process. Here the steps of Feast's own compute engines are kept (pull the latest
 rows per entity from the offline store, newer-wins write, record the interval in
 the registry), but the encoding is vectorized (`online_writer`) and slices are
 written by one worker process per core. Redis holds exactly the bytes stock Feast
-writes (a test compares them), so the Feast SDK reads them as usual. Feast's
-underscore helpers are used only in these two modules.
+writes (a test compares them, and every write compares one row with Feast's own
+conversion), so the Feast SDK reads them as usual. A view with a feature type the
+writer cannot encode exactly goes to stock `materialize` instead, with a warning.
+Feast's underscore helpers live in `feast_private` only.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 
 import pyarrow as pa
 
 VIEW = "movie_features"
 PARALLEL_FROM_ROWS = 20_000  # below this, worker start-up costs more than it saves
+
+
+@dataclass(frozen=True)
+class Materialized:
+    """What one materialization did: rows pulled, movies written, and by which path."""
+
+    rows: int  # latest rows per movie pulled from the offline store for the window
+    written: int  # movies written (newer-wins skips and rows past the view's TTL are not)
+    processes: int  # writer processes (1: in the calling process)
+    path: str  # "parallel", "in-process" or "feast-materialize" (fallback)
 
 
 def materialize_parallel(
@@ -28,38 +42,53 @@ def materialize_parallel(
     end: dt.datetime,
     workers: int | None = None,
     parallel_from_rows: int = PARALLEL_FROM_ROWS,
-) -> int:
-    """Write the latest offline rows of [start, end) per movie to Redis; returns the rows written."""
+    log: logging.Logger | logging.LoggerAdapter | None = None,
+) -> Materialized:
+    """Write the latest offline rows of [start, end) per movie to Redis."""
+    from movie_assets.resources.online_writer import FeastRedisLayout
+
+    log = log or logging.getLogger(__name__)
     store = feast.store()
     view = store.get_feature_view(VIEW)
+    layout = FeastRedisLayout(store, view)  # refuses a Feast version the layout was not checked against
     source = view.batch_source
-    table = (
-        store._get_provider()
-        .offline_store.pull_latest_from_table_or_query(
-            config=store.config,
-            data_source=source,
-            join_key_columns=[column.name for column in view.entity_columns],
-            feature_name_columns=[feature.name for feature in view.features],
-            timestamp_field=source.timestamp_field,
-            created_timestamp_column=source.created_timestamp_column,
-            start_date=start,
-            end_date=end,
+    table = store.provider.offline_store.pull_latest_from_table_or_query(
+        config=store.config,
+        data_source=source,
+        join_key_columns=[column.name for column in view.entity_columns],
+        feature_name_columns=[feature.name for feature in view.features],
+        timestamp_field=source.timestamp_field,
+        created_timestamp_column=source.created_timestamp_column,
+        start_date=start,
+        end_date=end,
+    ).to_arrow()
+    if layout.unsupported:
+        log.warning(
+            f"feature view {view.name}: the fast Redis writer cannot encode {', '.join(layout.unsupported)} "
+            "exactly, so Feast's own materialize writes this view (slower, one process)"
         )
-        .to_arrow()
-    )
+        store.materialize(start_date=start, end_date=end, feature_views=[view.name])
+        return Materialized(table.num_rows, table.num_rows, 1, "feast-materialize")
     workers = workers or os.cpu_count() or 1
     if table.num_rows == 0:
-        written = 0
+        result = Materialized(0, 0, 1, "in-process")
     elif table.num_rows < parallel_from_rows or workers == 1:
-        written = write_slice(feast.model_dump(), table)
+        result = Materialized(table.num_rows, write_slice(feast.model_dump(), table), 1, "in-process")
     else:
         size = -(-table.num_rows // workers)
         slices = [table.slice(offset, size) for offset in range(0, table.num_rows, size)]
         # fork: the workers inherit the imported Feast modules instead of importing them again.
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            written = sum(pool.map(write_slice, [feast.model_dump()] * len(slices), slices))
+            done = list(pool.map(write_slice_in_worker, [feast.model_dump()] * len(slices), slices))
+        pids = {pid for _, pid in done} - {os.getpid()}
+        result = Materialized(table.num_rows, sum(written for written, _ in done), len(pids), "parallel")
     store.registry.apply_materialization(view, store.project, start, end)
-    return written
+    return result
+
+
+def write_slice_in_worker(feast_config: dict, table: pa.Table) -> tuple[int, int]:
+    """(rows written, the worker's pid): the pids show the slices really ran in forked processes."""
+    return write_slice(feast_config, table), os.getpid()
 
 
 def write_slice(feast_config: dict, table: pa.Table) -> int:

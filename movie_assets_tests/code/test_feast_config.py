@@ -5,7 +5,9 @@ import re
 import pytest
 from feast.repo_config import load_repo_config
 
+from movie_assets.feature_definitions import FEATURE_VIEW_TTL
 from movie_assets.resources.feast import FEATURE_REPO, FeastStore, redis_connection_string
+from movie_assets.resources.feast_private import FEAST_LAYOUT_VERSION, FeastLayoutError, check_feast_version
 
 
 def test_assets_and_feast_cli_agree_on_project_ttl_and_registry(monkeypatch):
@@ -16,7 +18,8 @@ def test_assets_and_feast_cli_agree_on_project_ttl_and_registry(monkeypatch):
         db_url="postgresql://movie@127.0.0.1:5432/movies", redis_url="redis://127.0.0.1:6379/0", storage_url="file:///x"
     ).repo_config()
     assert ours.project == cli.project
-    assert ours.online_store.key_ttl_seconds == cli.online_store.key_ttl_seconds == 30 * 86400
+    # The key TTL is the view's TTL: the upper bound of a key's life (the writer counts it from the event time).
+    assert ours.online_store.key_ttl_seconds == cli.online_store.key_ttl_seconds == FEATURE_VIEW_TTL.total_seconds()
     assert ours.online_store.connection_string == cli.online_store.connection_string
     assert ours.registry.path == cli.registry.path
     assert ours.registry.cache_ttl_seconds == cli.registry.cache_ttl_seconds
@@ -65,3 +68,15 @@ def test_a_redis_url_feast_cannot_carry_is_refused_naming_the_part_and_not_the_s
     with pytest.raises(ValueError, match=re.escape(part)) as refused:
         redis_connection_string(url)
     assert "a,b" not in str(refused.value) and "us,er" not in str(refused.value)
+
+
+def test_the_feast_version_the_redis_layout_was_checked_against_is_the_installed_one():
+    """setup.py pins feast==0.67.*; the layout pin must move with it (after re-checking the layout)."""
+    import feast
+
+    check_feast_version()
+    assert feast.__version__.startswith(FEAST_LAYOUT_VERSION + ".")
+    check_feast_version(FEAST_LAYOUT_VERSION + ".9")
+    for other in ("0.68.0", "1.67.0", "0.6.7"):
+        with pytest.raises(FeastLayoutError, match=re.escape(f"Feast {other} is installed")):
+            check_feast_version(other)

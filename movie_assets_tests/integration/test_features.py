@@ -1,6 +1,5 @@
 """Feature layer on real services: Parquet offline store (folder and S3), Feast SQL registry, Redis online store."""
 
-import datetime as dt
 import os
 import subprocess
 import sys
@@ -209,25 +208,22 @@ def test_parallel_materialization_writes_what_stock_feast_writes(stack_env, obje
     from movie_assets.domain.feature_engineering import FEATURE_NAMES, FLOAT_FEATURES
     from movie_assets.resources.online_materialize import materialize_parallel
 
-    rows = pd.DataFrame(
-        {
-            "movie_id": range(1, 301),
-            "event_timestamp": pd.Timestamp("2024-06-01T00:00:00Z"),
-            "created": pd.Timestamp("2024-06-01T00:00:00Z"),
-        }
-    )
+    # Event times within the view's TTL: older rows are not written (their keys would expire at once).
+    event = pd.Timestamp.now(tz="UTC").floor("D") - pd.Timedelta(days=2)
+    rows = pd.DataFrame({"movie_id": range(1, 301), "event_timestamp": event, "created": event})
     for i, name in enumerate(FEATURE_NAMES):
         rows[name] = [float(v * (i + 1)) if name in FLOAT_FEATURES else v % 2 for v in range(300)]
     rows.loc[5, "runtime"] = None
     path = object_store.path_for(FEATURES_OBJECT_PATH, "2024-06-01")
     path.parent.mkdir(parents=True)
     rows.to_parquet(path.path, index=False)
-    start, end = dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc), dt.datetime(2024, 7, 1, tzinfo=dt.timezone.utc)
+    start, end = (event - pd.Timedelta(days=30)).to_pydatetime(), (event + pd.Timedelta(days=1)).to_pydatetime()
     stock, fast = feast_for(stack_env, object_store), feast_for(stack_env, object_store)
     for feast in (stock, fast):
         feast.store().apply(list(feast.definitions().values()))
     stock.store().materialize(start_date=start, end_date=end, feature_views=["movie_features"])
-    assert materialize_parallel(fast, start, end, workers=2, parallel_from_rows=1) == 300
+    done = materialize_parallel(fast, start, end, workers=2, parallel_from_rows=1)
+    assert done.written == 300 and done.path == "parallel"
 
     def online(feast):
         store = feast.store()
