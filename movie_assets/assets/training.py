@@ -3,7 +3,9 @@
 import base64
 import datetime as dt
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -25,7 +27,7 @@ from movie_assets.feature_definitions import FEATURE_SERVICE
 from movie_assets.partitions import monthly_asset, partition_window
 from movie_assets.resources.feast import FeastStore
 from movie_assets.resources.mlflow import MlflowTracking
-from movie_assets.resources.postgres import table_schema
+from movie_assets.resources.postgres import PostgresDatabase, table_schema
 
 PREDICTION_COLUMNS = {
     "movie_id": "bigint",
@@ -88,6 +90,7 @@ def movie_rating_model(
     movies_clean: pd.DataFrame,
     feast: FeastStore,
     mlflow_tracking: MlflowTracking,
+    database: PostgresDatabase,
 ) -> dg.MaterializeResult:
     """XGBoost predicting TMDB's vote average from the `movie_rating_v1` features.
 
@@ -155,7 +158,7 @@ def movie_rating_model(
             registered_model_name=mlflow_tracking.registered_model,
         )
         version = str(info.registered_model_version)
-        decision, champion_rmse = choose_champion(mlflow_tracking, version, scores["rmse"], split)
+        decision, champion_rmse = choose_champion(mlflow_tracking, database, version, scores["rmse"], split)
         mlflow.set_tags({"champion_decision": decision, "model_version": version})
         run_url = mlflow_tracking.run_url(run.info.experiment_id, run.info.run_id)
     context.log.info(
@@ -187,29 +190,52 @@ def movie_rating_model(
     )
 
 
-def choose_champion(tracking: MlflowTracking, version: str, rmse: float, split) -> tuple[str, float | None]:
+def choose_champion(
+    tracking: MlflowTracking, database: PostgresDatabase, version: str, rmse: float, split
+) -> tuple[str, float | None]:
     """Move `champion` to `version` only if it beats the current champion on this very holdout."""
-    current = tracking.champion()
-    if current is None:
-        tracking.promote(version)
-        return f"promoted v{version}: first champion", None
-    champion_model = tracking.load_xgboost(current.version)
-    champion_rmse = metrics(split.holdout[TARGET], champion_model.predict(features_of(split.holdout)))["rmse"]
-    # The champion trained on every month before its own holdout; if this holdout starts earlier,
-    # the champion has seen part of it and its score here flatters it. Say so in the decision.
-    champion_holdout = tracking.client().get_run(current.run_id).data.tags.get("holdout_months", "")
-    seen = champion_holdout and min(split.holdout_months) < min(champion_holdout.split(","))
-    caveat = " (the champion trained on part of this holdout)" if seen else ""
-    if rmse < champion_rmse:
-        tracking.promote(version)
+
+    def champion_on_this_holdout(current) -> tuple[float, str]:
+        champion_model = tracking.load_xgboost(current.version)
+        champion_rmse = metrics(split.holdout[TARGET], champion_model.predict(features_of(split.holdout)))["rmse"]
+        # The champion trained on every month before its own holdout; if this holdout starts earlier,
+        # the champion has seen part of it and its score here flatters it. Say so in the decision.
+        champion_holdout = tracking.client().get_run(current.run_id).data.tags.get("holdout_months", "")
+        seen = champion_holdout and min(split.holdout_months) < min(champion_holdout.split(","))
+        return champion_rmse, " (the champion trained on part of this holdout)" if seen else ""
+
+    return decide_champion(tracking, database, version, rmse, champion_on_this_holdout)
+
+
+def decide_champion(
+    tracking: MlflowTracking,
+    database: PostgresDatabase,
+    version: str,
+    rmse: float,
+    champion_score: Callable[[Any], tuple[float, str]],
+) -> tuple[str, float | None]:
+    """Read the champion, score it (`champion_score`: its rmse and a caveat), promote `version` if better.
+
+    Read, score and move are one step per registered model (`MlflowTracking.deciding_champion`): two
+    runs deciding at once would otherwise both compare against the same old champion and the later
+    write would win, even when it is the worse model.
+    """
+    with tracking.deciding_champion(database):
+        current = tracking.champion()
+        if current is None:
+            tracking.promote(version)
+            return f"promoted v{version}: first champion", None
+        champion_rmse, caveat = champion_score(current)
+        if rmse < champion_rmse:
+            tracking.promote(version)
+            return (
+                f"promoted v{version}: rmse {rmse:.4f} < champion v{current.version} {champion_rmse:.4f}{caveat}",
+                champion_rmse,
+            )
         return (
-            f"promoted v{version}: rmse {rmse:.4f} < champion v{current.version} {champion_rmse:.4f}{caveat}",
+            f"kept champion v{current.version}: rmse {champion_rmse:.4f} <= new v{version} {rmse:.4f}{caveat}",
             champion_rmse,
         )
-    return (
-        f"kept champion v{current.version}: rmse {champion_rmse:.4f} <= new v{version} {rmse:.4f}{caveat}",
-        champion_rmse,
-    )
 
 
 @monthly_asset(

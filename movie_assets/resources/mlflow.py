@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
 
 from movie_assets.settings import redact_url
 
+if TYPE_CHECKING:
+    from movie_assets.resources.postgres import PostgresDatabase
+
 CHAMPION = "champion"
+# How long a run waits for another run's champion decision (a model load and one holdout prediction).
+CHAMPION_LOCK_TIMEOUT_S = 600
 
 
 class MlflowTracking(dg.ConfigurableResource):
@@ -61,6 +69,31 @@ class MlflowTracking(dg.ConfigurableResource):
 
     def promote(self, version: str) -> None:
         self.client().set_registered_model_alias(self.registered_model, CHAMPION, version)
+
+    @contextmanager
+    def deciding_champion(self, database: PostgresDatabase) -> Iterator[None]:
+        """One champion decision at a time per registered model, across runs, processes and hosts.
+
+        MLflow has no compare-and-set on an alias, so the read-compare-move is serialized with a
+        PostgreSQL transaction advisory lock on the data database (one per database, so every schema
+        and code location sharing it agrees), keyed by the registered model's name. The lock goes
+        with the connection: a run that dies while deciding frees it.
+        """
+        import psycopg
+
+        with database.connect(f"deciding the champion of {self.registered_model}") as conn:
+            conn.execute(f"set local lock_timeout = '{CHAMPION_LOCK_TIMEOUT_S}s'")
+            try:
+                conn.execute(
+                    "select pg_advisory_xact_lock(hashtext(%s))", (f"mlflow champion {self.registered_model}",)
+                )
+            except psycopg.errors.LockNotAvailable:
+                raise dg.Failure(
+                    f"another run has been deciding the champion of {self.registered_model} for over "
+                    f"{CHAMPION_LOCK_TIMEOUT_S} s (PostgreSQL advisory lock): look for a stuck movie_rating_model "
+                    "run, cancel it, and re-run this one; the new version stays registered, not champion"
+                ) from None
+            yield
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
         return f"{redact_url(self.tracking_uri).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
