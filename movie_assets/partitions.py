@@ -18,6 +18,10 @@ release_month_partitions = dg.MonthlyPartitionsDefinition(
 )
 
 
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
 def month_number(day: dt.date) -> int:
     """Months since year 0: consecutive months are consecutive numbers."""
     return day.year * 12 + day.month - 1
@@ -49,7 +53,30 @@ def months_in(window: tuple[dt.date, dt.date]) -> list[tuple[dt.date, dt.date]]:
     return months
 
 
+def refuse_reversed_range(start: str, end: str) -> None:
+    """Refuse a partition range whose end comes before its start, at once and without retries.
+
+    Dagster validates each end of `--partition-range B...A` on its own, creates the run, and the
+    first step dies in a `CheckError` that the retry policy repeats twice. This is the earliest
+    point our code sees the pair, so the first partitioned step (its body through
+    `partition_window`, or its input through the PostgreSQL IO manager) refuses the run with
+    the order to use; `allow_retries=False` keeps the retry policy out of it.
+    """
+    if end < start:  # keys are ISO dates (YYYY-MM-01): string order is time order
+        raise dg.Failure(
+            description=(
+                f"partition range {start}...{end} is reversed: its end comes before its start. Nothing was run; "
+                f"launch it again with the earlier month first: {end}...{start}"
+            ),
+            metadata={"partition_range": f"{start}...{end}", "use_instead": f"{end}...{start}"},
+            allow_retries=False,
+        )
+
+
 def partition_window(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]:
-    """The run's partition window (a month or a backfill range) as dates."""
+    """The run's partition window (a month or a backfill range) as dates; a reversed range is refused."""
+    tags = context.run.tags
+    if RANGE_START_TAG in tags and RANGE_END_TAG in tags:
+        refuse_reversed_range(tags[RANGE_START_TAG], tags[RANGE_END_TAG])
     window = context.partition_time_window
     return window.start.date(), window.end.date()

@@ -27,7 +27,7 @@ from dagster._core.definitions.metadata.metadata_set import TableMetadataSet  # 
 from psycopg import sql
 from pydantic import field_validator
 
-from movie_assets.partitions import month_number, months_in
+from movie_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, month_number, months_in, refuse_reversed_range
 from movie_assets.settings import redact_text, redact_url
 
 COPY_BATCH_ROWS = 50_000
@@ -483,6 +483,17 @@ class PostgresIOManager(dg.ConfigurableIOManager):
         )
         window = None
         if partitioned:
+            _refuse_a_reversed_run_range(input_context or output)
             time_window = (input_context or output).asset_partitions_time_window
             window = (time_window.start.date(), time_window.end.date())
         return table, columns, partition_column, window
+
+
+def _refuse_a_reversed_run_range(context: dg.InputContext | dg.OutputContext) -> None:
+    """Refuse the run's reversed range from its tags, before Dagster resolves the range (a `CheckError`)."""
+    try:
+        tags = context.step_context.dagster_run.tags
+    except dg.DagsterInvariantViolationError:  # a context built outside a run (build_output_context)
+        return
+    if RANGE_START_TAG in tags and RANGE_END_TAG in tags:
+        refuse_reversed_range(tags[RANGE_START_TAG], tags[RANGE_END_TAG])
