@@ -3,7 +3,8 @@
 It is the only stand-in in the suite: the outside world we cannot reach. The
 client is exercised over real HTTP: paging (20 per page, at most 500 pages),
 error bodies with `status_code`/`status_message`, 401 for a wrong key or token,
-404, 429 with `Retry-After`, 5xx, and items repeated across pages.
+404, 429 with `Retry-After`, 5xx, items repeated across pages, and a slow drip (headers,
+then one byte of the body every few seconds: a response that never finishes).
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ class Faults:
     duplicate_every_page: int = 0  # every Nth page repeats the last item of the previous page
     latency_s: float = 0.0
     max_requests_per_second: float = 0.0  # a real limit: over it -> 429
+    # A slow drip: for these details ids or path prefixes, headers at once, then the body one byte every
+    # `drip_every_s` (each byte well inside a read timeout, so only a total deadline ends the request).
+    drip_ids: frozenset[int] = frozenset()
+    drip_paths: tuple[str, ...] = ()
+    drip_every_s: float = 5.0
 
 
 def _server_key(movie_id, position: int):
@@ -171,6 +177,17 @@ class FakeTmdb:
             return (200, movie.details, {}) if movie else self._error(404)
         return self._error(404)
 
+    def drips(self, path: str) -> bool:
+        """Whether this path's body is sent as a slow drip (see `Faults.drip_ids`)."""
+        movie_id = path.rsplit("/", 1)[1] if path.startswith("/3/movie/") else ""
+        dripping = (movie_id.isdigit() and int(movie_id) in self.faults.drip_ids) or any(
+            path.startswith(prefix) for prefix in self.faults.drip_paths
+        )
+        if dripping:
+            with self._lock:
+                self.requests["drip"] += 1
+        return dripping
+
     def _authorized(self, query, headers) -> bool:
         bearer = headers.get("Authorization", "")
         return query.get("api_key") == self.api_key or bearer == f"Bearer {self.read_access_token}"
@@ -211,7 +228,8 @@ class TmdbTestServer:
 
     def __init__(self, fake: FakeTmdb):
         self.fake = fake
-        fake_ref = fake
+        self.stopping = threading.Event()
+        fake_ref, stopping = fake, self.stopping
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -227,7 +245,21 @@ class TmdbTestServer:
                 for name, value in headers.items():
                     self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(payload)
+                if status == 200 and fake_ref.drips(parts.path):
+                    self._drip(payload)
+                else:
+                    self.wfile.write(payload)
+
+            def _drip(self, payload: bytes) -> None:
+                """One byte every `drip_every_s` until the body is sent, the client hangs up or the server stops."""
+                self.close_connection = True
+                try:
+                    for n in range(len(payload)):
+                        if n and stopping.wait(fake_ref.faults.drip_every_s):
+                            return
+                        self.wfile.write(payload[n : n + 1])
+                except OSError:  # the client gave up: what a deadline is for
+                    return
 
             def log_message(self, *args):
                 pass
@@ -245,6 +277,7 @@ class TmdbTestServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 

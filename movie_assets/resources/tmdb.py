@@ -9,17 +9,20 @@ the same parsing and validation path as the API.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal, overload
 
 import dagster as dg
 import requests
+import urllib3
 from pydantic import Field
 
 from movie_assets.domain.movie_records import movie_id_of
@@ -33,6 +36,7 @@ MAX_RETRY_AFTER_S = 60.0
 CHANGES_MAX_DAYS = 14  # /movie/changes answers 422 for a longer range
 CHANGES_PAGE_SIZE = 100
 MAX_LISTING_PASSES = 2  # extra passes over the pages when fewer movies were listed than TMDB counted
+READ_CHUNK = 65536  # bytes one body read may return; each read waits at most until the request's deadline
 
 Window = tuple[dt.date, dt.date]  # [start, end): end is exclusive
 Pair = tuple[dict, dict | None]
@@ -46,6 +50,19 @@ class TmdbAuthError(TmdbError):
     """401: the key or token is missing or wrong."""
 
 
+class TmdbUnreadableError(TmdbError):
+    """A 200 whose body never arrived whole inside the deadline, or never parsed, on every attempt.
+
+    It concerns one document: a crawl lets that movie's list item stand in for its details
+    (up to `max_missing_details`); the change sync fails instead, since a missing document
+    there would read as a deleted movie.
+    """
+
+
+class _DeadlineExceeded(Exception):
+    """One attempt ran past `request_deadline_s` (connect to last body byte)."""
+
+
 @dataclass
 class CrawlStats:
     requests: int = 0
@@ -57,7 +74,8 @@ class CrawlStats:
     duplicates: int = 0
     details_missing: int = 0
     missing_listings: int = 0
-    unreadable: int = 0  # details bodies that never parsed as JSON
+    unreadable: int = 0  # details documents given up on: never parsed as JSON, or never finished in the deadline
+    timed_out: int = 0  # attempts that ran past the request deadline
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -145,7 +163,18 @@ class RateLimiter:
 
 
 class TmdbApiClient(TmdbSource):
-    """Real HTTP against TMDB (or anything that speaks its wire format)."""
+    """Real HTTP against TMDB (or anything that speaks its wire format).
+
+    Time limits, per request: `timeout_s` bounds the connect and each socket read;
+    `request_deadline_s` bounds the whole request, connect to last body byte, so a response
+    that sends its headers and then one byte every few seconds cannot hold a run (and its
+    `tmdb_api` pool slot). An attempt past either is retried with backoff, at most
+    `max_retries` times. A details document that never finishes or never parses is missing
+    in a crawl (its list item stands in); more than `max_missing_details` of them fail the
+    crawl, so a TMDB that is slow for everything fails fast instead of crawling for days.
+    Raise `request_deadline_s` in the `tmdb` resource (movie_assets/resources/wiring.py)
+    if a slow link needs longer.
+    """
 
     base_url: str = DEFAULT_TMDB_BASE_URL
     api_key: str | None = Field(default=None, description="TMDB v3 API key (sent as the api_key query parameter)")
@@ -158,7 +187,13 @@ class TmdbApiClient(TmdbSource):
     max_workers: int = Field(default=8, description="concurrent requests inside one run")
     max_retries: int = 6
     backoff_base_s: float = 0.5
-    timeout_s: float = 15.0
+    timeout_s: float = Field(default=15.0, description="limit for the connect and for each socket read")
+    request_deadline_s: float = Field(
+        default=30.0, gt=0, description="total time one attempt may take, connect to last body byte"
+    )
+    max_missing_details: int = Field(
+        default=20, ge=0, description="details documents a crawl may lose (never finished or never parsed)"
+    )
 
     @property
     def description(self) -> str:
@@ -175,7 +210,7 @@ class TmdbApiClient(TmdbSource):
     def crawl(self, window: Window, log: Callable[[str], None] = print) -> Crawl:
         http = self._http()
         stats = http.stats
-        with http.session, ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="tmdb") as pool:
+        with http.session, _pool(self.max_workers) as pool:
             items = self._discover(http, pool, window, log)
             # Ids are normalized before deduplication (1015 and "1015" are one movie). An item without a
             # valid id gets no details request and is kept on its own, so validation rejects it with a reason.
@@ -192,7 +227,9 @@ class TmdbApiClient(TmdbSource):
                 f"TMDB {window[0]}..{window[1]}: {len(unique)} movies listed ({stats.pages} pages, "
                 f"{len(items) - len(unique)} duplicates); fetching details"
             )
-            details = _fetch_details(http, pool, list(unique), f"TMDB details {window[0]:%Y-%m}", log)
+            details = _fetch_details(
+                http, pool, list(unique), f"TMDB details {window[0]:%Y-%m}", log, self.max_missing_details
+            )
         stats.add(details_missing=sum(d is None for d in details))
         pairs = list(zip(unique.values(), details, strict=True)) + [(item, None) for item in invalid]
         return Crawl(pairs, stats)
@@ -201,7 +238,7 @@ class TmdbApiClient(TmdbSource):
         """GET /movie/changes for each piece of at most 14 days, every page; ids once each."""
         http = self._http()
         ids: set[int] = set()
-        with http.session, ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="tmdb") as pool:
+        with http.session, _pool(self.max_workers) as pool:
             pieces = change_windows(first_day, last_day)
             while pieces:
                 start, end = pieces.pop(0)
@@ -229,9 +266,13 @@ class TmdbApiClient(TmdbSource):
         return Changes(sorted(ids), http.stats)
 
     def movie_details(self, movie_ids: list[int], log: Callable[[str], None] = print) -> Details:
-        """GET /movie/{id} once per id; a 404 (deleted movie) is None."""
+        """GET /movie/{id} once per id; a 404 (deleted movie) is None.
+
+        A document that never finishes or never parses raises `TmdbUnreadableError`: None would
+        read as a deletion, so the sync fails and its cursor stays.
+        """
         http = self._http()
-        with http.session, ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="tmdb") as pool:
+        with http.session, _pool(self.max_workers) as pool:
             documents = _fetch_details(http, pool, movie_ids, "TMDB details of changed movies", log)
         http.stats.add(details_missing=sum(d is None for d in documents))
         return Details(dict(zip(movie_ids, documents, strict=True)), http.stats)
@@ -292,12 +333,48 @@ def _days(first: dt.date, last: dt.date) -> list[dt.date]:
     return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
 
 
-def _fetch_details(http: _Http, pool: ThreadPoolExecutor, movie_ids: list, label: str, log) -> list[dict | None]:
-    """Details documents of the ids, in order, fetched by the pool with progress in the log."""
+@contextmanager
+def _pool(max_workers: int) -> Iterator[ThreadPoolExecutor]:
+    """Threads for one call; on failure the requests not yet started are dropped, not waited for."""
+    pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="tmdb")
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _fetch_details(
+    http: _Http, pool: ThreadPoolExecutor, movie_ids: list, label: str, log, max_missing: int | None = None
+) -> list[dict | None]:
+    """Details documents of the ids, in order, fetched by the pool with progress in the log.
+
+    With `max_missing` (a crawl), a document that never finished or never parsed is None and
+    counted; one more than `max_missing` fails the call. Without it (the change sync), it fails at once.
+    """
     progress = Progress(label, len(movie_ids), log)
+    missing: list = []
+    lock = threading.Lock()
 
     def fetch(movie_id):
-        document = http.get_json(f"/movie/{movie_id}", allow_404=True)
+        try:
+            document = http.get_json(f"/movie/{movie_id}", allow_404=True)
+        except TmdbUnreadableError as exc:
+            if max_missing is None:
+                raise
+            with lock:
+                missing.append(movie_id)
+                count = len(missing)
+            http.stats.add(unreadable=1)
+            if count > max_missing:
+                raise TmdbError(
+                    f"{label}: {count} details documents never arrived whole (the latest: {exc}); more than the "
+                    f"{max_missing} one crawl may lose (max_missing_details), so TMDB looks slow or broken for many "
+                    "movies: check TMDB's status, then re-run the partition."
+                ) from None
+            log(f"WARNING {exc} The movie's list item stands in for its details.")
+            document = None
         progress.advance()
         return document
 
@@ -335,13 +412,16 @@ class _Http:
             self.limiter.acquire()
             self.stats.add(requests=1)
             try:
-                response = self.session.get(url, params=params, timeout=self.client.timeout_s)
-            except requests.RequestException as exc:
+                response, body = self._get(url, params)
+            except _DeadlineExceeded:
+                self.stats.add(timed_out=1)
+                problem, wait = "deadline", self._backoff(attempt)
+            except (OSError, urllib3.exceptions.HTTPError) as exc:  # requests' errors are OSErrors
                 problem, wait = f"{type(exc).__name__}", self._backoff(attempt)
             else:
                 if response.status_code == 200:
                     try:
-                        return response.json()
+                        return json.loads(body)
                     except ValueError:  # a truncated or HTML body: read it again
                         problem, wait = "200 with a body that is not JSON", self._backoff(attempt)
                 elif response.status_code == 404 and allow_404:
@@ -349,9 +429,9 @@ class _Http:
                 elif response.status_code == 401:
                     raise TmdbAuthError(
                         self._safe(
-                            f"TMDB refused the credentials (401: {_status_message(response)}). Set TMDB_API_KEY to a "
-                            "valid v3 key or TMDB_READ_ACCESS_TOKEN to a valid v4 read access token, or "
-                            "TMDB_SOURCE=sample."
+                            f"TMDB refused the credentials (401: {_status_message(response, body)}). Set "
+                            "TMDB_API_KEY to a valid v3 key or TMDB_READ_ACCESS_TOKEN to a valid v4 read access "
+                            "token, or TMDB_SOURCE=sample."
                         )
                     )
                 elif response.status_code == 429:
@@ -367,15 +447,26 @@ class _Http:
                     self.limiter.pause(wait)
                     problem = "429 Too Many Requests"
                 elif response.status_code >= 500:
-                    problem, wait = f"{response.status_code} {_status_message(response)}", self._backoff(attempt)
+                    problem, wait = f"{response.status_code} {_status_message(response, body)}", self._backoff(attempt)
                 else:
                     raise TmdbError(
-                        self._safe(f"TMDB {response.status_code} for {response.url}: {_status_message(response)}")
+                        self._safe(f"TMDB {response.status_code} for {response.url}: {_status_message(response, body)}")
                     )
             if attempt == self.client.max_retries:
-                if problem.startswith("200") and allow_404:
-                    self.stats.add(unreadable=1)
-                    return None  # a details document that never parses: the list item stands in for it
+                if problem == "deadline":
+                    deadline = self.client.request_deadline_s
+                    raise TmdbUnreadableError(
+                        self._safe(
+                            f"TMDB did not finish {url} within the {deadline:g} s request deadline on any of "
+                            f"{attempt + 1} attempts (a response that never finishes). If TMDB is only slow, raise "
+                            "request_deadline_s of the tmdb resource; else check TMDB_BASE_URL and TMDB's status, "
+                            "then re-run the partition."
+                        )
+                    )
+                if problem.startswith("200"):
+                    raise TmdbUnreadableError(
+                        self._safe(f"TMDB answered {url} with a body that is not JSON on all {attempt + 1} attempts.")
+                    )
                 raise TmdbError(
                     self._safe(
                         f"TMDB still failing after {attempt + 1} attempts for {url} ({problem}); "
@@ -385,6 +476,35 @@ class _Http:
             self.stats.add(retries=1)
             time.sleep(wait)
         raise AssertionError("unreachable")
+
+    def _get(self, url: str, params: dict) -> tuple[requests.Response, bytes]:
+        """One attempt: the response and its whole body, or `_DeadlineExceeded` past `request_deadline_s`.
+
+        `requests`' timeout limits each socket read, so a body that drips a byte at a time would
+        never time out. The body is read here instead, a chunk at a time, and before each read the
+        socket may wait only until the deadline. (Headers that drip remain bounded per read only.)
+        """
+        deadline = time.monotonic() + self.client.request_deadline_s
+        limit = min(self.client.timeout_s, self.client.request_deadline_s)
+        response = self.session.get(url, params=params, timeout=(limit, limit), stream=True)
+        with response:
+            chunks: list[bytes] = []
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise _DeadlineExceeded
+                sock = getattr(response.raw.connection, "sock", None)
+                if sock is not None:
+                    sock.settimeout(min(self.client.timeout_s, remaining))
+                try:
+                    chunk = response.raw.read1(READ_CHUNK, decode_content=True)
+                except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
+                    if deadline - time.monotonic() <= 0:
+                        raise _DeadlineExceeded from None
+                    raise
+                if not chunk:
+                    return response, b"".join(chunks)
+                chunks.append(chunk)
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with full jitter, capped at 30 s."""
@@ -406,8 +526,8 @@ def _retry_after(response: requests.Response) -> float | None:
         return None
 
 
-def _status_message(response: requests.Response) -> str:
+def _status_message(response: requests.Response, body: bytes) -> str:
     try:
-        return str(response.json().get("status_message", response.reason))
-    except ValueError:
+        return str(json.loads(body).get("status_message", response.reason))
+    except (ValueError, AttributeError):  # not JSON, or JSON that is no object
         return response.reason or ""

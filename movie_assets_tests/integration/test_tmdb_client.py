@@ -1,12 +1,13 @@
 """The TMDB client over real HTTP against the local TMDB server (paging, faults, auth, rate limit)."""
 
 import datetime as dt
+import json
 import time
 
 import pytest
 
 from movie_assets.domain.movie_records import validate_month
-from movie_assets.resources.tmdb import TmdbApiClient, TmdbAuthError, TmdbError
+from movie_assets.resources.tmdb import TmdbApiClient, TmdbAuthError, TmdbError, TmdbUnreadableError
 from movie_assets.resources.tmdb_sample import movies_for_month
 from movie_assets_tests.tmdb_server import FakeTmdb, Faults, TmdbTestServer, crowded_month
 
@@ -173,10 +174,68 @@ def test_a_retry_after_past_the_cap_fails_clearly_and_a_bogus_one_backs_off(head
     assert KEY not in message
 
 
-def test_a_truncated_body_is_read_again_and_a_details_document_that_never_parses_is_missing():
+def test_a_truncated_body_is_read_again_and_never_reads_as_a_deleted_movie():
+    """A crawl lets the list item stand in for such a document (see the drip tests); the change sync must
+    not, as None there means TMDB's 404: the movie would be deleted everywhere."""
     with ScriptedTmdb(200, b'{"id": 550, "title": "Fight') as server:
         tmdb = TmdbApiClient(base_url=server.base_url, api_key=KEY, max_retries=1, backoff_base_s=0.01)
-        details = tmdb.movie_details([550], log=lambda _: None)
-        assert details.documents == {550: None} and details.stats.retries == 1
+        with pytest.raises(TmdbUnreadableError, match="not JSON on all 2 attempts"):
+            tmdb.movie_details([550], log=lambda _: None)
         with pytest.raises(TmdbError, match="not JSON"):
             tmdb.crawl(MARCH, log=lambda _: None)
+
+
+def dripping(movie, whole_body_s: float) -> float:
+    """Seconds between bytes so the movie's whole details body takes `whole_body_s`: every byte comes far
+    inside any read timeout, so only a total deadline ends the request sooner."""
+    return whole_body_s / len(json.dumps(movie.details))
+
+
+def test_a_details_response_that_never_finishes_ends_at_the_deadline_with_a_clear_error():
+    movie = movies_for_month(MARCH[0])[0]
+    movie_id = movie.details["id"]
+    faults = Faults(drip_ids=frozenset({movie_id}), drip_every_s=dripping(movie, 12.0))
+    with TmdbTestServer(FakeTmdb([movie], api_key=KEY, faults=faults)) as server:
+        tmdb = client(server, api_key=KEY, request_deadline_s=1.0, timeout_s=5.0, max_retries=1)
+        started, error = time.monotonic(), None
+        try:
+            tmdb.movie_details([movie_id], log=lambda _: None)
+        except TmdbError as raised:
+            error = raised
+        elapsed = time.monotonic() - started
+        attempts = server.fake.requests["drip"]
+    assert elapsed < 2 * 1.0 + 1.5, f"two attempts under a 1 s deadline took {elapsed:.1f} s"
+    assert error is not None, "a details document that never finished must not count as read"
+    message = str(error)
+    assert attempts == 2, "past its deadline a request is retried like a timeout"
+    assert f"/movie/{movie_id}" in message and "1 s" in message and "request_deadline_s" in message, message
+    assert KEY not in message
+
+
+def test_a_month_with_one_dripping_id_is_crawled_in_bounded_time_with_that_details_document_missing():
+    movies = movies_for_month(MARCH[0])[:40]
+    slow = movies[7]
+    faults = Faults(drip_ids=frozenset({slow.details["id"]}), drip_every_s=dripping(slow, 12.0))
+    with TmdbTestServer(FakeTmdb(movies, faults=faults)) as server:
+        started = time.monotonic()
+        crawl = client(server, request_deadline_s=1.0, max_retries=1).crawl(MARCH, log=lambda _: None)
+        elapsed = time.monotonic() - started
+    assert elapsed < 2 * 1.0 + 1.5, f"the crawl took {elapsed:.1f} s"
+    details = {item["id"]: document for item, document in crawl.pairs}
+    assert len(details) == 40 and details[slow.details["id"]] is None
+    assert all(document is not None for movie_id, document in details.items() if movie_id != slow.details["id"])
+    assert crawl.stats.timed_out == 2 and crawl.stats.unreadable == 1
+
+
+def test_too_many_details_past_the_deadline_fail_the_crawl_and_name_the_setting():
+    movies = movies_for_month(MARCH[0])[:40]
+    listed_first = sorted(movies, key=lambda m: (m.details["release_date"], str(m.details["id"])))[:3]
+    slow = frozenset(m.details["id"] for m in listed_first)
+    faults = Faults(drip_ids=slow, drip_every_s=dripping(movies[0], 12.0))
+    with TmdbTestServer(FakeTmdb(movies, faults=faults)) as server:
+        tmdb = client(server, request_deadline_s=1.0, max_retries=0, max_missing_details=2, max_workers=1)
+        with pytest.raises(TmdbError) as raised:
+            tmdb.crawl(MARCH, log=lambda _: None)
+        requested = server.fake.requests["details"]
+    assert "max_missing_details" in str(raised.value) and "3" in str(raised.value)
+    assert requested < 40, "a failed crawl stops asking for the rest of its details"
