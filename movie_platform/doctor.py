@@ -2,16 +2,20 @@
 
 Each check talks to the real service with a short timeout and turns a failure
 into a sentence that names the service, the URL (secrets redacted) and what to do.
+The last line is the Dagster instance's: runs stuck in STARTED whose worker is gone.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from movie_assets.settings import Settings, redact_text, redact_url
+from movie_platform.local_stack import DEFAULT_PORTS, Stack
 
 TIMEOUT_S = 5
 
@@ -96,11 +100,13 @@ SETTING_OF = {
 }
 
 
-def run_checks(settings: Settings) -> list[CheckResult]:
+def run_checks(settings: Settings, stack: Stack | None = None) -> list[CheckResult]:
+    """Every service's line, then the Dagster instance's runs; `stack` is the embedded stack (ports, DAGSTER_HOME)."""
+    stack = stack or Stack()
     results = []
     for service, (var, check, remedy) in CHECKS.items():
         if not getattr(settings, SETTING_OF[service]):
-            results.append(CheckResult(service, False, not_set(var)))
+            results.append(CheckResult(service, False, port_taken(stack, service, var) or not_set(var)))
             continue
         try:
             results.append(CheckResult(service, True, check(settings)))
@@ -114,7 +120,84 @@ def run_checks(settings: Settings) -> list[CheckResult]:
                 )
             )
     results.append(check_tmdb(settings))
+    results.append(check_dagster_runs(os.environ.get("DAGSTER_HOME") or stack.env().get("DAGSTER_HOME")))
     return results
+
+
+# doctor's service -> the embedded stack's service of the same port
+STACK_SERVICE = {"postgres": "postgres", "redis": "redis", "mlflow": "mlflow"}
+STACK_SERVICE_NAME = {"postgres": "PostgreSQL", "redis": "Redis", "mlflow": "MLflow"}
+
+
+def port_taken(stack: Stack, service: str, var: str) -> str | None:
+    """Why `var` is unset when the embedded stack could not start: its port is someone else's.
+
+    `movie-platform up` refuses to start a service on a port another process holds, and then sets
+    no variable; "not set" alone would send the user to run `up` again.
+    """
+    if service not in STACK_SERVICE:
+        return None
+    if any(row["name"] == STACK_SERVICE[service] and row["running"] for row in stack.status()):
+        return None  # the stack's own server holds it: the shell just lacks `eval "$(movie-platform env)"`
+    port = stack.port(STACK_SERVICE[service])
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        if sock.connect_ex(("127.0.0.1", port)) != 0:
+            return None
+    port_var = DEFAULT_PORTS[STACK_SERVICE[service]][0]
+    return (
+        f"{var} is not set, and port {port} on 127.0.0.1 (the embedded {STACK_SERVICE_NAME[service]}'s) is taken "
+        f"by a process this stack did not start -> stop that process or set {port_var} to a free port, then run "
+        f"`movie-platform up`; or set {var} to the server you mean"
+    )
+
+
+def check_dagster_runs(dagster_home: str | None) -> CheckResult:
+    """Runs stuck in STARTED whose worker is gone: they hold their pool slots (tmdb_api) until failed.
+
+    Asked the way run monitoring asks (`RunWorkerCheckingLauncher`'s health check); nothing is signalled.
+    """
+    if not dagster_home:
+        return CheckResult("dagster", False, not_set("DAGSTER_HOME"))
+    try:
+        stuck = stuck_runs(Path(dagster_home))
+    except Exception as exc:  # noqa: BLE001 - one readable line, like every other check
+        return CheckResult(
+            "dagster",
+            False,
+            f"cannot read the instance at {dagster_home}: {redact_text(_first_line(exc))} -> check DAGSTER_HOME "
+            "and its dagster.yaml (start its PostgreSQL with `movie-platform up`)",
+        )
+    if not stuck:
+        return CheckResult("dagster", True, f"instance at {dagster_home}: no run stuck in STARTED")
+    listed = "; ".join(f"{run_id} ({label}): {reason}" for run_id, label, reason in stuck)
+    first = stuck[0][0]
+    return CheckResult(
+        "dagster",
+        False,
+        f"{len(stuck)} run(s) STARTED whose worker is gone, holding their pool slots (later crawls wait on "
+        f"tmdb_api): {listed} -> start the daemon (`make dev`, or `dagster-daemon run` with this DAGSTER_HOME): "
+        f"run monitoring marks them failed and frees their slots within a minute; or delete each one with its "
+        f"history: `dagster run delete -f {first}`",
+    )
+
+
+def stuck_runs(home: Path) -> list[tuple[str, str, str]]:
+    """(run id, job and partition, why) of each STARTED run whose worker the health check finds gone."""
+    import dagster as dg
+    from dagster._core.launcher import WorkerStatus
+
+    from movie_assets.automation.run_launcher import run_worker_health
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        stuck = []
+        for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+            health = run_worker_health(instance, run)
+            if health.status == WorkerStatus.FAILED:
+                partition = run.tags.get("dagster/partition")
+                label = f"{run.job_name} {partition}" if partition else run.job_name
+                stuck.append((run.run_id, label, str(health.msg)))
+        return stuck
 
 
 def check_tmdb(settings: Settings) -> CheckResult:

@@ -376,8 +376,12 @@ class Stack:
         return spawn(cmd, log_file, {**os.environ, **(extra_env or {})}, cwd=self.state_dir), log_file
 
 
-def write_dagster_home(home: Path, db_url: str, database: str = "dagster") -> None:
-    """The local instance keeps runs, events and schedules in PostgreSQL, like compose."""
+def write_dagster_home(home: Path, db_url: str, database: str = "dagster", monitor_interval_s: int = 15) -> None:
+    """The local instance keeps runs, events and schedules in PostgreSQL, like compose.
+
+    Run monitoring (in the daemon of `make dev`) fails a run whose worker died, which the launcher
+    `RunWorkerCheckingLauncher` detects, and frees the pool slots of ended runs, every `monitor_interval_s`.
+    """
     home.mkdir(parents=True, exist_ok=True)
     storage_url = dagster_storage_url(database_url(db_url, database))
     (home / "dagster.yaml").write_text(
@@ -388,6 +392,16 @@ def write_dagster_home(home: Path, db_url: str, database: str = "dagster") -> No
         "run_coordinator:\n"
         "  module: dagster.core.run_coordinator\n"
         "  class: QueuedRunCoordinator\n"
+        "run_launcher:\n"
+        "  module: movie_assets.automation.run_launcher\n"
+        "  class: RunWorkerCheckingLauncher\n"
+        "run_monitoring:  # a killed run must not keep its tmdb_api slot: see the compose twin\n"
+        "  enabled: true\n"
+        "  start_timeout_seconds: 180\n"
+        "  cancel_timeout_seconds: 180\n"
+        f"  poll_interval_seconds: {monitor_interval_s}\n"
+        "  max_resume_run_attempts: 0\n"
+        f"  free_slots_after_run_end_seconds: {monitor_interval_s}\n"
         "concurrency:\n"
         "  pools:\n"
         "    default_limit: 1  # the only pool is tmdb_api: one crawl at a time shares TMDB's rate limit\n"

@@ -1,0 +1,235 @@
+"""A crawl killed mid-run does not block the next one: run monitoring fails it and frees its pool slot.
+
+The scene of issue 15 (item 1): `dagster dev` (or the machine) dies while a crawl holds the
+`tmdb_api` slot. Its run stays STARTED, and before the fix every later crawl logged "Step blocked by
+limit for pool tmdb_api" forever. Here a real `dagster-daemon run` on an instance of the test's own
+launches a crawl against a TMDB that answers discover only when told to; the test SIGKILLs that
+daemon's whole process group (daemon, code server, run worker: all started by the test), starts a
+second daemon, and launches the next crawl, which must succeed within the monitoring interval.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+from dagster._core.errors import DagsterUserCodeUnreachableError
+from dagster._core.launcher import WorkerStatus
+from dagster._core.storage.tags import GRPC_INFO_TAG
+from dagster._grpc.client import DagsterGrpcClient
+from psycopg import sql
+
+from movie_assets.automation.run_launcher import run_worker_health
+from movie_assets.resources.tmdb_sample import movies_for_month
+from movie_assets_tests.conftest import stop_process_group
+from movie_assets_tests.tmdb_server import FakeTmdb, TmdbTestServer
+from movie_platform.local_stack import REPO_ROOT, tail, write_dagster_home
+
+MONTH = dt.date(2024, 3, 1)
+MONITOR_INTERVAL_S = 2
+# Daemon start, detection (one poll), slot release (an interval after the failure), dequeue, launch, the crawl.
+NEXT_CRAWL_DEADLINE_S = 60
+
+
+class HeldDiscover(FakeTmdb):
+    """Discover answers only once `release` is set: the first crawl is in the middle of its month."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.asked = threading.Event()
+        self.release = threading.Event()
+
+    def handle(self, path, query, headers):
+        if path == "/3/discover/movie":
+            self.asked.set()
+            self.release.wait(120)
+        return super().handle(path, query, headers)
+
+
+@pytest.fixture
+def instance_home(stack_env, tmp_path):
+    """A Dagster instance of the test's own, as `movie-platform up` writes it, polled every 2 s."""
+    name = f"dagster_dead_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(stack_env["MOVIE_DB_URL"], autocommit=True) as conn:
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    home = tmp_path / "dagster_home"
+    write_dagster_home(home, stack_env["MOVIE_DB_URL"], database=name, monitor_interval_s=MONITOR_INTERVAL_S)
+    yield home
+    with psycopg.connect(stack_env["MOVIE_DB_URL"], autocommit=True) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+def start_daemon(env: dict, log_file: Path) -> subprocess.Popen:
+    with open(log_file, "ab") as out:
+        return subprocess.Popen(
+            [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-m", "movie_assets"],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group: code server and run workers die with it
+        )
+
+
+def launch_crawl(env: dict) -> None:
+    """Queue a crawl of MONTH (refresh_recent_months: movies_raw in the tmdb_api pool + its backup)."""
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("dagster")), "job", "launch", "-m", "movie_assets"]
+        + ["-j", "refresh_recent_months", "--tags", json.dumps({"dagster/partition": MONTH.isoformat()})],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def crawls(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    """The crawls of this test."""
+    return list(instance.get_runs(filters=dg.RunsFilter(job_name="refresh_recent_months")))
+
+
+def crawled(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """The run's movies_raw step (the one in the tmdb_api pool) succeeded."""
+    done = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)
+    return any(event.step_key == "movies_raw" for event in done)
+
+
+def wait(condition, timeout: float, what: str, log_file: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{tail(log_file, 40)}")
+
+
+def test_a_killed_crawl_is_failed_and_the_next_crawl_gets_the_tmdb_api_slot(
+    database, object_store, stack_env, instance_home, tmp_path
+):
+    fake = HeldDiscover(movies_for_month(MONTH))
+    with TmdbTestServer(fake) as server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "DAGSTER_"))}
+        env.update(
+            DAGSTER_HOME=str(instance_home),
+            MOVIE_DB_URL=database.url,
+            MOVIE_DB_SCHEMA=database.db_schema,
+            MOVIE_STORAGE_URL=object_store.storage_url,
+            TMDB_SOURCE="api",
+            TMDB_BASE_URL=server.base_url,
+            TMDB_API_KEY="test-key",
+            MOVIE_AUTOMATION="off",
+            MOVIE_RETRAIN_SHARE="off",
+            MOVIE_SYNC_INTERVAL_SECONDS="86400",
+        )
+        instance = dg.DagsterInstance.from_config(str(instance_home))
+        log_file = tmp_path / "daemon.log"
+        first_daemon = start_daemon(env, log_file)
+        second_daemon = None
+        try:
+            launch_crawl(env)
+            wait(fake.asked.is_set, 120, "the first crawl to ask TMDB's discover", log_file)
+            (killed,) = crawls(instance)
+            assert instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.STARTED
+            worker = next(
+                e.dagster_event.engine_event_data.metadata["pid"].value
+                for e in instance.all_logs(killed.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
+                if e.message.startswith("Started process for run")
+            )
+            assert os.getpgid(int(worker)) == first_daemon.pid, "the run worker belongs to the daemon we started"
+
+            # `dagster dev` dies mid-crawl: daemon, code server and run worker, no chance to report anything.
+            stop_process_group(first_daemon, signal.SIGKILL)
+            fake.release.set()
+            assert instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.STARTED
+
+            second_daemon = start_daemon(env, log_file)
+            launch_crawl(env)
+            (next_crawl,) = [run for run in crawls(instance) if run.run_id != killed.run_id]
+            queued_at = time.monotonic()
+            wait(
+                lambda: crawled(instance, next_crawl.run_id),
+                NEXT_CRAWL_DEADLINE_S,
+                f"the next crawl's movies_raw (tmdb_api pool) to succeed; the killed run is "
+                f"{instance.get_run_by_id(killed.run_id).status}",
+                log_file,
+            )
+            print(f"next crawl's movies_raw done {time.monotonic() - queued_at:.0f}s after it was queued")
+            # Its checks and backup follow, one step process each (seconds apiece on a busy machine).
+            wait(lambda: instance.get_run_by_id(next_crawl.run_id).is_finished, 120, "the next crawl's end", log_file)
+        finally:
+            fake.release.set()
+            for daemon in (first_daemon, second_daemon):
+                if daemon is not None:
+                    stop_process_group(daemon, signal.SIGTERM)
+
+        assert instance.get_run_by_id(next_crawl.run_id).status == dg.DagsterRunStatus.SUCCESS, tail(log_file, 40)
+        assert instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE
+        failure = instance.all_logs(killed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)[-1]
+        assert f"The run worker (pid {worker})" in failure.message and "has exited" in failure.message, failure.message
+        assert not instance.event_log_storage.get_concurrency_run_ids(), "every pool slot is free again"
+        instance.dispose()
+
+
+def test_a_run_its_code_server_does_not_list_is_failed_and_one_without_a_code_server_is_left_alone(tmp_path):
+    """The remote path (compose: the code server is another host, no pid to look at): ask the server."""
+    code = tmp_path / "one_job.py"
+    code.write_text("import dagster as dg\n\n@dg.op\ndef noop():\n    pass\n\n@dg.job\ndef one():\n    noop()\n")
+    host, port = "127.0.0.2", free_port()  # loopback, but not an address the check takes for this host
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dagster")), "api", "grpc", "-h", host, "-p", str(port), "-f", str(code)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for_server(DagsterGrpcClient(host=host, port=port))
+        with dg.instance_for_test() as instance:
+
+            def health(tags: dict):
+                return run_worker_health(
+                    instance, instance.create_run_for_job(dg.GraphDefinition("g").to_job(), tags=tags)
+                )
+
+            not_listed = health({GRPC_INFO_TAG: json.dumps({"host": host, "port": port})})
+            assert not_listed.status == WorkerStatus.FAILED, not_listed
+            assert f"{host}:{port} does not run this run any more" in str(not_listed.msg)
+
+            gone = health({GRPC_INFO_TAG: json.dumps({"host": host, "port": free_port()})})
+            assert gone.status == WorkerStatus.FAILED and "is gone" in str(gone.msg), gone
+
+            in_process = health({})
+            assert in_process.status == WorkerStatus.RUNNING, in_process
+    finally:
+        stop_process_group(server, signal.SIGTERM)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_server(client: DagsterGrpcClient) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            client.ping("")
+            return
+        except DagsterUserCodeUnreachableError:
+            time.sleep(0.3)
+    pytest.fail("dagster api grpc did not start within 60 s")
