@@ -178,7 +178,7 @@ class PostgresDatabase(dg.ConfigurableResource):
                 for write in sorted(writes, key=lambda w: w.table):  # one lock order for every writer
                     self._lock_months(conn, write.table, window if partition_column else None)
                 for write in writes:  # before any row changes: a refusal leaves the table as it was
-                    self._add_missing_columns(conn, write)
+                    self.add_missing_columns(conn, write.table, write.columns)
                 for write in writes:
                     if window and partition_column:
                         conn.execute(
@@ -192,31 +192,32 @@ class PostgresDatabase(dg.ConfigurableResource):
                     copy_frame(conn, self.ident(write.table), write.columns, write.frame)
         return {write.table: len(write.frame) for write in writes}
 
-    def _add_missing_columns(self, conn: psycopg.Connection, write: TableRows) -> None:
+    def add_missing_columns(self, conn: psycopg.Connection, table: str, columns: Mapping[str, str]) -> None:
         """Bring an existing table up to the declared columns, inside the write's transaction.
 
         `ensure_table` creates a table once; a column declared later would make COPY fail. New
         columns are added (`ADD COLUMN IF NOT EXISTS`, so two writers racing both succeed), and
         the rows already stored get NULL. What cannot be done safely is refused before any row
         changes: a type the COPY path cannot write, or an existing column declared with another
-        type (that is a migration, not an addition).
+        type (that is a migration, not an addition). Writers that COPY on their own (features_history)
+        call it in their transaction too.
         """
-        stored = stored_column_types(conn, self.db_schema, write.table)
-        changed = {n: (stored[n], t) for n, t in write.columns.items() if n in stored and _retyped(stored[n], t)}
-        missing = {n: t for n, t in write.columns.items() if n not in stored}
+        stored = stored_column_types(conn, self.db_schema, table)
+        changed = {n: (stored[n], t) for n, t in columns.items() if n in stored and _retyped(stored[n], t)}
+        missing = {n: t for n, t in columns.items() if n not in stored}
         unmappable = {n: t for n, t in missing.items() if not _copyable_type(t)}
         if changed or unmappable:
             problems = [f"{n} is {old} in the table but declared {new}" for n, (old, new) in changed.items()]
             problems += [f"{n} has type {t!r}: the IO manager cannot add it" for n, t in unmappable.items()]
             raise PostgresError(
-                f"{self.db_schema}.{write.table} does not match its declared columns: {'; '.join(problems)}. "
+                f"{self.db_schema}.{table} does not match its declared columns: {'; '.join(problems)}. "
                 "Nothing was written. Migrate the table by hand (ALTER TABLE ... ALTER COLUMN ... TYPE) or "
                 "rename the column in the asset's dagster/column_schema, then re-run."
             )
         for name, sql_type in missing.items():
             conn.execute(
                 sql.SQL("alter table {} add column if not exists {} {}").format(
-                    self.ident(write.table), sql.Identifier(name), sql.SQL(sql_type)
+                    self.ident(table), sql.Identifier(name), sql.SQL(sql_type)
                 )
             )
 
