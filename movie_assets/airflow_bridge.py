@@ -118,8 +118,15 @@ def bridged(defs: dg.Definitions, environ: Mapping[str, str]) -> dg.Definitions:
             event_transformer_fn=partition_by_data_interval,
             sensor_minimum_interval_seconds=sensor_interval(environ),
         )
-    except (requests.RequestException, dg.DagsterError) as exc:
-        # Reachable a moment ago, failed while airlift listed DAGs and tasks (Airflow stopping, an API error).
+    except Exception as exc:  # noqa: BLE001 - whatever stops airlift's fetch stops only the bridge
+        # Reachable a moment ago, failed while airlift listed DAGs, tasks and datasets (Airflow stopping,
+        # an API error, an answer airlift cannot read).
+        if isinstance(exc, KeyError) and exc.args and exc.args[0] in (PIPELINE_DAG, LEGACY_DAG):
+            raise AirflowBridgeError(
+                f"Airflow at {redact_url(environ['AIRFLOW_URL'])} (AIRFLOW_URL) has no DAG {exc.args[0]}, which "
+                "the bridge maps assets to: give Airflow this repository's airflow/dags as its DAG folder "
+                f"(`make airflow` does), {RELOAD}"
+            ) from None
         detail = _without_secrets(str(exc).strip().splitlines()[0] if str(exc).strip() else "", environ)
         raise AirflowBridgeError(
             f"Airflow at {redact_url(environ['AIRFLOW_URL'])} (AIRFLOW_URL) failed while the bridge loaded its "

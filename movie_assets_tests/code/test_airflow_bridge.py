@@ -264,6 +264,17 @@ def test_airflow_failing_while_the_dags_load_is_reported_without_the_password():
     assert PASSWORD not in description
 
 
+def test_an_airflow_without_our_dags_is_named_in_the_bridge_sensor():
+    """Airflow answers every call, with no DAGs at all: the mapped DAG is missing, not a KeyError at load."""
+    airflow = FakeAirflow(200, body=b'{"dags": [], "datasets": [], "total_entries": 0}')
+    try:
+        loaded = with_airflow(defs, environ=bridge_environ(airflow.port))
+        _, description = tick_failure(loaded)
+    finally:
+        airflow.close()
+    assert f"has no DAG {PIPELINE_DAG}" in description and "airflow/dags" in description, description
+
+
 def test_a_tick_after_airflow_came_back_says_only_a_reload_is_missing():
     airflow = FakeAirflow(503)
     try:
