@@ -29,7 +29,8 @@ from movie_assets.resources.online_materialize import materialize_parallel
 from movie_assets.resources.online_writer import OnlineReader
 from movie_platform.local_stack import Stack
 
-EVENT = pd.Timestamp("2024-06-01T00:00:00Z")
+# Within the view's 90-day TTL: older rows are not written (their Redis keys would expire at once).
+EVENT = pd.Timestamp.now(tz="UTC").floor("D") - pd.Timedelta(days=1)
 
 
 def feature_rows(n: int) -> pd.DataFrame:
@@ -61,6 +62,7 @@ def main() -> None:
                 objects.path_for(FEATURES_OBJECT_PATH, f"2024-{month:02d}-01"), part.to_parquet(index=False)
             )
         results = {}
+        projects = []
         for label, parallel in (("feast_materialize", False), ("parallel_materialize", True)):
             feast = FeastStore(
                 db_url=env["MOVIE_DB_URL"],
@@ -68,6 +70,7 @@ def main() -> None:
                 storage_url=objects.storage_url,
                 project=f"bench_{uuid.uuid4().hex[:8]}",
             )
+            projects.append(feast.project)
             store = feast.store()
             store.apply(list(feast.definitions().values()))
             start, end = EVENT - pd.Timedelta(days=1), EVENT + pd.Timedelta(days=1)
@@ -129,6 +132,9 @@ def main() -> None:
                 latency["hgetall_100"].append(time.perf_counter() - t)
         for key in client.scan_iter("bench:*", count=5000):
             client.delete(key)
+        for project in projects:  # the materialized keys too (they would live for the view's TTL)
+            for key in client.scan_iter(match=f"*{project}".encode(), count=5000):
+                client.delete(key)
 
     n = args.rows
     print(f"{'path':<22} | {'seconds':>8} | {'rows/s':>9} | ratio to pipelined HSET (goal >= 0.5x)")

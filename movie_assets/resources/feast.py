@@ -91,7 +91,11 @@ class FeastStore(dg.ConfigurableResource):
     storage_url: str
     s3_endpoint_url: str | None = None
     project: str = Field(default=PROJECT, description="Feast project: registry rows and Redis keys are per project")
-    key_ttl_seconds: int = KEY_TTL_SECONDS
+    key_ttl_seconds: int = Field(
+        default=KEY_TTL_SECONDS,
+        description="upper bound of a Redis key's life; the writer expires each key at its row's event time + the "
+        "feature view's TTL",
+    )
 
     @classmethod
     def from_settings(cls, settings) -> FeastStore:
