@@ -30,7 +30,7 @@ from dagster._core.storage.tags import GRPC_INFO_TAG
 from dagster._grpc.client import DagsterGrpcClient
 from psycopg import sql
 
-from movie_assets.automation.run_launcher import run_worker_health
+from movie_assets.automation.run_launcher import CODE_SERVER_ID_TAG, run_worker_health
 from movie_assets.resources.tmdb_sample import movies_for_month
 from movie_assets_tests.conftest import stop_process_group
 from movie_assets_tests.tmdb_server import FakeTmdb, TmdbTestServer
@@ -39,7 +39,7 @@ from movie_platform.local_stack import REPO_ROOT, tail, write_dagster_home
 MONTH = dt.date(2024, 3, 1)
 MONITOR_INTERVAL_S = 2
 # Daemon start, detection (one poll), slot release (an interval after the failure), dequeue, launch, the crawl.
-NEXT_CRAWL_DEADLINE_S = 60
+NEXT_CRAWL_DEADLINE_S = 90
 
 
 class HeldDiscover(FakeTmdb):
@@ -86,7 +86,9 @@ def launch_crawl(env: dict) -> None:
     """Queue a crawl of MONTH (refresh_recent_months: movies_raw in the tmdb_api pool + its backup)."""
     result = subprocess.run(
         [str(Path(sys.executable).with_name("dagster")), "job", "launch", "-m", "movie_assets"]
-        + ["-j", "refresh_recent_months", "--tags", json.dumps({"dagster/partition": MONTH.isoformat()})],
+        + ["-j", "refresh_recent_months", "--tags", json.dumps({"dagster/partition": MONTH.isoformat()})]
+        # Steps in the run worker itself: a process per check step would cost seconds apiece here.
+        + ["--config-json", json.dumps({"execution": {"config": {"in_process": {}}}})],
         env=env,
         cwd=REPO_ROOT,
         capture_output=True,
@@ -149,6 +151,7 @@ def test_a_killed_crawl_is_failed_and_the_next_crawl_gets_the_tmdb_api_slot(
                 if e.message.startswith("Started process for run")
             )
             assert os.getpgid(int(worker)) == first_daemon.pid, "the run worker belongs to the daemon we started"
+            assert instance.get_run_by_id(killed.run_id).tags.get(CODE_SERVER_ID_TAG), "the launcher records it"
 
             # `dagster dev` dies mid-crawl: daemon, code server and run worker, no chance to report anything.
             stop_process_group(first_daemon, signal.SIGKILL)
@@ -183,19 +186,26 @@ def test_a_killed_crawl_is_failed_and_the_next_crawl_gets_the_tmdb_api_slot(
         instance.dispose()
 
 
-def test_a_run_its_code_server_does_not_list_is_failed_and_one_without_a_code_server_is_left_alone(tmp_path):
-    """The remote path (compose: the code server is another host, no pid to look at): ask the server."""
+@pytest.mark.parametrize("server", [["api", "grpc"], ["code-server", "start"]], ids=["api_grpc", "code_server_proxy"])
+def test_a_run_its_code_server_does_not_run_is_failed_and_one_without_a_code_server_is_left_alone(tmp_path, server):
+    """The remote path (compose: the code server is another host, no pid to look at): ask the server.
+
+    `dagster api grpc` answers GetCurrentRuns; the `dagster code-server start` proxy of compose and
+    `dagster dev` does not, and is asked CanCancelExecution, trusted only on the server id of the launch.
+    """
     code = tmp_path / "one_job.py"
     code.write_text("import dagster as dg\n\n@dg.op\ndef noop():\n    pass\n\n@dg.job\ndef one():\n    noop()\n")
     host, port = "127.0.0.2", free_port()  # loopback, but not an address the check takes for this host
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("dagster")), "api", "grpc", "-h", host, "-p", str(port), "-f", str(code)],
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dagster")), *server, "-h", host, "-p", str(port), "-f", str(code)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     try:
-        wait_for_server(DagsterGrpcClient(host=host, port=port))
+        client = DagsterGrpcClient(host=host, port=port)
+        wait_for_server(client)
+        at = json.dumps({"host": host, "port": port})
         with dg.instance_for_test() as instance:
 
             def health(tags: dict):
@@ -203,17 +213,21 @@ def test_a_run_its_code_server_does_not_list_is_failed_and_one_without_a_code_se
                     instance, instance.create_run_for_job(dg.GraphDefinition("g").to_job(), tags=tags)
                 )
 
-            not_listed = health({GRPC_INFO_TAG: json.dumps({"host": host, "port": port})})
-            assert not_listed.status == WorkerStatus.FAILED, not_listed
-            assert f"{host}:{port} does not run this run any more" in str(not_listed.msg)
+            not_running = health({GRPC_INFO_TAG: at, CODE_SERVER_ID_TAG: client.get_server_id()})
+            assert not_running.status == WorkerStatus.FAILED, not_running
+            assert f"{host}:{port} does not run this run any more" in str(not_running.msg)
 
             gone = health({GRPC_INFO_TAG: json.dumps({"host": host, "port": free_port()})})
             assert gone.status == WorkerStatus.FAILED and "is gone" in str(gone.msg), gone
 
             in_process = health({})
             assert in_process.status == WorkerStatus.RUNNING, in_process
+
+            if server[0] == "code-server":  # launched before a reload: the old code server may still run it
+                reloaded = health({GRPC_INFO_TAG: at, CODE_SERVER_ID_TAG: "an-earlier-server"})
+                assert reloaded.status == WorkerStatus.RUNNING and "reloaded" in str(reloaded.msg), reloaded
     finally:
-        stop_process_group(server, signal.SIGTERM)
+        stop_process_group(process, signal.SIGTERM)
 
 
 def free_port() -> int:
