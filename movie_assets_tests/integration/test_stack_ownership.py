@@ -195,3 +195,29 @@ def test_down_never_signals_a_reused_pid(own_stack):
         for proc in strangers:
             proc.kill()
             proc.wait()
+
+
+def test_airflow_down_never_signals_a_reused_pid(tmp_path):
+    """The Airflow runtime applies the same rule to its webserver and scheduler PIDs."""
+    from movie_platform.airflow_runtime import AirflowRuntime
+
+    runtime = AirflowRuntime(state_dir=tmp_path, environ={})
+    strangers = [subprocess.Popen(["sleep", "120"], start_new_session=True, stdin=subprocess.DEVNULL) for _ in range(2)]
+    try:
+        runtime.save(
+            {
+                "url": runtime.url,
+                "webserver": {"pid": strangers[0].pid, "log": None, "started": "ticks:1"},
+                "scheduler": {"pid": strangers[1].pid, "log": None},  # an older runtime.json: no start time
+            }
+        )
+        assert not runtime.running()
+        assert [row["running"] for row in runtime.status()] == [False, False]
+        messages: list[str] = []
+        runtime.down(log=messages.append)
+        assert [proc.poll() for proc in strangers] == [None, None], "down signalled a process it did not start"
+        assert sum("left alone" in m for m in messages) == 2, messages
+    finally:
+        for proc in strangers:
+            proc.kill()
+            proc.wait()
