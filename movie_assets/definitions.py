@@ -10,7 +10,7 @@ from movie_assets.automation.policies import with_policies
 from movie_assets.automation.retrain import retrain_sensors
 from movie_assets.automation.schedules import daily_recent_months, refresh_recent_months_job
 from movie_assets.automation.sensors import alert_sensors, tmdb_changes_sensor
-from movie_assets.checks import STORAGE_CHECKS
+from movie_assets.checks import ONLINE_STORE_CHECKS, STORAGE_CHECKS
 from movie_assets.jobs.restore import restore_movies_raw_from_backup
 from movie_assets.jobs.sweep import movie_rating_sweep
 from movie_assets.jobs.sync_tmdb_changes import sync_tmdb_changes
@@ -21,7 +21,7 @@ defs = with_airflow(
         assets=map_airflow_tasks(
             with_policies(dg.load_assets_from_modules([ingest, prepare, features, training]), scheduled_by_airflow())
         ),
-        asset_checks=[online_store_fresh, current_months_fresh, *STORAGE_CHECKS],
+        asset_checks=[online_store_fresh, current_months_fresh, *STORAGE_CHECKS, *ONLINE_STORE_CHECKS],
         jobs=[refresh_recent_months_job, restore_movies_raw_from_backup, movie_rating_sweep, sync_tmdb_changes],
         schedules=[daily_recent_months],
         sensors=[automation_sensor(), tmdb_changes_sensor, *retrain_sensors(), *alert_sensors()],
