@@ -44,6 +44,8 @@ setup(
         # Dagster's instance storage (dagster-postgres) talks psycopg2.
         "psycopg2-binary",
         "requests",
+        # Run-worker health (automation/run_launcher.py) and the stack's process table.
+        "psutil",
     ],
     extras_require={
         # The embedded stack: real servers shipped inside wheels.
