@@ -109,6 +109,9 @@ def test_two_concurrent_ups_start_each_service_once(own_stack):
     first, second = own_stack.cli("up", wait=False), own_stack.cli("up", wait=False)
     outputs = [proc.communicate(timeout=300) for proc in (first, second)]
     assert [first.returncode, second.returncode] == [0, 0], outputs
+    # They overlapped: one waited for the other's lock, then found both services running.
+    waited = [out for out, _err in outputs if "waiting for another `movie-platform up/down`" in out]
+    assert len(waited) == 1 and waited[0].count("already running") == 2, outputs
 
     state = own_stack.state()["services"]
     for name in ("postgres", "redis"):
