@@ -43,6 +43,7 @@ def record_history(database: PostgresDatabase, rows: pd.DataFrame, window, keep:
         database.ensure_table(conn, "features_history", FEATURE_HISTORY_COLUMNS, "release_month")
         with conn.transaction():
             database.lock_months(conn, "features_history", [start for start, _ in months_in(window)])
+            database.add_missing_columns(conn, "features_history", FEATURE_HISTORY_COLUMNS)
             run_ids = sorted(set(rows["run_id"]))
             conn.execute(sql.SQL("delete from {} where run_id = any(%s)").format(history), (run_ids,))
             copy_frame(conn, history, FEATURE_HISTORY_COLUMNS, rows)

@@ -31,7 +31,7 @@ RAW_DESCRIPTIONS = {
     kinds={"postgres", "python"},
     metadata={
         "dagster/column_schema": table_schema(RAW_COLUMNS, RAW_DESCRIPTIONS),
-        "partition_column": "release_month",
+        "partition_expr": "release_month",
     },
 )
 def movies_raw(context: dg.AssetExecutionContext, tmdb: TmdbSource):

@@ -32,7 +32,7 @@ CLEANING_RULES = """| rule | why |
     io_manager_key="postgres_io_manager",
     group_name="preparation",
     kinds={"postgres", "pandas"},
-    metadata={"dagster/column_schema": table_schema(CLEAN_COLUMNS), "partition_column": "release_month"},
+    metadata={"dagster/column_schema": table_schema(CLEAN_COLUMNS), "partition_expr": "release_month"},
 )
 def movies_clean(context: dg.AssetExecutionContext, movies_raw: pd.DataFrame):
     """One typed, normalized row per released movie; genres also as the long table `movie_genres`.
@@ -70,7 +70,7 @@ def movies_clean(context: dg.AssetExecutionContext, movies_raw: pd.DataFrame):
     kinds={"postgres", "pandas"},
     metadata={
         "dagster/column_schema": table_schema(EDA_COLUMNS),
-        "partition_column": "release_month",
+        "partition_expr": "release_month",
         "report_path": EDA_PREFIX + "/",
     },
 )

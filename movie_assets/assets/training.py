@@ -245,8 +245,8 @@ def decide_champion(
     kinds={"postgres", "xgboost"},
     metadata={
         "dagster/column_schema": table_schema(PREDICTION_COLUMNS),
-        "partition_column": "release_month",
-        "table_name": "predictions",
+        "partition_expr": "release_month",
+        "dagster/table_name": "predictions",
     },
 )
 def movie_rating_predictions(

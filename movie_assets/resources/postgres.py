@@ -425,8 +425,7 @@ class PostgresIOManager(dg.ConfigurableIOManager):
     The asset declares its columns as `dagster/column_schema` metadata (SQL types) and, when
     partitioned, the date column that holds the partition as `partition_expr` (Dagster's name for
     it in its database IO managers; default `release_month`). Another table than the asset key
-    is named with `dagster/table_name` (`TableMetadataSet(table_name=...)`). The older keys
-    `partition_column` and `table_name` are still read, so definitions move over one by one.
+    is named with `dagster/table_name` (`TableMetadataSet(table_name=...)`).
     Partition ranges (single-run backfills) work the same way. Each write reports
     `TableMetadataSet`: the qualified table name, the rows of the written window, the table's
     rows and the column schema.
@@ -474,14 +473,10 @@ class PostgresIOManager(dg.ConfigurableIOManager):
                 f"asset {output.asset_key.to_user_string()} stores to PostgreSQL but declares no dagster/column_schema"
             )
         columns = columns_of(schema.schema if hasattr(schema, "schema") else schema)
-        named = TableMetadataSet.extract(metadata).table_name or metadata.get("table_name")
+        named = TableMetadataSet.extract(metadata).table_name
         table = str(named).rsplit(".", 1)[-1] if named else output.asset_key.path[-1]
         partitioned = (input_context or output).has_asset_partitions
-        partition_column = (
-            str(metadata.get("partition_expr") or metadata.get("partition_column") or "release_month")
-            if partitioned
-            else None
-        )
+        partition_column = str(metadata.get("partition_expr") or "release_month") if partitioned else None
         window = None
         if partitioned:
             _refuse_a_reversed_run_range(input_context or output)

@@ -21,7 +21,7 @@ COLUMNS = {"movie_id": "bigint", "title": "text", "release_month": "date"}
 def build_asset(rows: int):
     @monthly_asset(
         io_manager_key="postgres_io_manager",
-        metadata={"dagster/column_schema": table_schema(COLUMNS), "table_name": TABLE},
+        metadata={"dagster/column_schema": table_schema(COLUMNS), "dagster/table_name": TABLE},
     )
     def big_month(context: dg.AssetExecutionContext) -> pd.DataFrame:
         start, _ = partition_window(context)
