@@ -10,19 +10,13 @@ offline row) and predictions, and the deleted ones are gone.
 
 import datetime as dt
 import math
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import dagster as dg
-import psycopg
 import pytest
 from mlflow.tracking import MlflowClient
-from psycopg import sql
 
 from movie_assets.assets.features import feast_definitions, movie_features, online_features
 from movie_assets.assets.ingest import movies_raw
@@ -34,9 +28,10 @@ from movie_assets.resources.serving import online_feature_rows
 from movie_assets.resources.tmdb import TmdbApiClient
 from movie_assets.resources.tmdb_sample import movies_for_month
 from movie_assets_tests.conftest import own_feast_project, platform_resources, stop_process_group
+from movie_assets_tests.integration.dagster_instance import daemon_env, own_instance_home, start_daemon
 from movie_assets_tests.integration.test_change_sync import MONTHS, RANGE_TAGS, a_day_of_changes, query, stored_ids
 from movie_assets_tests.tmdb_server import FakeTmdb, TmdbTestServer
-from movie_platform.local_stack import REPO_ROOT, tail, write_dagster_home
+from movie_platform.local_stack import tail
 
 DEADLINE_S = 15 * 60
 
@@ -44,14 +39,8 @@ DEADLINE_S = 15 * 60
 @pytest.fixture
 def instance_home(stack_env, tmp_path):
     """A Dagster instance of the test's own (PostgreSQL storage, queued runs, pools), dropped afterwards."""
-    name = f"dagster_daemon_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(stack_env["MOVIE_DB_URL"], autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    home = tmp_path / "dagster_home"
-    write_dagster_home(home, stack_env["MOVIE_DB_URL"], database=name)
-    yield home
-    with psycopg.connect(stack_env["MOVIE_DB_URL"], autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+    with own_instance_home(stack_env["MOVIE_DB_URL"], tmp_path / "dagster_home", "dagster_daemon") as home:
+        yield home
 
 
 @pytest.fixture
@@ -73,19 +62,6 @@ def first_day(resources: dict, instance: dg.DagsterInstance) -> None:
     ):
         result = dg.materialize(graph, selection=selection, resources=resources, tags=tags, instance=instance)
         assert result.success
-
-
-def start_daemon(env: dict, log_file: Path) -> subprocess.Popen:
-    daemon = str(Path(sys.executable).with_name("dagster-daemon"))
-    with open(log_file, "wb") as out:
-        return subprocess.Popen(
-            [daemon, "run", "-m", "movie_assets"],
-            env=env,
-            cwd=REPO_ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own group: the code server and run workers stop with it
-        )
 
 
 def failed_runs(instance: dg.DagsterInstance) -> list[str]:
@@ -171,20 +147,16 @@ def test_the_daemon_brings_a_day_of_tmdb_changes_to_every_store_without_a_launch
         touched = a_day_of_changes(server.fake, stored_ids(database))
         server.fake.requests.clear()
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "DAGSTER_"))}
-        env.update(
-            DAGSTER_HOME=str(instance_home),
-            MOVIE_DB_URL=database.url,
-            MOVIE_DB_SCHEMA=database.db_schema,
-            MOVIE_STORAGE_URL=object_store.storage_url,
+        env = daemon_env(
+            instance_home,
+            database,
+            object_store,
+            server.base_url,
             MOVIE_REDIS_URL=stack_env["MOVIE_REDIS_URL"],
             MLFLOW_TRACKING_URI=tracking.tracking_uri,
             MOVIE_FEAST_PROJECT=feast.project,
             MOVIE_MLFLOW_EXPERIMENT=tracking.experiment,
             MOVIE_MODEL_NAME=tracking.registered_model,
-            TMDB_SOURCE="api",
-            TMDB_BASE_URL=server.base_url,
-            TMDB_API_KEY="test-key",
         )
         since = dt.datetime.now(dt.timezone.utc)
         log_file = tmp_path / "daemon.log"

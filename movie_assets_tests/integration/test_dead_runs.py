@@ -18,23 +18,21 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import dagster as dg
-import psycopg
 import pytest
 from dagster._core.errors import DagsterUserCodeUnreachableError
 from dagster._core.launcher import WorkerStatus
 from dagster._core.storage.tags import GRPC_INFO_TAG
 from dagster._grpc.client import DagsterGrpcClient
-from psycopg import sql
 
 from movie_assets.automation.run_launcher import CODE_SERVER_ID_TAG, run_worker_health
 from movie_assets.resources.tmdb_sample import movies_for_month
-from movie_assets_tests.conftest import stop_process_group
+from movie_assets_tests.conftest import stop_process_group, wait_for
+from movie_assets_tests.integration.dagster_instance import daemon_env, own_instance_home, start_daemon
 from movie_assets_tests.tmdb_server import FakeTmdb, TmdbTestServer
-from movie_platform.local_stack import REPO_ROOT, tail, write_dagster_home
+from movie_platform.local_stack import REPO_ROOT, tail
 
 MONTH = dt.date(2024, 3, 1)
 MONITOR_INTERVAL_S = 2
@@ -60,26 +58,9 @@ class HeldDiscover(FakeTmdb):
 @pytest.fixture
 def instance_home(stack_env, tmp_path):
     """A Dagster instance of the test's own, as `movie-platform up` writes it, polled every 2 s."""
-    name = f"dagster_dead_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(stack_env["MOVIE_DB_URL"], autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     home = tmp_path / "dagster_home"
-    write_dagster_home(home, stack_env["MOVIE_DB_URL"], database=name, monitor_interval_s=MONITOR_INTERVAL_S)
-    yield home
-    with psycopg.connect(stack_env["MOVIE_DB_URL"], autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-
-
-def start_daemon(env: dict, log_file: Path) -> subprocess.Popen:
-    with open(log_file, "ab") as out:
-        return subprocess.Popen(
-            [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-m", "movie_assets"],
-            env=env,
-            cwd=REPO_ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own group: code server and run workers die with it
-        )
+    with own_instance_home(stack_env["MOVIE_DB_URL"], home, "dagster_dead", monitor_interval_s=MONITOR_INTERVAL_S):
+        yield home
 
 
 def launch_crawl(env: dict) -> None:
@@ -109,29 +90,16 @@ def crawled(instance: dg.DagsterInstance, run_id: str) -> bool:
     return any(event.step_key == "movies_raw" for event in done)
 
 
-def wait(condition, timeout: float, what: str, log_file: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{tail(log_file, 40)}")
-
-
 def test_a_killed_crawl_is_failed_and_the_next_crawl_gets_the_tmdb_api_slot(
     database, object_store, stack_env, instance_home, tmp_path
 ):
     fake = HeldDiscover(movies_for_month(MONTH))
     with TmdbTestServer(fake) as server:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "DAGSTER_"))}
-        env.update(
-            DAGSTER_HOME=str(instance_home),
-            MOVIE_DB_URL=database.url,
-            MOVIE_DB_SCHEMA=database.db_schema,
-            MOVIE_STORAGE_URL=object_store.storage_url,
-            TMDB_SOURCE="api",
-            TMDB_BASE_URL=server.base_url,
-            TMDB_API_KEY="test-key",
+        env = daemon_env(
+            instance_home,
+            database,
+            object_store,
+            server.base_url,
             MOVIE_AUTOMATION="off",
             MOVIE_RETRAIN_SHARE="off",
             MOVIE_SYNC_INTERVAL_SECONDS="86400",
@@ -142,7 +110,7 @@ def test_a_killed_crawl_is_failed_and_the_next_crawl_gets_the_tmdb_api_slot(
         second_daemon = None
         try:
             launch_crawl(env)
-            wait(fake.asked.is_set, 120, "the first crawl to ask TMDB's discover", log_file)
+            wait_for(fake.asked.is_set, 120, "the first crawl to ask TMDB's discover", log_file)
             (killed,) = crawls(instance)
             assert instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.STARTED
             worker = next(
@@ -162,7 +130,7 @@ def test_a_killed_crawl_is_failed_and_the_next_crawl_gets_the_tmdb_api_slot(
             launch_crawl(env)
             (next_crawl,) = [run for run in crawls(instance) if run.run_id != killed.run_id]
             queued_at = time.monotonic()
-            wait(
+            wait_for(
                 lambda: crawled(instance, next_crawl.run_id),
                 NEXT_CRAWL_DEADLINE_S,
                 f"the next crawl's movies_raw (tmdb_api pool) to succeed; the killed run is "
@@ -171,7 +139,9 @@ def test_a_killed_crawl_is_failed_and_the_next_crawl_gets_the_tmdb_api_slot(
             )
             print(f"next crawl's movies_raw done {time.monotonic() - queued_at:.0f}s after it was queued")
             # Its checks and backup follow, one step process each (seconds apiece on a busy machine).
-            wait(lambda: instance.get_run_by_id(next_crawl.run_id).is_finished, 120, "the next crawl's end", log_file)
+            wait_for(
+                lambda: instance.get_run_by_id(next_crawl.run_id).is_finished, 120, "the next crawl's end", log_file
+            )
         finally:
             fake.release.set()
             for daemon in (first_daemon, second_daemon):
