@@ -19,7 +19,7 @@ from psycopg import sql
 
 from movie_assets.domain.feature_engineering import FEATURE_NAMES
 from movie_assets.object_layout import FEATURES_PREFIX
-from movie_assets.partitions import add_months, release_month_partitions
+from movie_assets.partitions import add_months, partition_window, release_month_partitions
 from movie_assets.resources.feast import FeastStore
 from movie_assets.resources.object_store import ObjectStore
 from movie_assets.resources.online_writer import OnlineReader
@@ -36,12 +36,24 @@ warnings.filterwarnings(
 )
 
 
+class TablesMissing(Exception):
+    """A check's table does not exist (yet): the check fails saying so, it never passes by absence."""
+
+    def __init__(self, schema: str, tables: list[str]):
+        super().__init__(
+            f"{', '.join(f'{schema}.{t}' for t in tables)} does not exist: materialize the asset that writes it "
+            "(or check MOVIE_DB_SCHEMA), then run this check again"
+        )
+        self.tables = tables
+
+
 def stored(database: PostgresDatabase, query: str, params: tuple = ()) -> list[tuple]:
-    """`query` with each `{table}` bound to that table of the schema; no rows while one does not exist yet."""
+    """`query` with each `{table}` bound to that table of the schema; `TablesMissing` while one does not exist."""
     tables = sorted({name for _, name, _, _ in string.Formatter().parse(query) if name})
     with database.connect("running an asset check") as conn:
-        if len(existing_tables(conn, database.db_schema, tables)) < len(tables):
-            return []
+        missing = sorted(set(tables) - set(existing_tables(conn, database.db_schema, tables)))
+        if missing:
+            raise TablesMissing(database.db_schema, missing)
         bound = sql.SQL(query).format(**{table: database.ident(table) for table in tables})
         return conn.execute(bound, params).fetchall()
 
@@ -249,11 +261,6 @@ def online_keys_match_offline_check(feast: FeastStore, object_store: ObjectStore
 
 
 # ---- as Dagster checks, one per release-month window ----------------------------------
-def window_of(context: dg.AssetCheckExecutionContext) -> Window:
-    window = context.partition_time_window
-    return window.start.date(), window.end.date()
-
-
 def monthly_check(asset: str, name: str, description: str, evaluate, blocking: bool = False):
     """A check of `asset` per release-month window: `evaluate(database, window)` over the stored table."""
 
@@ -261,7 +268,12 @@ def monthly_check(asset: str, name: str, description: str, evaluate, blocking: b
         asset=asset, name=name, description=description, blocking=blocking, partitions_def=release_month_partitions
     )
     def check(context: dg.AssetCheckExecutionContext, database: PostgresDatabase) -> dg.AssetCheckResult:
-        return evaluate(database, window_of(context))
+        try:
+            return evaluate(database, partition_window(context))
+        except TablesMissing as missing:
+            return dg.AssetCheckResult(
+                passed=False, description=str(missing), metadata={"missing_tables": ", ".join(missing.tables)}
+            )
 
     return check
 

@@ -131,3 +131,15 @@ def test_a_failed_blocking_check_stops_the_assets_below_it_in_the_run(platform):
     assert not result.success and not checks["movies_raw:unique_movie_ids"].passed
     assert result.asset_materializations_for_node("movies_clean") == []
     assert execute(database, "select count(*) from movies_clean where release_month = '2024-02-01'") == 0 < before
+
+
+def test_a_check_whose_table_is_gone_fails_naming_it(platform):
+    """A check never passes by absence: a dropped table fails it with the table's name."""
+    database, resources = platform
+    with database.connect() as conn:
+        conn.execute(sql.SQL("drop table {}").format(database.ident("movies_clean_dropped")))
+    _, checks = run_checks(resources, "movies_clean:row_count_reconciles")
+    failed = checks["movies_clean:row_count_reconciles"]
+    assert not failed.passed
+    assert failed.metadata["missing_tables"].value == "movies_clean_dropped"
+    assert f"{database.db_schema}.movies_clean_dropped does not exist" in failed.description
