@@ -4,7 +4,10 @@ It is the only stand-in in the suite: the outside world we cannot reach. The
 client is exercised over real HTTP: paging (20 per page, at most 500 pages),
 error bodies with `status_code`/`status_message`, 401 for a wrong key or token,
 404, 429 with `Retry-After`, 5xx, items repeated across pages, and a slow drip (headers,
-then one byte of the body every few seconds: a response that never finishes).
+then one byte of the body every few seconds: a response that never finishes). Hostile
+documents too, each off by default: details that contradict the listing, a 404 or a body
+cut in the middle for a listed id, a discover page whose `results` is null, a `total_pages`
+that lies, and a `Retry-After` that is no number of seconds.
 """
 
 from __future__ import annotations
@@ -48,10 +51,26 @@ class Faults:
     drip_ids: frozenset[int] = frozenset()
     drip_paths: tuple[str, ...] = ()
     drip_every_s: float = 5.0
+    # Hostile documents (all off by default):
+    details_overrides: dict[int, dict] = field(default_factory=dict)  # these fields in an id's details, not its listing
+    not_found_ids: frozenset[int] = frozenset()  # discover lists these ids, their details answer 404
+    truncated_ids: frozenset[int] = frozenset()  # details answer 200 with the JSON cut in the middle, every time
+    null_results_pages: frozenset[int] = frozenset()  # discover pages answered with `results: null`
+    reported_total_pages: int = 0  # discover claims this many pages, whatever it holds (0: the true count)
+    throttle_ids: frozenset[int] = frozenset()  # these ids' details are first answered 429 (once each)
+    retry_after_text: str = ""  # sent as Retry-After instead of `retry_after_s` when set (e.g. "tomorrow")
+
+
+def _details_id(path: str) -> int:
+    """The id in a details path (/3/movie/{id}), else -1."""
+    tail = path.rsplit("/", 1)[1] if path.startswith("/3/movie/") else ""
+    return int(tail) if tail.isdigit() else -1
 
 
 def _server_key(movie_id, position: int):
-    """The id as the details path finds it (a positive int), else a key no path reaches."""
+    """The id as the details path finds it (a positive int, or a string of its digits), else a key no path reaches."""
+    if isinstance(movie_id, str) and movie_id.isascii() and movie_id.isdigit():
+        movie_id = int(movie_id)
     return movie_id if isinstance(movie_id, int) and not isinstance(movie_id, bool) and movie_id > 0 else f"#{position}"
 
 
@@ -154,9 +173,10 @@ class FakeTmdb:
             return self._error(401)
         # Faults hit chosen requests on their first attempts, so retries always get through.
         throttled = self.faults.throttle_every and number % self.faults.throttle_every == 0 and attempt == 1
+        throttled = throttled or (_details_id(path) in self.faults.throttle_ids and attempt == 1)
         if over_limit or throttled:
             self.requests["429"] += 1
-            return self._error(429, {"Retry-After": str(self.faults.retry_after_s)})
+            return self._error(429, {"Retry-After": self.faults.retry_after_text or str(self.faults.retry_after_s)})
         erroring = self.faults.error_every and number % self.faults.error_every == 0
         if (
             erroring
@@ -173,9 +193,20 @@ class FakeTmdb:
             return self._discover(query)
         if path.startswith("/3/movie/"):
             self.requests["details"] += 1
-            movie = self._by_id.get(int(path.rsplit("/", 1)[1]) if path.rsplit("/", 1)[1].isdigit() else -1)
-            return (200, movie.details, {}) if movie else self._error(404)
+            movie_id = _details_id(path)
+            movie = self._by_id.get(movie_id) if movie_id not in self.faults.not_found_ids else None
+            if movie is None:
+                return self._error(404)
+            return 200, {**movie.details, **self.faults.details_overrides.get(movie_id, {})}, {}
         return self._error(404)
+
+    def truncates(self, path: str) -> bool:
+        """Whether this path's 200 body is cut in the middle (see `Faults.truncated_ids`)."""
+        cut = _details_id(path) in self.faults.truncated_ids
+        if cut:
+            with self._lock:
+                self.requests["truncated"] += 1
+        return cut
 
     def drips(self, path: str) -> bool:
         """Whether this path's body is sent as a slow drip (see `Faults.drip_ids`)."""
@@ -212,7 +243,9 @@ class FakeTmdb:
             start -= sum(1 for q in range(2, page + 1) if q % every == 0)
         items = [m.list_item for m in matching[start : start + 20]]
         total = len(matching)
-        body = {"page": page, "results": items, "total_pages": max(1, -(-total // 20)), "total_results": total}
+        total_pages = self.faults.reported_total_pages or max(1, -(-total // 20))
+        results = None if page in self.faults.null_results_pages else items
+        body = {"page": page, "results": results, "total_pages": total_pages, "total_results": total}
         return 200, body, {}
 
     @staticmethod
@@ -239,6 +272,8 @@ class TmdbTestServer:
                 query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
                 status, body, headers = fake_ref.handle(parts.path, query, self.headers)
                 payload = json.dumps(body).encode()
+                if status == 200 and fake_ref.truncates(parts.path):
+                    payload = payload[: len(payload) // 2]  # a whole HTTP response whose JSON stops mid-document
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json;charset=utf-8")
                 self.send_header("Content-Length", str(len(payload)))

@@ -213,15 +213,16 @@ class TmdbApiClient(TmdbSource):
         with http.session, _pool(self.max_workers) as pool:
             items = self._discover(http, pool, window, log)
             # Ids are normalized before deduplication (1015 and "1015" are one movie). An item without a
-            # valid id gets no details request and is kept on its own, so validation rejects it with a reason.
+            # valid id gets no details request and is kept on its own (once, however often it was listed),
+            # so validation rejects it with a reason.
             unique: dict[int, dict] = {}
-            invalid: list[dict] = []
+            invalid: dict[str, dict] = {}
             for item in items:
-                movie_id = movie_id_of(item.get("id"))
-                if movie_id is None:
-                    invalid.append(item)
+                key = _listing_key(item)
+                if isinstance(key, int):
+                    unique.setdefault(key, item)
                 else:
-                    unique.setdefault(movie_id, item)
+                    invalid.setdefault(key, item)
             stats.add(listed=len(items), duplicates=len(items) - len(unique) - len(invalid))
             log(
                 f"TMDB {window[0]}..{window[1]}: {len(unique)} movies listed ({stats.pages} pages, "
@@ -231,7 +232,7 @@ class TmdbApiClient(TmdbSource):
                 http, pool, list(unique), f"TMDB details {window[0]:%Y-%m}", log, self.max_missing_details
             )
         stats.add(details_missing=sum(d is None for d in details))
-        pairs = list(zip(unique.values(), details, strict=True)) + [(item, None) for item in invalid]
+        pairs = list(zip(unique.values(), details, strict=True)) + [(item, None) for item in invalid.values()]
         return Crawl(pairs, stats)
 
     def changed_ids(self, first_day: dt.date, last_day: dt.date, log: Callable[[str], None] = print) -> Changes:
@@ -306,7 +307,7 @@ class TmdbApiClient(TmdbSource):
             needed = range(2, total_pages + 1) if attempt == 0 else range(1, total_pages + 1)
             pages += list(pool.map(lambda page: http.get_json("/discover/movie", {**params, "page": page}), needed))
             http.stats.add(pages=len(needed))
-            listed = len({item.get("id") for page in pages for item in _results(page)})
+            listed = len({_listing_key(item) for page in pages for item in _results(page)})
             if listed >= total_results:
                 break
             # Paging under a shifting order repeats some items and pushes others past the last page.
@@ -327,6 +328,16 @@ def _results(page: dict) -> list[dict]:
     """A discover page's list items: `results: null` or items that are no objects count as none."""
     results = page.get("results") if isinstance(page, dict) else None
     return [item for item in results if isinstance(item, dict)] if isinstance(results, list) else []
+
+
+def _listing_key(item: dict) -> int | str:
+    """One listed movie: its normalized id, or for an item without a valid id the item itself.
+
+    Counting raw ids, two id-less movies were one and 1015 and "1015" two: a month with two
+    id-less movies paged every page again, warned that one never appeared, and kept each twice.
+    """
+    movie_id = movie_id_of(item.get("id"))
+    return movie_id if movie_id is not None else json.dumps(item, sort_keys=True, default=str)
 
 
 def _days(first: dt.date, last: dt.date) -> list[dt.date]:

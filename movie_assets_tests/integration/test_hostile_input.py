@@ -1,9 +1,20 @@
 """One crawled month in which every hostile record TMDB could send occurs: the rest of the month lands.
 
 Each hostile movie becomes a reject with its reason (or, for an id sent as a string of
-digits, a normal movie); none fails the month's COPY, and the run needs no retry. One
-details response never finishes (a slow drip): the run still ends inside its deadlines,
-and that movie lands from its list item.
+digits, a normal movie); none fails the month's COPY, and the run needs no retry. The
+same month also has the hostile responses a month survives:
+- a details response that never finishes (a slow drip) and one whose JSON is cut in the
+  middle on every attempt: each is read again, then counted unreadable, and the movie
+  lands from its list item;
+- a 404 on details for a listed id: the list item stands in (counted in details_missing);
+- details whose release_date is in another month than the listing's: a reject;
+- a discover page whose `results` is null, and `total_pages` of 100000: the client pages
+  to TMDB's 500-page cap once, no further;
+- a 429 whose Retry-After is `tomorrow`: the client backs off on its own schedule, then
+  gets the document.
+The run ends inside its deadlines. Responses that must fail the month by design live in
+test_tmdb_client.py: a Retry-After of 3600 s (past the 60 s cap) and more unreadable
+details than `max_missing_details`.
 """
 
 import copy
@@ -15,7 +26,7 @@ import dagster as dg
 
 from movie_assets.assets.ingest import movies_raw
 from movie_assets.domain.movie_records import validate_month
-from movie_assets.resources.tmdb import TmdbApiClient
+from movie_assets.resources.tmdb import MAX_PAGES, TmdbApiClient
 from movie_assets.resources.tmdb_sample import SampleMovie, movies_for_month
 from movie_assets_tests.conftest import platform_resources, with_storage_checks
 from movie_assets_tests.tmdb_server import FakeTmdb, Faults, TmdbTestServer
@@ -23,6 +34,10 @@ from movie_assets_tests.tmdb_server import FakeTmdb, Faults, TmdbTestServer
 MONTH = dt.date(2024, 1, 1)
 FIRST_ID = 990_000_001
 DRIP_ID = FIRST_ID + 13  # its details body drips one byte at a time, 60 s in all: longer than the deadline
+OTHER_MONTH_ID = FIRST_ID + 14  # listed in January, its details say 2024-03-10
+NOT_FOUND_ID = FIRST_ID + 15  # listed, its details answer 404
+TRUNCATED_ID = FIRST_ID + 16  # its details JSON is cut in the middle on every attempt
+THROTTLED_ID = FIRST_ID + 17  # its details are first answered 429 with Retry-After: tomorrow
 DEADLINE_S = 1.0
 
 
@@ -50,6 +65,7 @@ def hostile_month(movies: list[SampleMovie]) -> tuple[list[SampleMovie], dict[st
         "NaN": (hostile(t, 9, vote_average=float("nan")), "vote_average is not a finite number"),
         "1e309": (hostile(t, 10, vote_average=float("inf")), "vote_average is not a finite number"),
         "genres": (hostile(t, 11, genres="Drama", genre_ids=None), "genres is not a list"),
+        "other month": (hostile(t, 14), "release_date 2024-03-10 is outside the requested window"),
     }
     for name, (movie, _) in cases.items():
         movie.details["title"] = movie.list_item["title"] = movie.details.get("title", "") + f" [{name}]"
@@ -57,16 +73,33 @@ def hostile_month(movies: list[SampleMovie]) -> tuple[list[SampleMovie], dict[st
     digits.list_item["id"] = digits.details["id"] = str(FIRST_ID + 12)  # a string of digits: a valid id
     drip = hostile(t, 13)
     drip.list_item["title"] = drip.details["title"] = "Hostile 13 [drip]"
-    served = movies + [m for m, _ in cases.values()] + [digits, drip]
+    # Valid documents behind hostile responses (see `hostile_faults`).
+    responses = [hostile(t, n) for n in (15, 16, 17)]
+    served = movies + [m for m, _ in cases.values()] + [digits, drip] + responses
     return served, {name: reason for name, (_, reason) in cases.items()}
+
+
+def hostile_faults(served: list[SampleMovie]) -> Faults:
+    """The month's hostile responses, and a listing past its last page that is null and claims 100000 pages."""
+    drip = next(m for m in served if m.details.get("id") == DRIP_ID)
+    return Faults(
+        drip_ids=frozenset({DRIP_ID}),
+        drip_every_s=60.0 / len(json.dumps(drip.details)),
+        details_overrides={OTHER_MONTH_ID: {"release_date": "2024-03-10"}},
+        not_found_ids=frozenset({NOT_FOUND_ID}),
+        truncated_ids=frozenset({TRUNCATED_ID}),
+        null_results_pages=frozenset({-(-len(served) // 20) + 1}),  # the first page past the listing
+        reported_total_pages=100_000,
+        throttle_ids=frozenset({THROTTLED_ID}),
+        retry_after_text="tomorrow",
+    )
 
 
 def test_every_hostile_record_is_a_reject_with_its_reason_and_the_rest_of_the_month_lands(database, object_store):
     valid = movies_for_month(MONTH)
     served, reasons = hostile_month(valid)
-    drip_every_s = 60.0 / len(json.dumps(served[-1].details))
-    faults = Faults(drip_ids=frozenset({DRIP_ID}), drip_every_s=drip_every_s)
-    with TmdbTestServer(FakeTmdb(served, faults=faults)) as server:
+    fake = FakeTmdb(served, faults=hostile_faults(served))
+    with TmdbTestServer(fake) as server:
         client = TmdbApiClient(
             base_url=server.base_url,
             api_key="test-key",
@@ -86,24 +119,38 @@ def test_every_hostile_record_is_a_reject_with_its_reason_and_the_rest_of_the_mo
     assert result.success, "one bad record must never fail the month"
     # Three attempts past a 1 s deadline cost about 3 s; waiting for the drip would cost 60.
     assert elapsed < 25, f"the month took {elapsed:.1f} s: a response that never finishes held the run"
-    metadata = result.asset_materializations_for_node("movies_raw")[0].metadata
-    assert metadata["unreadable"].value == 1 and metadata["timed_out"].value == 3
+    metadata = {
+        name: value.value for name, value in result.asset_materializations_for_node("movies_raw")[0].metadata.items()
+    }
+    # The drip and the cut JSON: three attempts each, then unreadable; with the 404, three documents missing.
+    assert (metadata["unreadable"], metadata["timed_out"], metadata["details_missing"]) == (2, 3, 3), metadata
+    assert metadata["throttled"] == 1, "one 429 with Retry-After: tomorrow, then the document"
+    assert fake.requests["truncated"] == 3 and fake.requests["429"] == 1, fake.requests
+    # 100000 pages claimed, a null page past the listing: one pass to the 500-page cap, nothing listed missing.
+    assert fake.requests["discover"] == metadata["pages"] == MAX_PAGES, (fake.requests, metadata)
+    assert metadata["missing_listings"] == 0, metadata
     assert all(e.passed for e in result.get_asset_check_evaluations())
     assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
 
+    schema = database.db_schema
     with database.connect() as conn:
-        stored = {r[0] for r in conn.execute(f"select movie_id from {database.db_schema}.movies_raw")}
-        rejects = conn.execute(f"select payload->>'title', reason from {database.db_schema}.movies_rejected").fetchall()
+        stored = dict(conn.execute(f"select movie_id, payload ? 'runtime' from {schema}.movies_raw").fetchall())
+        rejects = conn.execute(f"select payload->>'title', reason from {schema}.movies_rejected").fetchall()
     window = (MONTH, dt.date(2024, 2, 1))
     own = validate_month([(m.list_item, m.details) for m in valid], window, dt.datetime.now(dt.timezone.utc))
-    # The sample's own rejects stay out; the dripping movie lands from its list item.
-    expected_ids = {row["movie_id"] for row in own.rows} | {FIRST_ID + 12, DRIP_ID}
-    assert stored == expected_ids
-    assert not stored & {FIRST_ID + n for n in range(1, 12)}
-    by_case = {}
+    # The sample's own rejects stay out. Movies whose details never came land from their list item
+    # (which has no runtime); the throttled one lands with its details.
+    from_list_item = {DRIP_ID, NOT_FOUND_ID, TRUNCATED_ID}
+    expected_ids = {row["movie_id"] for row in own.rows} | {FIRST_ID + 12, THROTTLED_ID} | from_list_item
+    assert set(stored) == expected_ids
+    assert not set(stored) & {FIRST_ID + n for n in (*range(1, 12), 14)}
+    assert not [i for i in from_list_item if stored[i]], "these movies' details never came"
+    assert stored[THROTTLED_ID], "the throttled movie must land with its details"
+    by_case: dict[str, list[str]] = {}
     for title, reason in rejects:
         for name in reasons:
             if title and title.endswith(f"[{name}]"):
-                by_case[name] = reason
+                by_case.setdefault(name, []).append(reason)
     for name, reason in reasons.items():
-        assert reason in by_case.get(name, ""), (name, by_case.get(name))
+        assert len(by_case.get(name, [])) == 1, f"{name}: one reject expected, got {by_case.get(name)}"
+        assert reason in by_case[name][0], (name, by_case[name])
