@@ -50,21 +50,34 @@ SYNC_JOB = "sync_tmdb_changes"
 DEFAULT_SYNC_INTERVAL_S = 3600
 
 
+def sync_interval_s(environ=os.environ) -> int | None:
+    """MOVIE_SYNC_INTERVAL_SECONDS: seconds between syncs (default an hour), or None for `off`."""
+    raw = (environ.get("MOVIE_SYNC_INTERVAL_SECONDS") or "").strip()
+    if raw.lower() == "off":
+        return None
+    if not raw:
+        return DEFAULT_SYNC_INTERVAL_S
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"MOVIE_SYNC_INTERVAL_SECONDS={raw!r}: give a whole number of seconds (e.g. 3600) or off")
+    return int(raw)
+
+
 def sync_sensor_status(environ=os.environ) -> dg.DefaultSensorStatus:
-    """On with the real API; with the sample, off until turned on (its simulated feed would re-run months hourly)."""
-    return (
-        dg.DefaultSensorStatus.RUNNING
-        if Settings.from_env(environ).tmdb_source == "api"
-        else dg.DefaultSensorStatus.STOPPED
-    )
+    """On with the real API; with the sample, off until turned on (its simulated feed would re-run months hourly).
+
+    MOVIE_SYNC_INTERVAL_SECONDS=off ships it stopped with the API too (a deployment that syncs otherwise).
+    """
+    on = Settings.from_env(environ).tmdb_source == "api" and sync_interval_s(environ) is not None
+    return dg.DefaultSensorStatus.RUNNING if on else dg.DefaultSensorStatus.STOPPED
 
 
 @dg.sensor(
     name="tmdb_changes_sensor",
     job_name=SYNC_JOB,
-    minimum_interval_seconds=int(os.environ.get("MOVIE_SYNC_INTERVAL_SECONDS") or DEFAULT_SYNC_INTERVAL_S),
+    minimum_interval_seconds=sync_interval_s() or DEFAULT_SYNC_INTERVAL_S,
     default_status=sync_sensor_status(),
-    description="Runs sync_tmdb_changes every MOVIE_SYNC_INTERVAL_SECONDS (default an hour), one at a time.",
+    description="Runs sync_tmdb_changes every MOVIE_SYNC_INTERVAL_SECONDS (default an hour; off ships it "
+    "stopped), one at a time.",
 )
 def tmdb_changes_sensor(context: dg.SensorEvaluationContext):
     active = context.instance.get_runs(

@@ -74,6 +74,26 @@ def test_the_sync_sensor_starts_one_sync_at_a_time():
     assert sync_sensor_status({}) == dg.DefaultSensorStatus.STOPPED
 
 
+@pytest.mark.parametrize(
+    ("value", "interval", "status"),
+    [("", 3600, "RUNNING"), ("600", 600, "RUNNING"), ("off", None, "STOPPED"), ("OFF", None, "STOPPED")],
+)
+def test_the_sync_interval_variable_sets_the_interval_or_ships_the_sensor_stopped(value, interval, status):
+    from movie_assets.automation.sensors import sync_interval_s, sync_sensor_status
+
+    environ = {"TMDB_API_KEY": "k", "MOVIE_SYNC_INTERVAL_SECONDS": value}
+    assert sync_interval_s(environ) == interval
+    assert sync_sensor_status(environ) == getattr(dg.DefaultSensorStatus, status)
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "1h", "3600.5"])
+def test_a_bad_sync_interval_names_the_variable(value):
+    from movie_assets.automation.sensors import sync_interval_s
+
+    with pytest.raises(ValueError, match="MOVIE_SYNC_INTERVAL_SECONDS"):
+        sync_interval_s({"MOVIE_SYNC_INTERVAL_SECONDS": value})
+
+
 def test_daily_schedule_refreshes_this_and_last_month():
     assert recent_months(dt.date(2024, 3, 15)) == ["2024-02-01", "2024-03-01"]
     assert recent_months(dt.date(2024, 1, 1)) == ["2023-12-01", "2024-01-01"]

@@ -102,7 +102,7 @@ def test_a_killed_crawl_is_failed_and_the_next_crawl_gets_the_tmdb_api_slot(
             server.base_url,
             MOVIE_AUTOMATION="off",
             MOVIE_RETRAIN_SHARE="off",
-            MOVIE_SYNC_INTERVAL_SECONDS="86400",
+            MOVIE_SYNC_INTERVAL_SECONDS="off",  # a sync launched beside the crawl would be a second run to kill
         )
         instance = dg.DagsterInstance.from_config(str(instance_home))
         log_file = tmp_path / "daemon.log"
