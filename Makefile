@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+CHROMIUM := $(VENV)/.chromium
 
 .PHONY: install lint demo test dev airflow down status doctor clean bench ui-screenshots
 
@@ -15,6 +16,12 @@ $(INSTALLED): setup.py pyproject.toml
 
 install: $(INSTALLED)
 
+# Debian's Chromium for Playwright (the `dev` extra): the UI test in `make test` and `make ui-screenshots`.
+# No `playwright install`: its browser downloads are unreachable. CI runs as root on Debian.
+$(CHROMIUM): | $(INSTALLED)
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+	touch $@
+
 ## make demo: start the embedded stack and materialize the whole asset graph on the sample partitions
 demo: install
 	$(BIN)/movie-platform up
@@ -26,8 +33,8 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## make test: lint, then the whole suite against real services (embedded, or the ones the env vars name)
-test: lint
+## make test: lint, then the whole suite against real services (embedded, or the ones the env vars name) and Debian's Chromium
+test: lint $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 ## make dev: embedded stack + Dagster UI on http://127.0.0.1:3000 (Ctrl-C stops it)
@@ -60,8 +67,6 @@ bench: install
 	$(BIN)/python benchmarks/scale.py
 
 ## make ui-screenshots: asset pages (EDA report, plots) as PNGs in .movie_platform/screenshots/, for a check by eye
-ui-screenshots: install
-	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
-	$(BIN)/python -m pip install --quiet -e '.[ui]'
+ui-screenshots: install $(CHROMIUM)
 	$(BIN)/movie-platform up
 	$(BIN)/python scripts/ui_screenshots.py

