@@ -16,6 +16,12 @@ if TYPE_CHECKING:
     from movie_assets.resources.postgres import PostgresDatabase
 
 CHAMPION = "champion"
+# MLflow 3 shows an experiment either as a GenAI app (traces) or as classic ML (runs table). The tag
+# records which one ours is; the 3.17 UI itself follows its global workflow switch, which the
+# `workflowType` query parameter of our links sets.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+CLASSIC_ML = "custom_model_development"
+ML_VIEW = "workflowType=machine_learning"
 # How long a run waits for another run's champion decision (a model load and one holdout prediction).
 CHAMPION_LOCK_TIMEOUT_S = 600
 
@@ -47,8 +53,27 @@ class MlflowTracking(dg.ConfigurableResource):
         """Point the fluent mlflow API (start_run, log_*) at this server and experiment."""
         import mlflow
 
+        self.ensure_experiment()
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_experiment(self.experiment)
+
+    def ensure_experiment(self) -> None:
+        """Create the experiment as a classic ML one, or tag an existing untagged one (an older platform's)."""
+        from mlflow.exceptions import MlflowException
+
+        client = self.client()
+        experiment = client.get_experiment_by_name(self.experiment)
+        if experiment is None:
+            try:
+                client.create_experiment(self.experiment, tags={EXPERIMENT_KIND_TAG: CLASSIC_ML})
+                return
+            except MlflowException as exc:  # another run created it first
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            experiment = client.get_experiment_by_name(self.experiment)
+        if experiment is not None and experiment.lifecycle_stage == "active":
+            if EXPERIMENT_KIND_TAG not in experiment.tags:
+                client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, CLASSIC_ML)
 
     def champion(self):
         """The ModelVersion behind the `champion` alias, or None before the first one."""
@@ -96,4 +121,5 @@ class MlflowTracking(dg.ConfigurableResource):
             yield
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
-        return f"{redact_url(self.tracking_uri).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+        """The run's page in MLflow's classic ML view (the 3.x UI opens its GenAI view by default)."""
+        return f"{redact_url(self.tracking_uri).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{ML_VIEW}"
