@@ -68,6 +68,8 @@ setup(
             "pytest-timeout",
             "nbclient",
             "nbformat",
+            # strips notebook outputs (the pre-commit hook in .pre-commit-config.yaml; `nbstripout notebooks/*.ipynb`)
+            "nbstripout==0.9.1",
             "ipykernel",
             "pyyaml",
             # movie_assets_tests/ui: the Dagster UI in a real (Debian) Chromium
