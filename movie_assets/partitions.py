@@ -1,22 +1,15 @@
 """Release-month partitions: every partitioned asset is keyed by TMDB `primary_release_date` month."""
 
 import datetime as dt
-import os
 import warnings
 
 import dagster as dg
 
-from movie_assets.settings import DEFAULT_PARTITION_START
+from movie_assets.domain.sample_span import SAMPLE_MONTHS, SAMPLE_START
+from movie_assets.settings import DEFAULT_PARTITION_START, Settings
 
 # The design asks for single-run backfills; Dagster flags the parameter as beta at every import.
 warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
-
-release_month_partitions = dg.MonthlyPartitionsDefinition(
-    start_date=os.environ.get("MOVIE_PARTITION_START") or DEFAULT_PARTITION_START,
-    # Include the running month: movies released so far this month are crawlable now.
-    end_offset=1,
-)
-
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -80,3 +73,37 @@ def partition_window(context: dg.AssetExecutionContext | dg.AssetCheckExecutionC
         refuse_reversed_range(tags[RANGE_START_TAG], tags[RANGE_END_TAG])
     window = context.partition_time_window
     return window.start.date(), window.end.date()
+
+
+def sample_range() -> tuple[str, str]:
+    """(first, last) partition key of the months the TMDB sample covers: the demo's backfill range."""
+    return SAMPLE_START.isoformat(), add_months(SAMPLE_START, SAMPLE_MONTHS - 1).isoformat()
+
+
+def release_months(settings: Settings) -> dg.MonthlyPartitionsDefinition:
+    """The release months of the source: the sample's 24, or MOVIE_PARTITION_START up to the running month.
+
+    With the sample every month outside its span stays empty forever, so the UI would show
+    "24 / 444 filled" and backfill dialogs open on empty months. An explicit
+    MOVIE_PARTITION_START still sets the first month.
+    """
+    if settings.tmdb_source != "sample":
+        # Include the running month: movies released so far this month are crawlable now.
+        return dg.MonthlyPartitionsDefinition(
+            start_date=settings.partition_start or DEFAULT_PARTITION_START, end_offset=1
+        )
+    first, last = sample_range()
+    start = settings.partition_start or first
+    if start > last:  # keys and MOVIE_PARTITION_START are ISO dates: string order is time order
+        raise ValueError(
+            f"MOVIE_PARTITION_START={start} is after the TMDB sample's last month {last}: unset it, "
+            "or set TMDB_API_KEY / TMDB_READ_ACCESS_TOKEN to crawl the API"
+        )
+    return dg.MonthlyPartitionsDefinition(
+        start_date=start, end_date=add_months(SAMPLE_START, SAMPLE_MONTHS).isoformat()
+    )
+
+
+# Built once at import from the process's environment: the code server, daemon, webserver and
+# `movie-platform demo` must share TMDB_* and MOVIE_PARTITION_START (compose and `make dev` pass the same env).
+release_month_partitions = release_months(Settings.from_env())

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 S3_TEST_BUCKET = "movie-platform"
 DEFAULT_TMDB_BASE_URL = "https://api.themoviedb.org/3"
-DEFAULT_PARTITION_START = "1990-01-01"
+DEFAULT_PARTITION_START = "1990-01-01"  # with the API; the sample starts at its first month
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Settings:
     mlflow_tracking_uri: str | None
     tmdb_base_url: str
     tmdb_source: str
-    partition_start: str
+    partition_start: str | None  # MOVIE_PARTITION_START; None: the source's own (partitions.release_months)
     feast_project: str | None = None  # None: the project in feature_repo/feature_store.yaml
     mlflow_experiment: str = "movie_rating"
     model_name: str = "movie_rating_xgb"
@@ -50,7 +50,7 @@ class Settings:
             mlflow_tracking_uri=source.get("MLFLOW_TRACKING_URI") or None,
             tmdb_base_url=source.get("TMDB_BASE_URL") or DEFAULT_TMDB_BASE_URL,
             tmdb_source=source.get("TMDB_SOURCE") or ("api" if has_tmdb_credentials else "sample"),
-            partition_start=source.get("MOVIE_PARTITION_START") or DEFAULT_PARTITION_START,
+            partition_start=source.get("MOVIE_PARTITION_START") or None,
             feast_project=source.get("MOVIE_FEAST_PROJECT") or None,
             mlflow_experiment=source.get("MOVIE_MLFLOW_EXPERIMENT") or "movie_rating",
             model_name=source.get("MOVIE_MODEL_NAME") or "movie_rating_xgb",

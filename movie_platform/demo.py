@@ -10,11 +10,12 @@ import time
 
 import dagster as dg
 
+from movie_assets.partitions import sample_range
 from movie_assets.settings import Settings, redact_url
 from movie_platform.doctor import configured
 
-# The sample source covers these release months (see resources/tmdb_sample.py).
-DEMO_PARTITION_RANGE = ("2023-01-01", "2024-12-01")
+# The months the sample source covers (domain/sample_span.py), as the partitions under it.
+DEMO_PARTITION_RANGE = sample_range()
 
 
 def run_demo(settings: Settings, log=print) -> bool:

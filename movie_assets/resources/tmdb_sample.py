@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from movie_assets.domain.movie_records import TMDB_GENRES as GENRES
+from movie_assets.domain.sample_span import SAMPLE_MONTHS, SAMPLE_START
 from movie_assets.partitions import add_months, month_number, months_in
 from movie_assets.resources.tmdb import PAGE_SIZE, Changes, Crawl, CrawlStats, Details, Pair, TmdbSource, Window
 
@@ -34,8 +35,6 @@ WORDS = (
 STATUS = ["Released", "Post Production", "In Production", "Rumored"]
 STATUS_WEIGHTS = [0.95, 0.025, 0.015, 0.01]
 
-SAMPLE_START = dt.date(2023, 1, 1)
-SAMPLE_MONTHS = 24
 MOVIES_PER_MONTH = 130
 # The simulated change feed: from this day on, each movie gains a vote every 7..29 days (its own
 # period), as TMDB's vote counts move daily. Deterministic: the same day gives the same values.

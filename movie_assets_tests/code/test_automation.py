@@ -1,12 +1,17 @@
-"""Automation evaluated on the partition states users are in: 24 of 444 months materialized, then one updated.
+"""Automation evaluated on the partition states users are in: the 24 sample months materialized, then one updated.
 
 Each test reports materializations to a real (ephemeral) instance and asks Dagster's own
-evaluator which runs the automation sensor would launch, exactly.
+evaluator which runs the automation sensor would launch, exactly. The module runs twice:
+with the sample's 24 months (24 of 24 filled), and in a subprocess with the API's months
+since 1990 (24 of 444 filled), since the partitions are fixed when the code is imported.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 
 import dagster as dg
 import pytest
@@ -15,6 +20,7 @@ from movie_assets.automation.conditions import automation_sensor
 from movie_assets.definitions import defs
 from movie_assets.partitions import release_month_partitions
 from movie_assets.resources.tmdb_sample import sample_months
+from movie_assets.settings import Settings
 
 MONTHS = [m.isoformat() for m in sample_months()]  # 2023-01-01 .. 2024-12-01
 MONTHLY = ["movies_raw", "movies_raw_backup", "movies_clean", "eda_stats", "movie_features", "movie_rating_predictions"]
@@ -58,9 +64,26 @@ def tick(instance, cursor, minutes: int = 2):
     )
 
 
-def test_the_partitions_are_mostly_empty():
-    assert release_month_partitions.get_first_partition_key() == "1990-01-01"
-    assert len(release_month_partitions.get_partition_keys(current_time=NOW)) >= 444
+def test_the_partitions_are_the_sample_months_or_mostly_empty():
+    keys = release_month_partitions.get_partition_keys(current_time=NOW)
+    if Settings.from_env().tmdb_source == "sample":
+        assert keys == MONTHS
+    else:
+        assert keys[0] == "1990-01-01" and len(keys) >= 444
+
+
+def test_this_module_holds_with_the_api_months_too():
+    """The same tests in a process whose partitions are the API's: 24 of 444 months filled."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TMDB_", "MOVIE_PARTITION_START"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider"]
+        + ["-k", "not test_this_module_holds_with_the_api_months_too", "--timeout=300"],
+        env={**env, "TMDB_API_KEY": "automation-test"},
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
 
 
 def test_one_updated_raw_month_reruns_that_month_downstream_and_nothing_else(settled):
@@ -216,7 +239,7 @@ def test_current_months_check_reads_the_months_own_materializations():
 
     current = release_month_partitions.get_partition_keys()[-2:]
     with dg.instance_for_test() as instance:
-        report(instance, "movies_raw", ["1995-03-01"])
+        report(instance, "movies_raw", [MONTHS[0]])  # an old month, under either source
         check = defs.get_asset_checks_def(dg.AssetCheckKey(dg.AssetKey("movies_raw"), "current_months_fresh"))
         assert check is not None
         context = dg.build_asset_check_context(instance=instance)

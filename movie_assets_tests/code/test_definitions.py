@@ -7,6 +7,7 @@ import pytest
 
 from movie_assets.automation.schedules import daily_recent_months, recent_months
 from movie_assets.definitions import defs
+from movie_assets.partitions import release_months
 from movie_assets.settings import Settings
 
 EXPECTED_ASSETS = {
@@ -35,7 +36,7 @@ def test_asset_graph_snapshot():
         assert {p.to_user_string() for p in node.parent_keys} == parents, name
         if partitioned:
             assert node.backfill_policy == dg.BackfillPolicy.single_run(), name
-            assert node.partitions_def.get_first_partition_key() == Settings.from_env().partition_start
+            assert node.partitions_def == release_months(Settings.from_env()), name
 
 
 def test_crawl_shares_the_tmdb_api_pool_and_has_checks():
