@@ -8,4 +8,4 @@ COPY movie_assets ./movie_assets
 COPY movie_platform ./movie_platform
 RUN pip install -e . jupyterlab
 COPY . .
-RUN mkdir -p $DAGSTER_HOME && cp dagster.yaml workspace.yaml $DAGSTER_HOME/
+RUN mkdir -p $DAGSTER_HOME && cp docker/dagster.yaml workspace.yaml $DAGSTER_HOME/

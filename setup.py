@@ -72,6 +72,8 @@ setup(
             "nbstripout==0.9.1",
             "ipykernel",
             "pyyaml",
+            # movie_assets_tests/code/test_compose.py: docker-compose.yml against the Compose Specification schema
+            "jsonschema>=4",
             # movie_assets_tests/ui: the Dagster UI in a real (Debian) Chromium
             PLAYWRIGHT,
         ],

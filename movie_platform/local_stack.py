@@ -494,7 +494,7 @@ def write_dagster_home(home: Path, db_url: str, database: str = "dagster", monit
     home.mkdir(parents=True, exist_ok=True)
     storage_url = dagster_storage_url(database_url(db_url, database))
     (home / "dagster.yaml").write_text(
-        "# Written by `movie-platform up`; the compose twin is the repo-root dagster.yaml.\n"
+        "# Written by `movie-platform up`; the compose twin is docker/dagster.yaml.\n"
         "storage:\n"
         "  postgres:\n"
         f'    postgres_url: "{storage_url}"\n'

@@ -1,7 +1,12 @@
-"""docker-compose.yml checked on paper (no Docker engine here): services, env names, health, order, instance files."""
+"""docker-compose.yml checked on paper (no Docker engine here): the official Compose Specification schema,
+then our own rules: services, env names, health, order, instance files."""
 
+import copy
+import hashlib
+import json
 import re
 
+import jsonschema
 import pytest
 import yaml
 
@@ -36,11 +41,75 @@ PLATFORM_SERVICES = {
     "jupyterlab",
 }
 AIRFLOW_SERVICES = {"airflow-init", "airflow-webserver", "airflow-scheduler"}
+DOCKER_DIR = REPO_ROOT / "docker"
+SPEC_SCHEMA = DOCKER_DIR / "compose-spec.schema.json"  # provenance and sha256: docker/README.md
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
     return yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+
+
+@pytest.fixture(scope="module")
+def compose_spec() -> jsonschema.Draft202012Validator:
+    schema = json.loads(SPEC_SCHEMA.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+
+
+def spec_errors(validator: jsonschema.Draft202012Validator, document: dict) -> list[str]:
+    return [f"{error.json_path}: {error.message[:300]}" for error in validator.iter_errors(document)]
+
+
+def test_vendored_spec_schema_is_the_one_docker_readme_names():
+    """The schema is the registry package's file byte for byte; an edit by hand must update its provenance."""
+    digest = hashlib.sha256(SPEC_SCHEMA.read_bytes()).hexdigest()
+    assert f"sha256 {digest}  compose-spec.schema.json" in (DOCKER_DIR / "README.md").read_text()
+
+
+def test_compose_file_follows_the_compose_specification(compose, compose_spec):
+    assert spec_errors(compose_spec, compose) == []
+
+
+def _typo_in_a_service_key(c: dict) -> None:
+    c["services"]["minio-init"]["enviroment"] = c["services"]["minio-init"].pop("environment")
+
+
+def _typo_in_a_top_level_key(c: dict) -> None:
+    c["volume"] = c.pop("volumes")
+
+
+def _ports_as_a_mapping(c: dict) -> None:
+    c["services"]["redis"]["ports"] = {"6379": "6379"}
+
+
+def _health_test_as_a_mapping(c: dict) -> None:
+    c["services"]["redis"]["healthcheck"]["test"] = {"cmd": "redis-cli ping"}
+
+
+@pytest.mark.parametrize(
+    "break_it",
+    [_typo_in_a_service_key, _typo_in_a_top_level_key, _ports_as_a_mapping, _health_test_as_a_mapping],
+)
+def test_the_specification_rejects_mistakes_our_rules_let_through(compose, compose_spec, break_it):
+    """Each mistake passes the rules below (Docker would refuse the file): the schema is what catches it."""
+    broken = copy.deepcopy(compose)
+    break_it(broken)
+    for our_rule in (
+        test_every_service_is_there_with_an_image_or_build,
+        test_python_services_get_the_contract_variables,
+        test_health_checks_and_start_order,
+        test_ports_are_unique,
+        test_dagster_instance_and_workspace_agree_with_compose,
+        test_airflow_profile_is_bridged_to_the_same_dagster,
+    ):
+        our_rule(broken)
+    assert spec_errors(compose_spec, broken)
+
+
+def test_dagster_dev_finds_no_instance_file_to_ignore_in_the_repo_root():
+    """`dagster dev` warns that a dagster.yaml in its working directory is ignored (DAGSTER_HOME wins)."""
+    assert [name for name in ("dagster.yaml", "dagster.yml") if (REPO_ROOT / name).exists()] == []
 
 
 def test_every_service_is_there_with_an_image_or_build(compose):
@@ -113,7 +182,8 @@ def test_secrets_come_from_env_example(compose):
 
 
 def test_dagster_instance_and_workspace_agree_with_compose(compose):
-    instance = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
+    instance = yaml.safe_load((DOCKER_DIR / "dagster.yaml").read_text())
+    assert "cp docker/dagster.yaml workspace.yaml $DAGSTER_HOME/" in (REPO_ROOT / "Dockerfile").read_text()
     env = compose["services"]["dagster-daemon"]["environment"]
     postgres = instance["storage"]["postgres"]["postgres_db"]
     for key in ("hostname", "username", "password", "db_name"):
