@@ -1,0 +1,213 @@
+"""The README's UI tour in a real Chromium, against `dagster dev` on the test stack.
+
+`dagster dev` (webserver + daemon: the daemon runs backfills) serves an instance and a
+PostgreSQL schema of the test's own, crawling the sample TMDB source (the suite's cheapest
+real source: no network, the same catalogue the fake TMDB server serves). The browser
+
+1. finds every asset key of the graph on the global lineage page,
+2. backfills three movies_raw months through the Materialize dialog (click, type the range,
+   launch); the daemon runs it and PostgreSQL then holds exactly those months' movies,
+3. opens eda_stats, materialized from those rows, and sees its plots decoded as images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import dagster as dg
+import psycopg
+import pytest
+from psycopg import sql
+
+from movie_assets.assets.ingest import movies_raw
+from movie_assets.assets.prepare import eda_stats, movies_clean
+from movie_assets.definitions import defs
+from movie_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, release_month_partitions
+from movie_assets.resources.tmdb_sample import TmdbSampleSource, sample_months
+from movie_assets_tests.conftest import platform_resources, stop_process_group, wait_for
+from movie_assets_tests.integration.dagster_instance import own_instance_home
+from movie_assets_tests.integration.test_dead_runs import free_port
+from movie_assets_tests.integration.test_ingest_assets import expected_rows
+from movie_platform.browser import dismiss_welcome, launch_chromium, start_dagster_ui
+from movie_platform.local_stack import tail
+
+BACKFILL_TIMEOUT_S = 240
+# Wide enough that the lineage's zoom-to-fit draws full asset nodes (full names, not "movie…_predictions").
+VIEWPORT = {"width": 2600, "height": 1400}
+PLOTS = {"vote_average_distribution.png", "movies_per_month.png", "genre_counts.png", "budget_vs_revenue.png"}
+
+
+def three_sample_months() -> list[str]:
+    """Three consecutive partition keys the sample has, from the partitions as the code defines them now."""
+    sample = {f"{month:%Y-%m-%d}" for month in sample_months()}
+    common = [key for key in release_month_partitions.get_partition_keys() if key in sample]
+    assert len(common) >= 6, f"partitions and sample share only {common}"
+    return common[3:6]
+
+
+@pytest.fixture
+def ui(stack_env, database, object_store, tmp_path):
+    """`dagster dev` on a DAGSTER_HOME and schema of the test's own; stopped (SIGTERM, then SIGKILL) afterwards."""
+    with own_instance_home(stack_env["MOVIE_DB_URL"], tmp_path / "dagster_home", "dagster_ui") as home:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "DAGSTER_", "TMDB_"))}
+        env.update(
+            DAGSTER_HOME=str(home),
+            MOVIE_DB_URL=database.url,
+            MOVIE_DB_SCHEMA=database.db_schema,
+            MOVIE_STORAGE_URL=object_store.storage_url,
+            TMDB_SOURCE="sample",
+            # Only what the test launches runs: no automation, change sync or retraining on their own.
+            MOVIE_AUTOMATION="off",
+            MOVIE_SYNC_INTERVAL_SECONDS="off",
+            MOVIE_RETRAIN_SHARE="off",
+        )
+        port, log_file = free_port(), tmp_path / "dagster_dev.log"
+        started = time.monotonic()
+        server = start_dagster_ui(port, env, log_file, cwd=tmp_path)
+        print(f"dagster dev answered after {time.monotonic() - started:.1f}s")
+        instance = dg.DagsterInstance.from_config(str(home))
+        try:
+            yield {"url": f"http://127.0.0.1:{port}", "instance": instance, "log": log_file, "server": server}
+        finally:
+            instance.dispose()
+            stop_process_group(server, signal.SIGTERM)
+
+
+@pytest.fixture
+def page(tmp_path):
+    """A page in Debian's headless Chromium; a screenshot of it is kept if the test fails."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = launch_chromium(pw)
+        page = browser.new_page(viewport=VIEWPORT)
+        page.set_default_timeout(30_000)
+        dismiss_welcome(page)
+        yield page
+        page.screenshot(path=str(tmp_path / "last_page.png"))
+        browser.close()
+
+
+@contextlib.contextmanager
+def shown_on_failure(page, ui: dict, step: str):
+    """Name the step, the page's URL and the server's log tail when a step fails."""
+    try:
+        yield
+    except Exception as error:
+        log = tail(ui["log"], 25)
+        raise AssertionError(f"{step} failed at {page.url}: {error}\n--- dagster dev log ---\n{log}") from error
+
+
+def check_lineage(page, ui: dict) -> None:
+    page.goto(f"{ui['url']}/asset-groups")
+    page.locator("button", has_text="Materialize all").wait_for()
+    page.locator("svg foreignObject").first.wait_for()
+    keys = sorted(key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys())
+    # Groups open collapsed; ⌥E ("Expand all groups" in the graph's settings) opens them all.
+    for _ in range(2):
+        page.keyboard.press("Alt+e")
+        with contextlib.suppress(Exception):
+            page.get_by_text(keys[0], exact=True).wait_for(timeout=10_000)
+            break
+    missing = [key for key in keys if not page.get_by_text(key, exact=True).is_visible()]
+    assert not missing, f"asset keys not on the lineage page: {missing} (of {keys})"
+
+
+def launch_backfill(page, ui: dict, months: list[str]) -> str:
+    """Asset page -> Materialize… -> type the range -> Launch backfill; returns the backfill's id."""
+    page.goto(f"{ui['url']}/assets/movies_raw")
+    page.locator("button", has_text="Materialize").first.click()
+    dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize movies_raw")
+    selection = dialog.get_by_placeholder(re.compile("^ex: "))
+    selection.fill(f"[{months[0]}...{months[-1]}]")
+    selection.press("Tab")
+    dialog.get_by_text(f"{len(months)} partitions", exact=True).wait_for()
+    dialog.get_by_role("button", name="Launch backfill").click()
+    created = page.get_by_text(re.compile(r"^Created backfill \w+$"))
+    created.wait_for()
+    return created.inner_text().split()[-1]
+
+
+def wait_for_backfill_run(instance: dg.DagsterInstance, backfill_id: str) -> list[dg.DagsterRun]:
+    """The backfill's runs once they finished (one: single-run policy), polled from the instance the daemon shares.
+
+    Waiting for the run, not the backfill's status, saves the daemon's next 30 s tick; a backfill
+    that failed before launching a run ends the wait too.
+    """
+    runs_filter = dg.RunsFilter(tags={"dagster/backfill": backfill_id})
+
+    def finished() -> bool:
+        backfill = instance.get_backfill(backfill_id)
+        if backfill is None or backfill.status.value in ("FAILED", "COMPLETED_FAILED", "CANCELED"):
+            return True
+        runs = instance.get_runs(filters=runs_filter)
+        return bool(runs) and all(run.is_finished for run in runs)
+
+    wait_for(finished, BACKFILL_TIMEOUT_S, f"the run of backfill {backfill_id} to finish", interval=1)
+    return instance.get_runs(filters=runs_filter)
+
+
+def stored_ids_by_month(database) -> dict[str, set[int]]:
+    query = sql.SQL("select release_month, movie_id from {}").format(database.ident("movies_raw"))
+    with psycopg.connect(database.url) as conn:
+        rows = conn.execute(query).fetchall()
+    by_month: dict[str, set[int]] = {}
+    for month, movie_id in rows:
+        by_month.setdefault(f"{month:%Y-%m-%d}", set()).add(movie_id)
+    return by_month
+
+
+def check_eda_plots(page, ui: dict) -> None:
+    page.goto(f"{ui['url']}/assets/eda_stats")
+    page.locator("tr", has=page.get_by_text("plots", exact=True)).get_by_text("[Show Markdown]").click()
+    images = page.get_by_role("dialog").filter(has_text="plots").locator("img")
+    images.first.wait_for()
+    # Decoded, not only present: a broken data URI leaves an <img> with naturalWidth 0.
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[role=dialog] img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
+    shown = {images.nth(i).get_attribute("alt") for i in range(images.count())}
+    assert shown == PLOTS, f"plots shown: {shown}"
+
+
+def test_ui_tour_lineage_backfill_dialog_and_eda_plots_in_chromium(ui, page, database, object_store):
+    timings, started = {}, time.monotonic()
+    with shown_on_failure(page, ui, "global lineage"):
+        check_lineage(page, ui)
+    timings["lineage"] = time.monotonic() - started
+
+    months = three_sample_months()
+    with shown_on_failure(page, ui, "backfill dialog"):
+        backfill_id = launch_backfill(page, ui, months)
+    timings["dialog"] = time.monotonic() - started
+    runs = wait_for_backfill_run(ui["instance"], backfill_id)
+    timings["backfill run"] = time.monotonic() - started
+    backfill = ui["instance"].get_backfill(backfill_id)
+    assert [run.status.value for run in runs] == ["SUCCESS"], f"backfill {backfill.status.value}: {runs}"
+    assert [(r.tags.get(RANGE_START_TAG), r.tags.get(RANGE_END_TAG)) for r in runs] == [(months[0], months[-1])]
+    stored = stored_ids_by_month(database)
+    assert sorted(stored) == months, f"movies_raw holds months {sorted(stored)}, the backfill was {months}"
+    for month in months:
+        assert stored[month] == expected_rows([month])[0], f"{month}: not the sample's movies"
+
+    # eda_stats from the backfilled rows, in process on the same instance and schema (seconds, no crawl);
+    # in a thread of its own, away from the event loop of Playwright's sync API.
+    with ThreadPoolExecutor(1) as worker:
+        result = worker.submit(
+            dg.materialize,
+            [movies_raw, movies_clean, eda_stats],
+            selection=[movies_clean, eda_stats],
+            resources=platform_resources(database, object_store, TmdbSampleSource()),
+            tags={RANGE_START_TAG: months[0], RANGE_END_TAG: months[-1]},
+            instance=ui["instance"],
+        ).result()
+    assert result.success
+    with shown_on_failure(page, ui, "eda_stats plots"):
+        check_eda_plots(page, ui)
+    timings["eda plots"] = time.monotonic() - started
+    print("UI tour, seconds since dagster dev answered:", {step: round(t, 1) for step, t in timings.items()})
