@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 CHROMIUM := $(VENV)/.chromium
 
-.PHONY: install lint demo test dev airflow down status doctor clean bench ui-screenshots
+.PHONY: install lint demo test dev lab airflow down status doctor clean bench ui-screenshots
 
 $(INSTALLED): setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,15 +37,19 @@ lint: install
 test: lint $(CHROMIUM)
 	$(BIN)/python -m pytest
 
-## make dev: embedded stack + Dagster UI on http://127.0.0.1:3000 (Ctrl-C stops it)
+## make dev: embedded stack + Dagster UI on http://127.0.0.1:3000 (Ctrl-C or `make down` stops it, also when backgrounded)
 dev: install
 	$(BIN)/movie-platform dev
+
+## make lab: embedded stack + JupyterLab on notebooks/ at http://127.0.0.1:18888 (MOVIE_LAB_PORT), in the background; prints the URL with its token
+lab: install
+	$(BIN)/movie-platform lab
 
 ## make airflow: Airflow 2.11 (webserver + scheduler, own .venv-airflow) on http://127.0.0.1:18080; `make dev` then bridges to it
 airflow: install
 	$(BIN)/movie-platform airflow
 
-## make down: stop everything the embedded stack and `make airflow` started
+## make down: stop everything the embedded stack, `make dev`, `make lab` and `make airflow` started
 down:
 	@if [ -x $(BIN)/movie-platform ]; then $(BIN)/movie-platform down; else echo "nothing to stop: no .venv"; fi
 

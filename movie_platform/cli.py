@@ -92,32 +92,69 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    """Embedded stack + `dagster dev`, stopped cleanly by Ctrl-C.
+    """Embedded stack + `dagster dev`, stopped by Ctrl-C, SIGTERM or `movie-platform down`.
 
-    `dagster dev` started from a shell with `&` inherits an ignored SIGINT and then
-    ignores SIGTERM too; started here in its own session with default signal
-    handlers, one SIGINT stops it in about two seconds.
+    Started with `&` from a non-interactive shell, we inherit SIGINT ignored, and so would
+    `dagster dev`, which maps SIGTERM to its SIGINT handler: it then ignored both. Handlers we
+    install here reach us, and reset to the defaults in the child at exec. The child leads its
+    own process group, recorded (PID + start time) as `dev` so that `down` stops the whole group.
     """
-    import signal
     import subprocess
     from pathlib import Path
 
+    from movie_platform.local_stack import service_entry
+
+    stack = Stack()
     # A running `make airflow` turns the bridge on (AIRFLOW_URL & co.), unless the shell says otherwise.
-    env = {**os.environ, **Stack().up()}
+    env = {**os.environ, **stack.up()}
     env.update({k: v for k, v in airflow_runtime().env().items() if k not in os.environ})
     dagster = str(Path(sys.executable).with_name("dagster"))
     cmd = [dagster, "dev", "-m", "movie_assets", "-h", "127.0.0.1", "-p", str(args.port)]
+    catch_stop_signals()
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, restore_signals=True)
-    print(f"Dagster UI on http://127.0.0.1:{args.port} (Ctrl-C stops it; `make down` stops the stack)")
+    url = f"http://127.0.0.1:{args.port}"
     try:
+        stack.record_process("dev", service_entry("dev", url, proc.pid, None))
+        print(f"Dagster UI on {url} (Ctrl-C stops it; `make down` stops it and the stack)", flush=True)
         return proc.wait()
     except KeyboardInterrupt:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            return proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            return proc.wait()
+        return stop_dev(proc)
+
+
+def catch_stop_signals() -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt here, even when the shell started us with them ignored."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def stop_dev(proc) -> int:
+    """SIGINT to `dagster dev`'s group (it stops its webserver and daemon), SIGKILL after 30 s.
+
+    `proc` is our unreaped child, so its PID (the group's id) cannot belong to anyone else yet.
+    """
+    import signal
+    import subprocess
+
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait()
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    """JupyterLab on notebooks/ with the stack's environment, in the background (`down` stops it)."""
+    from movie_platform.lab import start_lab
+
+    url = start_lab(Stack())
+    print(f"JupyterLab on {url}\n(`movie-platform status` lists it; `make down` stops it with the stack)")
+    return 0
 
 
 ABSENT_HINT = " (never materialized, keys expired, or older than the feature view's TTL)"
@@ -203,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start the embedded stack (idempotent)")
     up.add_argument("--with-s3", action="store_true", help="also start an S3 API server and use it as the object store")
     up.set_defaults(func=cmd_up)
-    sub.add_parser("down", help="stop what `up` and `airflow` started").set_defaults(func=cmd_down)
+    sub.add_parser("down", help="stop what `up`, `dev`, `lab` and `airflow` started").set_defaults(func=cmd_down)
     sub.add_parser("airflow", help="start Airflow (webserver + scheduler) for the Dagster bridge").set_defaults(
         func=cmd_airflow
     )
@@ -222,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="embedded stack + Dagster UI")
     dev.add_argument("--port", type=int, default=3000)
     dev.set_defaults(func=cmd_dev)
+    sub.add_parser("lab", help="embedded stack + JupyterLab on notebooks/ (background; `down` stops it)").set_defaults(
+        func=cmd_lab
+    )
     return parser
 
 

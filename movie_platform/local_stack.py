@@ -11,7 +11,9 @@ external and not started. State (PIDs, their start times, ports, URLs) lives in
 - ``up`` and ``down`` hold a lock on ``stack.lock`` for their whole run, so two at
   once cannot both start a service;
 - a PID counts as ours only while its start time matches the recorded one: after
-  a reboot or PID reuse, ``down`` leaves that process alone and ``status`` says stopped.
+  a reboot or PID reuse, ``down`` leaves that process alone and ``status`` says stopped;
+- the UIs started on top of the stack (``movie-platform dev``, ``movie-platform lab``) are
+  recorded in the same table, so ``down`` stops them first (their whole process group).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -47,7 +49,12 @@ DEFAULT_PORTS = {
     "redis": ("MOVIE_REDIS_PORT", 16379),
     "mlflow": ("MOVIE_MLFLOW_PORT", 15000),
     "s3": ("MOVIE_S3_PORT", 19000),
+    "lab": ("MOVIE_LAB_PORT", 18888),
 }
+# Processes started on top of the stack (not by `up`): stopped first by `down`, then the services.
+UI_PROCESSES = ("dev", "lab")
+# How long a UI gets to shut down on SIGTERM (dagster dev waits for its webserver and daemon) before SIGKILL.
+UI_STOP_TIMEOUT_S = 30
 S3_TEST_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -248,7 +255,7 @@ class Stack:
         with state_lock(self.lock_file, log):
             state = self.load()
             services = state.get("services", {})
-            for name in ("mlflow", "redis", "s3", "postgres"):
+            for name in (*UI_PROCESSES, "mlflow", "redis", "s3", "postgres"):
                 svc = services.get(name)
                 if not svc or svc.get("external") or not svc.get("pid"):
                     continue
@@ -256,6 +263,16 @@ class Stack:
                 self.save(state)  # one service at a time: an interrupted `down` loses nothing
             state["env"] = {}
             state["with_s3"] = False
+            self.save(state)
+
+    def record_process(self, name: str, svc: dict, lock: bool = True) -> None:
+        """Add a process started on top of the stack (a UI) to the process table.
+
+        Under the state lock, unless the caller already holds it (`lock=False`; flock would wait for itself).
+        """
+        with state_lock(self.lock_file, lambda _msg: None) if lock else nullcontext():
+            state = self.load()
+            state.setdefault("services", {})[name] = svc
             self.save(state)
 
     def status(self) -> list[dict]:
@@ -284,6 +301,8 @@ class Stack:
         if pid and self.owns(name, svc):
             if name == "postgres":
                 self._stop_postgres(pid)
+            elif name in UI_PROCESSES:
+                _terminate(pid, timeout=UI_STOP_TIMEOUT_S)
             else:
                 _terminate(pid)
             log(f"stopped {name} (pid {pid})")
@@ -381,11 +400,11 @@ class Stack:
             # Recorded even when pg_ctl gave up waiting: a postmaster it left running is still ours to stop.
             pid = _postmaster_pid(pgdata)
             if pid is not None:
-                on_spawn(_service("postgres", url, pid, log_file))
+                on_spawn(service_entry("postgres", url, pid, log_file))
         if pid is None:
             raise StackError(f"postgres: pg_ctl reported a start but {pgdata}/postmaster.pid names no live process")
         _wait_port(port, "postgres", log_file)
-        return _service("postgres", url, pid, log_file)
+        return service_entry("postgres", url, pid, log_file)
 
     def _stop_postgres(self, pid: int) -> None:
         _commands = _pgserver_commands()
@@ -437,7 +456,7 @@ class Stack:
             "no",
         ]
         pid, log_file = self._spawn("redis", cmd)
-        svc = _service("redis", f"redis://127.0.0.1:{port}/0", pid, log_file)
+        svc = service_entry("redis", f"redis://127.0.0.1:{port}/0", pid, log_file)
         on_spawn(svc)
         _wait_port(port, "redis", log_file, pid=pid)
         return svc
@@ -446,7 +465,7 @@ class Stack:
         port = self.port("s3")
         cmd = [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)]
         pid, log_file = self._spawn("s3", cmd)
-        svc = _service("s3", f"http://127.0.0.1:{port}", pid, log_file)
+        svc = service_entry("s3", f"http://127.0.0.1:{port}", pid, log_file)
         on_spawn(svc)
         _wait_port(port, "s3", log_file, pid=pid)
         return svc
@@ -475,7 +494,7 @@ class Stack:
             extra["MLFLOW_S3_ENDPOINT_URL"] = env["MOVIE_S3_ENDPOINT_URL"]
         extra.update({k: env[k] for k in S3_TEST_CREDENTIALS if k in env})
         pid, log_file = self._spawn("mlflow", cmd, extra)
-        svc = _service("mlflow", f"http://127.0.0.1:{port}", pid, log_file)
+        svc = service_entry("mlflow", f"http://127.0.0.1:{port}", pid, log_file)
         on_spawn(svc)
         _wait_port(port, "mlflow", log_file, pid=pid)
         return svc
@@ -550,9 +569,9 @@ def _asdict(svc: Service) -> dict:
     return dict(svc.__dict__)
 
 
-def _service(name: str, url: str, pid: int, log_file: Path) -> dict:
-    """A service this stack just started, with the start time that proves the PID is ours later."""
-    return _asdict(Service(name, url, pid, str(log_file), started=process_start(pid)))
+def service_entry(name: str, url: str, pid: int, log_file: Path | None) -> dict:
+    """A process this stack just started, with the start time that proves the PID is ours later."""
+    return _asdict(Service(name, url, pid, str(log_file) if log_file else None, started=process_start(pid)))
 
 
 def _postmaster_pid(pgdata: Path) -> int | None:
