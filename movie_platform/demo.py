@@ -1,12 +1,19 @@
 """`movie-platform demo`: materialize the whole asset graph headlessly and print what landed where.
 
 Runs go through the Dagster instance of `DAGSTER_HOME`, so they show up in the UI
-afterwards exactly like runs launched from it.
+afterwards exactly like runs launched from it. The console gets one line per stage and
+the summary; Dagster's event stream (and library warnings) go to a log file under the
+state dir, or to the console with `--verbose`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import logging
+import os
 import time
+from pathlib import Path
 
 import dagster as dg
 
@@ -18,9 +25,14 @@ from movie_platform.doctor import configured
 DEMO_PARTITION_RANGE = sample_range()
 
 
-def run_demo(settings: Settings, log=print) -> bool:
+def run_demo(settings: Settings, log=print, verbose: bool = False) -> bool:
+    # MLflow draws a "Downloading artifacts" bar per model load; set before mlflow is imported.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from movie_assets.definitions import defs
     from movie_platform.doctor import run_checks
+
+    event_log = open_event_log(verbose)
+    log(f"full Dagster event log: {event_log}")
 
     checks = run_checks(settings)
     for check in checks:
@@ -40,21 +52,79 @@ def run_demo(settings: Settings, log=print) -> bool:
         else:
             log(f"materializing {len(keys)} unpartitioned assets: {names(keys)}")
             tags = {}
-        ok = ok and _materialize(defs, instance, keys, log, tags=tags)
+        ok = ok and _materialize(defs, instance, keys, log, tags=tags, event_log=event_log, verbose=verbose)
     if not graph.materializable_asset_keys:
         log("no assets are defined yet: the stack is up and every service answered")
-    sync = _sync(defs, instance, log) if ok else None
+    sync = _sync(defs, instance, log, event_log, verbose) if ok else None
     print_summary(settings, log)
     if sync:
         log(f"  TMDB change sync: {sync}")
+    if not ok or sync is None:
+        log(f"a run failed: its events are in {event_log} and in the Dagster UI (`make dev`)")
     return ok and sync is not None
 
 
-def _sync(defs: dg.Definitions, instance, log) -> str | None:
+def open_event_log(verbose: bool) -> Path:
+    """A new `<state dir>/logs/demo-<UTC time>.log`; warnings and MLflow's INFO lines go there unless verbose."""
+    import mlflow  # noqa: F401  (it sets its logger's handlers on import; ours replace them below)
+
+    from movie_platform.local_stack import default_state_dir
+
+    path = default_state_dir() / "logs" / f"demo-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    if not verbose:
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        logging.captureWarnings(True)
+        for name in ("py.warnings", "mlflow"):
+            logger = logging.getLogger(name)
+            logger.handlers = [handler]
+            logger.propagate = False
+    return path
+
+
+def run_quietly(run, event_log: Path, verbose: bool, log):
+    """`run()` with stderr (MLflow's registry prints, Dagster's console logger) in the log file unless verbose;
+    a failed run's step errors are printed to the console all the same."""
+    if verbose:
+        return run()
+    with event_log.open("a") as out, contextlib.redirect_stderr(out):
+        result = run()
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            log(f"  {event.step_key} failed: {(error.message if error else event.message or '').strip()}")
+    return result
+
+
+def quiet_run_config(verbose: bool) -> dict:
+    """Dagster's console logger prints every event at DEBUG; the demo's console shows only errors."""
+    return {} if verbose else {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
+def append_events(instance, run_id: str, event_log: Path) -> None:
+    """The run's whole event stream, as stored in the instance (what the UI's run page shows), one line each."""
+    with event_log.open("a") as out:
+        for entry in instance.all_logs(run_id):
+            kind = entry.dagster_event.event_type_value if entry.dagster_event else "LOG"
+            when = dt.datetime.fromtimestamp(entry.timestamp, dt.timezone.utc).isoformat(timespec="milliseconds")
+            level = logging.getLevelName(entry.level)
+            out.write(f"{when} {level} {run_id} {entry.step_key or '-'} {kind} {entry.user_message}\n")
+
+
+def _sync(defs: dg.Definitions, instance, log, event_log: Path, verbose: bool) -> str | None:
     """One `sync_tmdb_changes` run, as the hourly sensor would start it; its counts as one line (None: failed)."""
     started = time.monotonic()
     log("syncing TMDB's change list since the crawl (sync_tmdb_changes)")
-    result = defs.resolve_job_def("sync_tmdb_changes").execute_in_process(instance=instance, raise_on_error=False)
+    job = defs.resolve_job_def("sync_tmdb_changes")
+    result = run_quietly(
+        lambda: job.execute_in_process(instance=instance, raise_on_error=False, run_config=quiet_run_config(verbose)),
+        event_log,
+        verbose,
+        log,
+    )
+    append_events(instance, result.run_id, event_log)
     log(f"  run {result.run_id}: {'success' if result.success else 'FAILED'} in {time.monotonic() - started:.1f}s")
     if not result.success:
         return None
@@ -95,11 +165,19 @@ def names(keys) -> str:
     return ", ".join(key.to_user_string() for key in keys)
 
 
-def _materialize(defs: dg.Definitions, instance, keys, log, tags) -> bool:
+def _materialize(defs: dg.Definitions, instance, keys, log, tags, event_log: Path, verbose: bool) -> bool:
     started = time.monotonic()
     job = dg.define_asset_job("__demo__", selection=dg.AssetSelection.assets(*keys))
     resolved = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def("__demo__")
-    result = resolved.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+    result = run_quietly(
+        lambda: resolved.execute_in_process(
+            instance=instance, tags=tags, raise_on_error=False, run_config=quiet_run_config(verbose)
+        ),
+        event_log,
+        verbose,
+        log,
+    )
+    append_events(instance, result.run_id, event_log)
     log(f"  run {result.run_id}: {'success' if result.success else 'FAILED'} in {time.monotonic() - started:.1f}s")
     return result.success
 
@@ -175,5 +253,14 @@ def _mlflow_runs(settings: Settings) -> list[str]:
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
         return [f"mlflow {where}: experiment `movie_rating` has no runs"]
-    metrics = ", ".join(f"{k}={v:.3f}" for k, v in sorted(runs[0].data.metrics.items()))
-    return [f"mlflow {where}: latest run {runs[0].info.run_id}: {metrics}"]
+    data = runs[0].data
+    metrics = ", ".join(f"{k}={v:.3f}" for k, v in sorted(data.metrics.items()))
+    lines = [f"mlflow {where}: latest run {runs[0].info.run_id}: {metrics}"]
+    if {"rmse", "baseline_rmse", "linear_rmse"} <= set(data.metrics):
+        rmse, mean, ridge = (data.metrics[k] for k in ("rmse", "baseline_rmse", "linear_rmse"))
+        lines.append(
+            f"model: XGBoost holdout rmse {rmse:.3f}, mean baseline {mean:.3f} ({1 - rmse / mean:.0%} below), "
+            f"ridge baseline {ridge:.3f} ({'ridge is better' if ridge < rmse else 'XGBoost is better'})"
+        )
+    lines.append(f"champion: {data.tags.get('champion_decision', 'no decision recorded')}")
+    return lines

@@ -40,3 +40,18 @@ def test_demo_shows_a_tmdb_change_sync(demo_run):
     line = next(line for line in demo_run.stdout.splitlines() if "TMDB change sync:" in line)
     listed = int(line.split("TMDB change sync:")[1].split()[0])
     assert listed > 0 and " changed, " in line and "months re-materialized" in line, line
+
+
+def test_demo_is_quiet_and_logs_the_event_stream_to_a_file(demo_run):
+    """About 60 lines for `make demo` (with up's); every Dagster event goes to the file it names, not the console."""
+    assert demo_run.returncode == 0, demo_run.stdout[-3000:] + demo_run.stderr[-3000:]
+    console = (demo_run.stdout + demo_run.stderr).splitlines()
+    assert len(console) <= 45, "\n".join(console)  # `movie-platform up` prints about 15 more before it
+    assert not [line for line in console if " - DEBUG - " in line or "Downloading artifacts" in line]
+    path = next(line for line in console if line.startswith("full Dagster event log: ")).split(": ", 1)[1]
+    events = open(path).read()
+    assert events.count("ASSET_MATERIALIZATION") >= 24 * 5 and "Finished execution of run" in events
+    assert "movie_rating_model" in events and "STEP_SUCCESS" in events
+    model = next(line for line in console if line.startswith("model: XGBoost holdout rmse "))
+    assert "mean baseline " in model and "ridge baseline " in model, model
+    assert any(line.startswith("champion: ") for line in console)
