@@ -5,16 +5,40 @@
 
 Settings come from the environment (compose, or `eval "$(movie-platform env)"`), and
 fall back to the running embedded stack, so a notebook never carries connection code.
+Import it first: it quiets two library warnings that would otherwise print in every run.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 
 import pandas as pd
 
 from movie_assets.settings import Settings
 from movie_platform.local_stack import Stack
+
+
+def quiet_library_warnings() -> None:
+    """Filter two warnings that are the libraries' business, each by category, message and module.
+
+    - dask computing divisions for Feast's point-in-time join (Dask offline store) bfills an object
+      column: pandas' FutureWarning about downcasting, once per retrieval, nothing we can pass differently.
+    - `import mlflow` imports `tqdm.auto` (mlflow.genai), which in a kernel without ipywidgets warns
+      that it falls back to text progress bars; the text bars work.
+    """
+    from tqdm import TqdmWarning
+
+    warnings.filterwarnings(
+        "ignore",
+        message="Downcasting object dtype arrays on .fillna",
+        category=FutureWarning,
+        module=r"dask\.dataframe\.dask_expr\._shuffle",
+    )
+    warnings.filterwarnings("ignore", message="IProgress not found", category=TqdmWarning, module=r"tqdm\.auto")
+
+
+quiet_library_warnings()
 
 
 def settings() -> Settings:
@@ -62,3 +86,12 @@ def mlflow_tracking():
     if not current.mlflow_tracking_uri:
         raise RuntimeError("MLFLOW_TRACKING_URI is not set and no embedded stack runs: `movie-platform up` first")
     return MlflowTracking.from_settings(current)
+
+
+def mlflow_runs() -> pd.DataFrame:
+    """The runs of the platform's experiment, newest first, as MLflow's DataFrame (`metrics.*`, `params.*`)."""
+    import mlflow
+
+    tracking = mlflow_tracking()
+    mlflow.set_tracking_uri(tracking.tracking_uri)
+    return mlflow.search_runs(experiment_names=[tracking.experiment], order_by=["attributes.start_time DESC"])

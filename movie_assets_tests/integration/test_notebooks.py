@@ -1,4 +1,4 @@
-"""Every notebook runs headless against the stack the demo filled; any cell error fails the test."""
+"""Every notebook runs headless against the stack the demo filled; a cell error or any warning fails the test."""
 
 from pathlib import Path
 
@@ -27,4 +27,6 @@ def test_notebook_runs_without_errors(path: Path, demo_run, tmp_path):
     ).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
+    noise = [o.text for o in outputs if o.output_type == "stream" and (o.name == "stderr" or "Warning" in o.text)]
+    assert not noise, f"{path.name} printed warnings or stderr: {noise}"
     assert any(o.output_type in ("execute_result", "display_data", "stream") for o in outputs)
