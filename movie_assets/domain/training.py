@@ -103,6 +103,39 @@ def baselines(split: Split) -> dict[str, float]:
     }
 
 
+@dataclass(frozen=True)
+class LinearComparison:
+    """XGBoost against the ridge baseline on the same holdout.
+
+    The ridge is a diagnostic: it says when trees add nothing over a linear fit (the sample's ratings
+    are nearly additive in the features), but it is neither registered nor served.
+    """
+
+    rmse: float
+    linear_rmse: float
+
+    @classmethod
+    def of(cls, scores: dict[str, float]) -> LinearComparison:
+        return cls(rmse=scores["rmse"], linear_rmse=scores["linear_rmse"])
+
+    @property
+    def margin(self) -> float:
+        """How much lower XGBoost's RMSE is than the ridge's (negative: the ridge wins)."""
+        return self.linear_rmse - self.rmse
+
+    @property
+    def xgboost_wins(self) -> bool:
+        return self.rmse <= self.linear_rmse
+
+    def summary(self) -> str:
+        if self.xgboost_wins:
+            return f"XGBoost rmse {self.rmse:.4f} <= ridge {self.linear_rmse:.4f} (margin {self.margin:.4f})"
+        return (
+            f"the ridge baseline beats XGBoost: rmse {self.linear_rmse:.4f} < {self.rmse:.4f} "
+            f"(by {-self.margin:.4f}); the trees add nothing over a linear fit on this holdout"
+        )
+
+
 def importance_plot(model, top: int = 20) -> bytes:
     gains = pd.Series(model.get_booster().get_score(importance_type="gain")).sort_values().tail(top)
     return render_png(
