@@ -88,7 +88,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("error: nothing to run against: `movie-platform up` first (or set MOVIE_DB_URL & co.)", file=sys.stderr)
         return 1
     os.environ.update({k: v for k, v in env.items() if k not in os.environ})
-    return 0 if run_demo(Settings.from_env()) else 1
+    return 0 if run_demo(Settings.from_env(), verbose=args.verbose) else 1
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -247,9 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="list services, URLs and PIDs").set_defaults(func=cmd_status)
     sub.add_parser("env", help="print export lines for the running stack").set_defaults(func=cmd_env)
     sub.add_parser("doctor", help="check every configured service").set_defaults(func=cmd_doctor)
-    sub.add_parser("demo", help="materialize the whole asset graph on the sample partitions").set_defaults(
-        func=cmd_demo
-    )
+    demo = sub.add_parser("demo", help="materialize the whole asset graph on the sample partitions")
+    demo.add_argument("--verbose", action="store_true", help="Dagster's event stream on the console too")
+    demo.set_defaults(func=cmd_demo)
     features = sub.add_parser("features", help="print the online (Redis) features of movies")
     features.add_argument("movie_ids", type=movie_id_arg, nargs="+", metavar="MOVIE_ID")
     features.set_defaults(func=cmd_features)
