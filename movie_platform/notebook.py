@@ -15,6 +15,7 @@ import warnings
 
 import pandas as pd
 
+from movie_assets.domain.training import ignore_dask_downcasting
 from movie_assets.settings import Settings
 from movie_platform.local_stack import Stack
 
@@ -29,12 +30,7 @@ def quiet_library_warnings() -> None:
     """
     from tqdm import TqdmWarning
 
-    warnings.filterwarnings(
-        "ignore",
-        message="Downcasting object dtype arrays on .fillna",
-        category=FutureWarning,
-        module=r"dask\.dataframe\.dask_expr\._shuffle",
-    )
+    ignore_dask_downcasting()
     warnings.filterwarnings("ignore", message="IProgress not found", category=TqdmWarning, module=r"tqdm\.auto")
 
 

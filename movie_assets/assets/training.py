@@ -17,6 +17,7 @@ from movie_assets.domain.training import (
     LinearComparison,
     baselines,
     features_of,
+    historical_features,
     importance_plot,
     labelled_movies,
     metrics,
@@ -297,9 +298,7 @@ def movie_rating_predictions(
     entity_df = pd.DataFrame(
         {"movie_id": movies_clean["movie_id"].astype("int64"), "event_timestamp": pd.Timestamp(scored_at)}
     )
-    features = store.get_historical_features(
-        entity_df=entity_df, features=store.get_feature_service(FEATURE_SERVICE)
-    ).to_df()
+    features = historical_features(store, entity_df, FEATURE_SERVICE)
     months = movies_clean[["movie_id", "release_month"]].astype({"movie_id": "int64"})
     scored = features.merge(months, on="movie_id")
     scored = scored[scored[FEATURE_NAMES].notna().any(axis=1)]  # stale (past TTL) features: unscored, not guessed

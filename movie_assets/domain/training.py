@@ -6,6 +6,7 @@ Plain functions over DataFrames; the asset in `assets/training.py` adds MLflow a
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,12 +42,32 @@ def labelled_movies(clean: pd.DataFrame, min_votes: int) -> pd.DataFrame:
     )
 
 
+def ignore_dask_downcasting() -> None:
+    """Filter the FutureWarning dask raises once per Feast point-in-time join (it bfills an object column).
+
+    The libraries' business, nothing we can pass differently; filtered by category, message and module only.
+    """
+    warnings.filterwarnings(
+        "ignore",
+        message="Downcasting object dtype arrays on .fillna",
+        category=FutureWarning,
+        module=r"dask\.dataframe\.dask_expr\._shuffle",
+    )
+
+
+def historical_features(store, entity_df: pd.DataFrame, feature_service: str) -> pd.DataFrame:
+    """Feast's point-in-time join of `entity_df` with the feature service, without dask's downcasting warning."""
+    with warnings.catch_warnings():
+        ignore_dask_downcasting()
+        return store.get_historical_features(
+            entity_df=entity_df, features=store.get_feature_service(feature_service)
+        ).to_df()
+
+
 def training_set(store, labels: pd.DataFrame, feature_service: str, as_of: dt.datetime) -> pd.DataFrame:
     """Labels joined point-in-time with the feature service as of `as_of` (Feast's join, not ours)."""
     entity_df = labels[["movie_id"]].assign(event_timestamp=pd.Timestamp(as_of))
-    features = store.get_historical_features(
-        entity_df=entity_df, features=store.get_feature_service(feature_service)
-    ).to_df()
+    features = historical_features(store, entity_df, feature_service)
     joined = labels.merge(features.drop(columns=["event_timestamp"]), on="movie_id", how="inner")
     # A movie whose newest feature row is older than the view's TTL comes back all-NaN: no features, not zeros.
     joined = joined[joined[FEATURE_NAMES].notna().any(axis=1)].reset_index(drop=True)

@@ -24,6 +24,7 @@ from movie_assets.assets.features import feast_definitions, movie_features, onli
 from movie_assets.assets.ingest import movies_raw
 from movie_assets.assets.prepare import movies_clean
 from movie_assets.assets.training import PREDICTION_COLUMNS
+from movie_assets.domain.training import historical_features
 from movie_assets.jobs.sync_tmdb_changes import CURSOR_NAME, CURSOR_TABLE, FETCHED_TABLE, sync_tmdb_changes
 from movie_assets.object_layout import FEATURES_OBJECT_PATH
 from movie_assets.resources.online_writer import FeastRedisLayout
@@ -265,14 +266,13 @@ def test_feature_history_gives_the_value_of_its_time_from_data_the_platform_wrot
     assert versions == [(2,)]
 
     store = resources["feast"].store()
-    service = store.get_feature_service("movie_rating_v1")
     entity = pd.DataFrame(
         {
             "movie_id": [movie_id, movie_id],
             "event_timestamp": [pd.Timestamp(first) + pd.Timedelta(milliseconds=500), pd.Timestamp(second)],
         }
     )
-    joined = store.get_historical_features(entity_df=entity, features=service).to_df().sort_values("event_timestamp")
+    joined = historical_features(store, entity, "movie_rating_v1").sort_values("event_timestamp")
     assert "log_vote_count" in FEATURE_NAMES
     before, after = joined["log_vote_count"].tolist()
     assert before == pytest.approx(np.log1p(old_votes)) and after == pytest.approx(np.log1p(old_votes + 5000))
