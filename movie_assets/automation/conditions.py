@@ -16,6 +16,7 @@ import dagster as dg
 AC = dg.AutomationCondition
 DEFAULT_TRAINING_CRON = "0 4 * * 1"  # Mondays 04:00 UTC; MOVIE_TRAINING_CRON overrides it
 SENSOR_NAME = "default_automation_condition_sensor"
+DEFAULT_AUTOMATION_INTERVAL_S = 30
 UNPARTITIONED = dg.AssetSelection.assets("feast_definitions", "movie_rating_model")
 
 
@@ -99,7 +100,23 @@ def automation_sensor(environ=os.environ) -> dg.AutomationConditionSensorDefinit
         SENSOR_NAME,
         target=dg.AssetSelection.all(),
         default_status=dg.DefaultSensorStatus.STOPPED if off else dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=automation_interval_s(environ),
         description="Evaluates every asset's automation condition (movie_assets/automation/conditions.py) "
         "and launches what they ask for. Stop it here, or set MOVIE_AUTOMATION=off before the code location loads.",
     )
+
+
+def automation_interval_s(environ=os.environ) -> int:
+    """Seconds between the sensor's evaluations (MOVIE_AUTOMATION_INTERVAL_SECONDS, default 30).
+
+    Each hop of the graph (sync -> clean -> features -> online -> predictions) waits for one
+    evaluation, so a shorter interval catches up sooner at the cost of more daemon work.
+    """
+    raw = environ.get("MOVIE_AUTOMATION_INTERVAL_SECONDS") or str(DEFAULT_AUTOMATION_INTERVAL_S)
+    try:
+        seconds = int(raw)
+    except ValueError:
+        seconds = 0
+    if seconds < 1:
+        raise ValueError(f"MOVIE_AUTOMATION_INTERVAL_SECONDS must be a whole number of seconds >= 1, got {raw!r}")
+    return seconds

@@ -202,6 +202,14 @@ def test_the_automation_sensor_runs_by_default_and_can_be_shipped_off():
     assert automation_sensor({"MOVIE_AUTOMATION": "off"}).default_status == dg.DefaultSensorStatus.STOPPED
 
 
+def test_the_automation_interval_follows_its_variable_and_refuses_nonsense():
+    assert defs.resolve_sensor_def("default_automation_condition_sensor").minimum_interval_seconds == 30
+    assert automation_sensor({"MOVIE_AUTOMATION_INTERVAL_SECONDS": "5"}).minimum_interval_seconds == 5
+    for bad in ("0", "-3", "soon"):
+        with pytest.raises(ValueError, match="MOVIE_AUTOMATION_INTERVAL_SECONDS"):
+            automation_sensor({"MOVIE_AUTOMATION_INTERVAL_SECONDS": bad})
+
+
 @pytest.mark.parametrize(
     "age,passed,state",
     [
