@@ -59,16 +59,23 @@ status doctor: install
 clean: down
 	rm -rf .movie_platform
 
-## make bench: performance suite (not part of make test, about 30 min); prints ratios against baselines
+## make bench: performance suite (not part of make test, about 40 min); every script appends its goal rows to
+## $(GOALS) and the run ends with the one goal table; `make bench RESULTS=benchmarks/RESULTS.md` writes it there too
+BENCH_STAMP := $(shell date -u +%Y%m%dT%H%M%SZ)
+GOALS ?= .movie_platform/bench/goals-$(BENCH_STAMP).jsonl
 bench: install
 	$(BIN)/movie-platform up
-	$(BIN)/python benchmarks/postgres_io.py
-	$(BIN)/python benchmarks/object_store.py
-	$(BIN)/python benchmarks/feast_online.py
-	$(BIN)/python benchmarks/crawl_throughput.py
-	$(BIN)/python benchmarks/change_sync.py
-	$(BIN)/python benchmarks/backfill_overhead.py 2>/dev/null
-	$(BIN)/python benchmarks/scale.py
+	mkdir -p $(dir $(GOALS)) && rm -f $(GOALS)
+	$(BIN)/python benchmarks/postgres_io.py --goals $(GOALS)
+	$(BIN)/python benchmarks/object_store.py --goals $(GOALS)
+	$(BIN)/python benchmarks/feast_online.py --goals $(GOALS)
+	$(BIN)/python benchmarks/serving.py --goals $(GOALS)
+	$(BIN)/python benchmarks/crawl_throughput.py --goals $(GOALS)
+	$(BIN)/python benchmarks/change_sync.py --goals $(GOALS)
+	$(BIN)/python benchmarks/event_log.py --goals $(GOALS)
+	$(BIN)/python benchmarks/backfill_overhead.py --goals $(GOALS) 2>/dev/null
+	$(BIN)/python benchmarks/scale.py --goals $(GOALS)
+	$(BIN)/python benchmarks/goal_table.py $(GOALS) $(if $(RESULTS),--results $(RESULTS))
 
 ## make ui-screenshots: asset pages (EDA report, plots) as PNGs in .movie_platform/screenshots/, for a check by eye
 ui-screenshots: install $(CHROMIUM)

@@ -15,6 +15,8 @@ import datetime as dt
 import sys
 import time
 
+from harness import MIN_ROUNDS, Samples, add_goals_argument, goal_from, record_goals
+
 from movie_assets.resources.tmdb import TmdbApiClient
 from movie_platform.local_stack import REPO_ROOT
 
@@ -59,8 +61,11 @@ def sync_once(changes: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--changes", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=MIN_ROUNDS)
+    add_goals_argument(parser)
     args = parser.parse_args()
+    if args.rounds < MIN_ROUNDS:
+        raise SystemExit(f"at least {MIN_ROUNDS} rounds")
     rows = [sync_once(args.changes) for _ in range(args.rounds)]
     print(f"local TMDB: {LATENCY_S * 1000:.0f} ms per answer, limit {LIMIT} req/s; {args.changes:,} changed movies")
     print(
@@ -72,8 +77,17 @@ def main() -> None:
             f"{number:>5} | {row['requests']:>8} | {row['per_change']:>24.3f} | {row['seconds']:>6.1f} | "
             f"{row['per_1000']:>14.1f} | {row['fraction']:>21.2f}x | {row['429s']:>4} | {row['discover']:>8}"
         )
-    fractions = sorted(r["fraction"] for r in rows)
-    print(f"median of {len(rows)} rounds: {fractions[len(fractions) // 2]:.2f}x of the limit")
+    fraction = Samples([r["fraction"] for r in rows])
+    per_change = Samples([r["per_change"] for r in rows])
+    print(f"median of {len(rows)} rounds: {fraction.describe()}x of the limit, {per_change.describe('.3f')} req/change")
+    print()
+    record_goals(
+        args.goals,
+        [
+            goal_from(f"Change sync {args.changes:,} changes: requests per change", per_change, 1.1, "", False),
+            goal_from("Change sync: rate vs TMDB's limit", fraction, 0.9, "x", True),
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -1,16 +1,19 @@
-"""Feast online store: materialization into Redis vs pipelined HSET, and online read latency vs HGETALL.
+"""Feast online store: materialization into Redis vs pipelined HSET, and online reads vs pipelined HGETALL.
 
-    .venv/bin/movie-platform up && .venv/bin/python benchmarks/feast_online.py --rows 50000
+    .venv/bin/movie-platform up && .venv/bin/python benchmarks/feast_online.py --rows 1000000
 
-Same rows, same Redis, one process run. Goals: materialization >= 0.5x of pipelined
-HSET; online read p99 <= 1 ms for 1 movie and <= 8 ms for 100 movies.
+Same rows, same Redis, one process run, each path --rounds times (>= 3) in turn. Goals:
+`materialize_parallel` >= 0.9x of pipelined HSET of the same rows (batches of 1,000); the
+platform's online read (`OnlineReader.read_values`, what serving calls) p99 <= 1.2x of a raw
+pipelined HGETALL of the same Feast keys, for 1 and 100 movies. `OnlineReader.read` (the same
+values as a DataFrame), the Feast SDK's read (and, with --stock-feast, its materialize) are
+printed beside them for reference.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
 import time
 import uuid
@@ -19,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import redis
+from harness import MIN_ROUNDS, Samples, add_goals_argument, goal_from, interleaved, ratio, record_goals
 
 from movie_assets.domain.feature_engineering import FEATURE_NAMES, FLOAT_FEATURES
 from movie_assets.feature_definitions import FEATURE_SERVICE
@@ -31,6 +35,7 @@ from movie_platform.local_stack import Stack
 
 # Within the view's 90-day TTL: older rows are not written (their Redis keys would expire at once).
 EVENT = pd.Timestamp.now(tz="UTC").floor("D") - pd.Timedelta(days=1)
+HSET_BATCH = 1_000
 
 
 def feature_rows(n: int) -> pd.DataFrame:
@@ -41,18 +46,149 @@ def feature_rows(n: int) -> pd.DataFrame:
     return frame
 
 
-def percentile(samples: list[float], q: float) -> float:
-    return float(np.percentile(np.array(samples) * 1000, q))
+def p99_ms(samples: list[float]) -> float:
+    return float(np.percentile(np.array(samples) * 1000, 99))
+
+
+def p50_ms(samples: list[float]) -> float:
+    return float(np.percentile(np.array(samples) * 1000, 50))
+
+
+def delete_matching(client: redis.Redis, pattern: bytes) -> None:
+    with client.pipeline(transaction=False) as pipe:
+        for key in client.scan_iter(match=pattern, count=10_000):
+            pipe.unlink(key)
+            if len(pipe) >= 10_000:
+                pipe.execute()
+        pipe.execute()
+
+
+def drop_project(feast: FeastStore) -> None:
+    """Delete one benchmark project: its Redis keys (they end with the project name) and its registry rows.
+
+    Not `FeatureStore.teardown()`: with the shared SQL registry that deletes every project, the
+    stack's own `movie_platform` too.
+    """
+    delete_matching(redis.Redis.from_url(feast.redis_url), b"*" + feast.project.encode())
+    feast.store().registry.delete_project(feast.project)
+
+
+class Materializations:
+    """The write paths; each round writes into a fresh project / key prefix, the last round's keys are dropped."""
+
+    def __init__(self, env: dict, storage_url: str, rows: pd.DataFrame, client: redis.Redis):
+        self.env, self.storage_url, self.rows, self.client = env, storage_url, rows, client
+        self.feast: FeastStore | None = None
+        self.stock: FeastStore | None = None
+        self.hset_prefix = b""
+
+    def fresh_project(self) -> FeastStore:
+        feast = FeastStore(
+            db_url=self.env["MOVIE_DB_URL"],
+            redis_url=self.env["MOVIE_REDIS_URL"],
+            storage_url=self.storage_url,
+            project=f"bench_{uuid.uuid4().hex[:8]}",
+        )
+        feast.store().apply(list(feast.definitions().values()))
+        return feast
+
+    def before(self, path: str) -> None:
+        """Untimed: drop what the previous round of `path` wrote (Redis holds one copy at a time) and set up."""
+        if path == "parallel_materialize":
+            if self.feast is not None:
+                drop_project(self.feast)
+            self.feast = self.fresh_project()
+        elif path == "feast_materialize":
+            if self.stock is not None:
+                drop_project(self.stock)
+            self.stock = self.fresh_project()
+        else:
+            if self.hset_prefix:
+                delete_matching(self.client, self.hset_prefix + b"*")
+            self.hset_prefix = f"bench{uuid.uuid4().hex[:6]}:".encode()
+
+    def parallel(self) -> None:
+        assert self.feast is not None
+        materialize_parallel(self.feast, *window())
+
+    def stock_feast(self) -> None:
+        assert self.stock is not None
+        start, end = window()
+        self.stock.store().materialize(start_date=start, end_date=end, feature_views=["movie_features"])
+
+    def hset(self) -> None:
+        """The baseline: the same rows as plain hashes, pipelined HSET in batches of 1,000."""
+        values = self.rows[FEATURE_NAMES].astype("float64").to_numpy()
+        ids = self.rows["movie_id"].to_numpy()
+        with self.client.pipeline(transaction=False) as pipe:
+            for i, movie_id in enumerate(ids):
+                pipe.hset(
+                    self.hset_prefix + str(movie_id).encode(),
+                    mapping=dict(zip(FEATURE_NAMES, values[i].tolist(), strict=True)),
+                )
+                if i % HSET_BATCH == HSET_BATCH - 1:
+                    pipe.execute()
+            pipe.execute()
+
+    def cleanup(self) -> None:
+        for feast in (self.feast, self.stock):
+            if feast is not None:
+                drop_project(feast)
+        if self.hset_prefix:
+            delete_matching(self.client, self.hset_prefix + b"*")
+
+
+def window():
+    start, end = EVENT - pd.Timedelta(days=1), EVENT + pd.Timedelta(days=1)
+    return start.to_pydatetime(), end.to_pydatetime()
+
+
+def read_latencies(feast: FeastStore, ids: np.ndarray, reads: int, seed: int) -> dict[str, list[float]]:
+    """Seconds per read of each path; the paths take turns on the same random movies."""
+    store = feast.store()
+    service = store.get_feature_service(FEATURE_SERVICE)
+    reader = OnlineReader(store, store.get_feature_view("movie_features"))
+    client = reader.client
+    keys_of = reader.layout.keys
+    rng = np.random.default_rng(seed)
+
+    def hgetall(movies: list[int]) -> None:
+        with client.pipeline(transaction=False) as pipe:
+            for key in keys_of(np.asarray(movies, dtype="int64")):
+                pipe.hgetall(key)
+            pipe.execute()
+
+    paths = {
+        "platform": lambda movies: reader.read_values(movies),  # the serving path: values, no DataFrame
+        "platform_frame": lambda movies: reader.read(movies),
+        "hgetall": hgetall,
+        "feast_sdk": lambda movies: store.get_online_features(
+            features=service, entity_rows=[{"movie_id": m} for m in movies]
+        ),
+    }
+    names = list(paths)
+    latency: dict[str, list[float]] = {f"{name}_{size}": [] for size in (1, 100) for name in names}
+    for turn in range(reads):
+        shift = turn % len(names)
+        for size in (1, 100) if turn % 10 == 0 else (1,):
+            movies = [int(i) for i in rng.choice(ids, size, replace=False)]
+            for name in names[shift:] + names[:shift]:
+                started = time.perf_counter()
+                paths[name](movies)
+                latency[f"{name}_{size}"].append(time.perf_counter() - started)
+    return latency
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rows", type=int, default=50_000)
-    parser.add_argument("--reads", type=int, default=2_000)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--reads", type=int, default=2_000, help="1-movie reads per round (a tenth for 100 movies)")
+    parser.add_argument("--rounds", type=int, default=MIN_ROUNDS)
+    parser.add_argument("--stock-feast", action="store_true", help="also time FeatureStore.materialize (slow)")
+    add_goals_argument(parser)
     args = parser.parse_args()
     env = {**Stack().env(), **os.environ}
-    redis_url = env["MOVIE_REDIS_URL"]
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(env["MOVIE_REDIS_URL"])
     rows = feature_rows(args.rows)
     with tempfile.TemporaryDirectory() as folder:
         objects = ObjectStore(storage_url=Path(folder).as_uri())
@@ -61,104 +197,61 @@ def main() -> None:
             write_atomically(
                 objects.path_for(FEATURES_OBJECT_PATH, f"2024-{month:02d}-01"), part.to_parquet(index=False)
             )
-        results = {}
-        projects = []
-        for label, parallel in (("feast_materialize", False), ("parallel_materialize", True)):
-            feast = FeastStore(
-                db_url=env["MOVIE_DB_URL"],
-                redis_url=redis_url,
-                storage_url=objects.storage_url,
-                project=f"bench_{uuid.uuid4().hex[:8]}",
-            )
-            projects.append(feast.project)
-            store = feast.store()
-            store.apply(list(feast.definitions().values()))
-            start, end = EVENT - pd.Timedelta(days=1), EVENT + pd.Timedelta(days=1)
-            started = time.perf_counter()
-            if parallel:
-                materialize_parallel(feast, start.to_pydatetime(), end.to_pydatetime())
-            else:
-                store.materialize(
-                    start_date=start.to_pydatetime(), end_date=end.to_pydatetime(), feature_views=["movie_features"]
-                )
-            results[label] = time.perf_counter() - started
-        # Baseline: the same rows as plain hashes, pipelined HSET in batches of 1,000.
-        started = time.perf_counter()
-        values = rows[FEATURE_NAMES].astype("float64").to_numpy()
-        pipe = client.pipeline(transaction=False)
-        for i, movie_id in enumerate(rows["movie_id"].to_numpy()):
-            pipe.hset(f"bench:{movie_id}", mapping=dict(zip(FEATURE_NAMES, values[i].tolist(), strict=True)))
-            if i % 1000 == 999:
-                pipe.execute()
-        pipe.execute()
-        results["redis_hset"] = time.perf_counter() - started
-
-        service = store.get_feature_service(FEATURE_SERVICE)
-        ids = rows["movie_id"].to_numpy()
-        rng = np.random.default_rng(5)
-        latency: dict[str, list[float]] = {
-            "feast_1": [],
-            "feast_100": [],
-            "direct_1": [],
-            "direct_100": [],
-            "hgetall_1": [],
-            "hgetall_100": [],
-        }
-        reader = OnlineReader(store, store.get_feature_view("movie_features"))
-        for _ in range(args.reads):
-            one = int(rng.choice(ids))
-            hundred = [int(i) for i in rng.choice(ids, 100, replace=False)]
-            t = time.perf_counter()
-            store.get_online_features(features=service, entity_rows=[{"movie_id": one}])
-            latency["feast_1"].append(time.perf_counter() - t)
-            t = time.perf_counter()
-            reader.read([one])
-            latency["direct_1"].append(time.perf_counter() - t)
-            t = time.perf_counter()
-            client.hgetall(f"bench:{one}")
-            latency["hgetall_1"].append(time.perf_counter() - t)
-            if _ % 10 == 0:
-                t = time.perf_counter()
-                store.get_online_features(features=service, entity_rows=[{"movie_id": i} for i in hundred])
-                latency["feast_100"].append(time.perf_counter() - t)
-                t = time.perf_counter()
-                reader.read(hundred)
-                latency["direct_100"].append(time.perf_counter() - t)
-                t = time.perf_counter()
-                pipe = client.pipeline(transaction=False)
-                for i in hundred:
-                    pipe.hgetall(f"bench:{i}")
-                pipe.execute()
-                latency["hgetall_100"].append(time.perf_counter() - t)
-        for key in client.scan_iter("bench:*", count=5000):
-            client.delete(key)
-        for project in projects:  # the materialized keys too (they would live for the view's TTL)
-            for key in client.scan_iter(match=f"*{project}".encode(), count=5000):
-                client.delete(key)
+        writes = Materializations(env, objects.storage_url, rows, client)
+        paths = {"parallel_materialize": writes.parallel, "redis_hset": writes.hset}
+        if args.stock_feast:
+            paths["feast_materialize"] = writes.stock_feast
+        try:
+            seconds = interleaved(paths, args.rounds, before_each=writes.before)
+            assert writes.feast is not None
+            rounds = [
+                read_latencies(writes.feast, rows["movie_id"].to_numpy(), args.reads, seed)
+                for seed in range(args.rounds)
+            ]
+        finally:
+            writes.cleanup()
 
     n = args.rows
-    print(f"{'path':<22} | {'seconds':>8} | {'rows/s':>9} | ratio to pipelined HSET (goal >= 0.5x)")
-    for label in ("feast_materialize", "parallel_materialize", "redis_hset"):
+    print(f"{n:,} movies x {len(FEATURE_NAMES)} features; {args.rounds} interleaved rounds")
+    print(f"{'path':<22} | {'seconds median (min..max)':>27} | {'rows/s':>9} | per-round ratio to pipelined HSET")
+    for label, samples in seconds.items():
         print(
-            f"{label:<22} | {results[label]:>8.2f} | {n / results[label]:>9,.0f} | "
-            f"{results['redis_hset'] / results[label]:.2f}x"
+            f"{label:<22} | {samples.describe():>27} | {n / samples.median:>9,.0f} | "
+            f"{ratio(seconds['redis_hset'], samples).describe()}x"
         )
     print()
-    print(f"{'online read':<14} | {'p50 ms':>7} | {'p99 ms':>7} | goal p99")
-    for label, goal in (
-        ("feast_1", "<= 1 ms"),
-        ("direct_1", "<= 1 ms"),
-        ("hgetall_1", ""),
-        ("feast_100", "<= 8 ms"),
-        ("direct_100", "<= 8 ms"),
-        ("hgetall_100", ""),
-    ):
-        samples = latency[label]
-        print(
-            f"{label:<14} | {percentile(samples, 50):>7.2f} | {percentile(samples, 99):>7.2f} | {goal}  "
-            f"(n={len(samples)})"
-        )
-    print(f"\nmean feast_1 {statistics.mean(latency['feast_1']) * 1000:.2f} ms over {len(latency['feast_1'])} reads")
+    print(f"{'online read':<14} | {'p50 ms median of rounds':>24} | {'p99 ms median (min..max)':>26} | reads per round")
+    p99 = {label: Samples([p99_ms(r[label]) for r in rounds]) for label in rounds[0]}
+    for label in rounds[0]:
+        p50 = Samples([p50_ms(r[label]) for r in rounds]).median
+        print(f"{label:<14} | {p50:>24.3f} | {p99[label].describe('.3f'):>26} | {len(rounds[0][label])}")
+    print()
+    record_goals(
+        args.goals,
+        [
+            goal_from(
+                f"Online materialize {n:,} rows vs pipelined HSET",
+                ratio(seconds["redis_hset"], seconds["parallel_materialize"]),
+                0.9,
+                "x",
+                True,
+            ),
+            goal_from(
+                "Online read_values p99, 1 movie, vs pipelined HGETALL",
+                ratio(p99["platform_1"], p99["hgetall_1"]),
+                1.2,
+                "x",
+                False,
+            ),
+            goal_from(
+                "Online read_values p99, 100 movies, vs pipelined HGETALL",
+                ratio(p99["platform_100"], p99["hgetall_100"]),
+                1.2,
+                "x",
+                False,
+            ),
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 MIN_ROUNDS = 3
@@ -78,6 +80,7 @@ class GoalRow:
     higher_is_better: bool
     spread: tuple[float, float] | None = None
     note: str = ""
+    command: str = ""  # the benchmark command line that measured it (filled in by record_goals)
 
     @property
     def met(self) -> bool:
@@ -100,13 +103,28 @@ def add_goals_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def record_goals(path: Path | None, rows: list[GoalRow]) -> None:
-    """Print the rows, and append them to `path` for the combined table."""
+    """Print the rows, and append them to `path` for the combined table, each with this command line."""
     print(format_table(rows))
     if path is None:
         return
+    command = this_command()
     with path.open("a", encoding="utf-8") as out:
         for row in rows:
-            out.write(json.dumps(asdict(row)) + "\n")
+            out.write(json.dumps(asdict(replace(row, command=row.command or command))) + "\n")
+
+
+def this_command() -> str:
+    """How this benchmark was started, without its --goals file (a scratch path)."""
+    args, kept = sys.argv[1:], []
+    while args:
+        arg = args.pop(0)
+        if arg == "--goals":
+            args = args[1:]
+        elif not arg.startswith("--goals="):
+            kept.append(arg)
+    script = Path(sys.argv[0]).resolve()
+    shown = script.relative_to(Path.cwd()) if script.is_relative_to(Path.cwd()) else script
+    return shlex.join([".venv/bin/python", str(shown), *kept])
 
 
 def load_goals(path: Path) -> list[GoalRow]:

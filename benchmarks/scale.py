@@ -7,7 +7,13 @@ Each stage runs in a process of its own, a few release months per run (BATCH_MON
 holds the whole catalogue), with the crawl split over one worker per core. The
 parent samples every stage's memory (PSS of its processes and their children, so pages forked
 workers share count once) every 0.2 s.
-Prints seconds and peak memory per stage and how both grow from the smallest to the largest N.
+Each size runs --rounds times (>= 3), the sizes taking turns; a figure is the median with its
+min..max. Prints seconds and peak memory per stage, how both grow from the smallest to the largest
+N, and beside the total the physical floor of the largest N: COPY-in of the tables the pipeline
+wrote (movies_raw, movies_clean, features) + Parquet write of the feature objects + pipelined HSET
+of the online hashes' bytes (the same fields and values, into fresh keys).
+Goals at the largest N: total <= 120 s, peak <= 2 GiB, every stage's time and memory growing at
+most linearly (<= the size ratio).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import uuid
 from pathlib import Path
 
 import psutil
+from harness import MIN_ROUNDS, Samples, add_goals_argument, goal_from, ratio, record_goals
 
 from movie_assets.resources.tmdb_sample import SAMPLE_MONTHS, sample_months
 from movie_platform.local_stack import Stack
@@ -116,7 +123,7 @@ def measure(stage: str, config: dict, workers: int) -> tuple[float, float]:
     return seconds, peak / 2**30
 
 
-def scale_run(movies: int, env: dict) -> dict:
+def scale_run(movies: int, env: dict, floor: bool) -> dict:
     folder = tempfile.mkdtemp(prefix="scale-")
     config = {
         "db_url": env["MOVIE_DB_URL"],
@@ -135,16 +142,20 @@ def scale_run(movies: int, env: dict) -> dict:
             flush=True,
         )
     import psycopg
+    from feast_online import drop_project
 
     from movie_assets.resources.feast import FeastStore
 
-    # Leave nothing behind: the project's Redis keys and registry entries, the schema, the folder.
-    FeastStore(
+    feast = FeastStore(
         db_url=env["MOVIE_DB_URL"],
         redis_url=env["MOVIE_REDIS_URL"],
         storage_url=config["storage_url"],
         project=config["project"],
-    ).store().teardown()
+    )
+    if floor:
+        results["floor"] = physical_floor(env["MOVIE_DB_URL"], config["schema"], Path(folder), feast)
+    # Leave nothing behind: the project's Redis keys and registry entries, the schema, the folder.
+    drop_project(feast)
     shutil.rmtree(folder, ignore_errors=True)
     with psycopg.connect(env["MOVIE_DB_URL"], autocommit=True) as conn:
         results["rows"] = {
@@ -155,45 +166,151 @@ def scale_run(movies: int, env: dict) -> dict:
     return results
 
 
+def physical_floor(db_url: str, schema: str, folder: Path, feast) -> dict[str, float]:
+    """Seconds of the bare writes of what the pipeline produced: COPY-in, Parquet write, pipelined HSET."""
+    import io
+
+    import psycopg
+    import pyarrow.parquet as pq
+    import redis
+
+    from movie_assets.resources.online_writer import FeastRedisLayout
+
+    floor = {"copy_in": 0.0, "parquet_write": 0.0, "hset": 0.0}
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for table in ("movies_raw", "movies_clean", "features"):
+            data = io.BytesIO()
+            with conn.cursor().copy(f'copy "{schema}"."{table}" to stdout') as copy:
+                for chunk in copy:
+                    data.write(chunk)
+            conn.execute(f'create table "{schema}"."floor_{table}" (like "{schema}"."{table}" including all)')
+            started = time.perf_counter()
+            with conn.cursor().copy(f'copy "{schema}"."floor_{table}" from stdin') as copy:
+                view = data.getbuffer()
+                for offset in range(0, len(view), 1 << 20):
+                    copy.write(view[offset : offset + (1 << 20)])
+            floor["copy_in"] += time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as scratch:
+        for number, path in enumerate(sorted(folder.rglob("*.parquet"))):
+            table = pq.read_table(path)
+            started = time.perf_counter()
+            pq.write_table(table, Path(scratch, f"{number}.parquet"))
+            floor["parquet_write"] += time.perf_counter() - started
+    store = feast.store()
+    layout = FeastRedisLayout(store, store.get_feature_view("movie_features"))
+    client = redis.Redis.from_url(feast.redis_url)
+    pattern = b"*" + feast.project.encode()
+    copies = []
+    keys = list(client.scan_iter(match=pattern, count=10_000))
+    for start in range(0, len(keys), 1_000):
+        batch = keys[start : start + 1_000]
+        with client.pipeline(transaction=False) as pipe:
+            for key in batch:
+                pipe.hgetall(key)
+            hashes = pipe.execute()
+        started = time.perf_counter()
+        with client.pipeline(transaction=False) as pipe:
+            for key, fields in zip(batch, hashes, strict=True):
+                pipe.hset(b"floor:" + key, mapping=fields)
+            pipe.execute()
+        floor["hset"] += time.perf_counter() - started
+        copies += [b"floor:" + key for key in batch]
+    for start in range(0, len(copies), 10_000):
+        client.unlink(*copies[start : start + 10_000])
+    assert layout.ts_field, "the keys are Feast's layout"
+    floor["total"] = sum(floor.values())
+    return floor
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--movies", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--rounds", type=int, default=MIN_ROUNDS)
     parser.add_argument("--stage")
     parser.add_argument("--months")
     parser.add_argument("--config")
+    add_goals_argument(parser)
     args = parser.parse_args()
     if args.stage:  # a stage process started by measure()
         run_stage(args.stage, args.months.split(","), json.loads(args.config))
         return
+    if args.rounds < MIN_ROUNDS:
+        raise SystemExit(f"at least {MIN_ROUNDS} rounds")
     env = Stack().env()
     if not env:
         raise SystemExit("start the embedded stack first: movie-platform up")
-    runs = {}
-    for movies in args.movies:
-        runs[movies] = scale_run(movies, env)
-    print(
-        f"\n{'movies':>10} | "
-        + " | ".join(f"{s:>16}" for s in STAGES)
-        + " |    total | peak GiB | rows raw/clean/features"
-    )
-    for movies, result in runs.items():
-        total = sum(result[s][0] for s in STAGES)
-        cells = " | ".join(f"{result[s][0]:>6.1f}s {result[s][1]:>5.2f}GiB" for s in STAGES)
-        rows = result["rows"]
+    sizes = sorted(args.movies)
+    largest = sizes[-1]
+    runs: dict[int, list[dict]] = {movies: [] for movies in sizes}
+    for round_no in range(args.rounds):
+        shift = round_no % len(sizes)
+        for movies in sizes[shift:] + sizes[:shift]:  # the sizes take turns, like every benchmark's paths
+            runs[movies].append(scale_run(movies, env, floor=movies == largest))
+
+    def stage(movies: int, name: str, index: int) -> Samples:
+        return Samples([result[name][index] for result in runs[movies]])
+
+    def total(movies: int) -> Samples:
+        return Samples([sum(result[s][0] for s in STAGES) for result in runs[movies]])
+
+    def peak(movies: int) -> Samples:
+        return Samples([max(result[s][1] for s in STAGES) for result in runs[movies]])
+
+    print(f"\nmedians (min..max) of {args.rounds} rounds")
+    print(f"{'movies':>10} | {'stage':<8} | {'seconds':>24} | {'peak GiB':>24}")
+    for movies in sizes:
+        for name in STAGES:
+            print(
+                f"{movies:>10,} | {name:<8} | {stage(movies, name, 0).describe('.1f'):>24} | "
+                f"{stage(movies, name, 1).describe('.2f'):>24}"
+            )
+        rows = runs[movies][-1]["rows"]
         print(
-            f"{movies:>10,} | {cells} | {total:>7.1f}s | {max(result[s][1] for s in STAGES):>8.2f} | "
-            f"{rows['movies_raw']:,}/{rows['movies_clean']:,}/{rows['features']:,}"
+            f"{movies:>10,} | {'total':<8} | {total(movies).describe('.1f'):>24} | {peak(movies).describe('.2f'):>24}"
+            f" | rows raw/clean/features {rows['movies_raw']:,}/{rows['movies_clean']:,}/{rows['features']:,}"
         )
-    if len(runs) > 1:
-        small, large = min(runs), max(runs)
+    floors = {part: Samples([r["floor"][part] for r in runs[largest]]) for part in runs[largest][0]["floor"]}
+    print(
+        f"\nphysical floor at {largest:,} movies: "
+        + ", ".join(f"{part} {samples.describe('.1f')} s" for part, samples in floors.items())
+        + f"; the pipeline's total {total(largest).describe('.1f')} s is "
+        f"{total(largest).median / floors['total'].median:.1f}x the floor"
+    )
+    goals = [
+        goal_from(
+            f"Scale {largest:,} movies raw -> online, total",
+            total(largest),
+            120,
+            "s",
+            False,
+            note=f"physical floor {floors['total'].median:.1f} s",
+        ),
+        goal_from(f"Scale {largest:,} movies, peak memory", peak(largest), 2.0, "GiB", False),
+    ]
+    if len(sizes) > 1:
+        small = sizes[0]
+        factor = largest / small
+        growth = {
+            (name, what): ratio(stage(largest, name, index), stage(small, name, index))
+            for name in STAGES
+            for index, what in ((0, "time"), (1, "memory"))
+        }
         print(
-            f"\ngrowth {small:,} -> {large:,} movies ({large / small:.0f}x): "
-            + ", ".join(
-                f"{s} time {runs[large][s][0] / runs[small][s][0]:.1f}x, memory "
-                f"{runs[large][s][1] / runs[small][s][1]:.1f}x"
-                for s in STAGES
+            f"\ngrowth {small:,} -> {largest:,} movies ({factor:.0f}x), per-round medians: "
+            + ", ".join(f"{name} {what} {samples.median:.1f}x" for (name, what), samples in growth.items())
+        )
+        (worst_stage, worst_what), worst = max(growth.items(), key=lambda item: item[1].median)
+        goals.append(
+            goal_from(
+                f"Scale {small:,} -> {largest:,}: worst stage growth ({worst_stage} {worst_what})",
+                worst,
+                factor,
+                "x",
+                False,
             )
         )
+    print()
+    record_goals(args.goals, goals)
 
 
 if __name__ == "__main__":
