@@ -12,6 +12,7 @@ import logging
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import redis
 
@@ -170,7 +171,9 @@ def test_a_writer_or_reader_that_differs_from_feasts_encoding_fails_naming_feast
     monkeypatch.undo()
 
     # A wrong value encoding: refused before any write, naming the kind of field.
-    monkeypatch.setattr(online_writer, "encode_int64", lambda value: b"\x20" + bytes([value & 0x7F]))
+    monkeypatch.setattr(
+        online_writer, "int64_values", lambda numbers: pa.array([b"\x20" + bytes([int(v) & 0x7F]) for v in numbers])
+    )
     with pytest.raises(FeastLayoutError, match=r"int64 values \(128\) of field INT64 differ from Feast 0\.67"):
         materialize_parallel(feast, *WINDOW, workers=1)
     assert not client.exists(key)
