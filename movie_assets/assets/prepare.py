@@ -11,6 +11,7 @@ from psycopg import sql
 
 from movie_assets.domain.cleaning import CLEAN_COLUMNS, DROP_COLUMNS, GENRE_COLUMNS, clean_movies, genre_rows
 from movie_assets.domain.eda import EDA_COLUMNS, eda_stats_frame, report_plots, summary_markdown
+from movie_assets.domain.movie_records import RAW_COLUMNS
 from movie_assets.object_layout import EDA_PREFIX
 from movie_assets.partitions import add_months, monthly_asset, partition_window
 from movie_assets.resources.object_store import ObjectStore, write_atomically
@@ -33,6 +34,8 @@ CLEANING_RULES = """| rule | why |
     group_name="preparation",
     kinds={"postgres", "pandas"},
     metadata={"dagster/column_schema": table_schema(CLEAN_COLUMNS), "partition_expr": "release_month"},
+    # Everything but the raw TMDB document: cleaning reads typed columns only, and the payload is most of the bytes.
+    ins={"movies_raw": dg.AssetIn(metadata={"columns": [name for name in RAW_COLUMNS if name != "payload"]})},
 )
 def movies_clean(context: dg.AssetExecutionContext, movies_raw: pd.DataFrame):
     """One typed, normalized row per released movie; genres also as the long table `movie_genres`.

@@ -108,18 +108,21 @@ def unstorable_text(doc, path: str = "") -> str | None:
     return None
 
 
-def document_problem(doc: dict) -> str | None:
-    """Why a document cannot be stored as it is: unstorable text or over the size limit (one dump when clean)."""
+def document_text(doc: dict) -> tuple[str, str | None]:
+    """The document as JSON text, and why it cannot be stored as it is (unstorable text, over the size limit).
+
+    The text is what the row stores as its jsonb payload: one dump serves the check and the write.
+    """
     text = json.dumps(doc, ensure_ascii=False)
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:
-        return unstorable_text(doc) or "contains a lone surrogate (not UTF-8)"
+        return text, unstorable_text(doc) or "contains a lone surrogate (not UTF-8)"
     if "\\u0000" in text and (problem := unstorable_text(doc)):  # else the literal text \u0000
-        return problem
+        return text, problem
     if size > MAX_DOCUMENT_BYTES:
-        return f"document is {size / 1e6:.1f} MB, over the {MAX_DOCUMENT_BYTES / 1e6:.0f} MB limit"
-    return None
+        return text, f"document is {size / 1e6:.1f} MB, over the {MAX_DOCUMENT_BYTES / 1e6:.0f} MB limit"
+    return text, None
 
 
 def storable_payload(doc):
@@ -170,7 +173,7 @@ def _validate(doc: dict, window: tuple[dt.date, dt.date]) -> tuple[dict | None, 
     movie_id = movie_id_of(doc.get("id"))
     if movie_id is None:
         return None, f"id is not a positive integer: {repr(doc.get('id'))[:40]}"
-    problem = document_problem(doc)
+    payload, problem = document_text(doc)
     if problem:
         return None, problem
     title = doc.get("title")
@@ -227,7 +230,7 @@ def _validate(doc: dict, window: tuple[dt.date, dt.date]) -> tuple[dict | None, 
         "genre_ids": [int(g) for g in doc.get("genre_ids") or [g["id"] for g in genres]],
         "genres": [g["name"] for g in genres],
         "overview": doc.get("overview"),
-        "payload": doc,
+        "payload": payload,  # JSON text: PostgreSQL parses it into jsonb, no second dump on the way
     }, None
 
 

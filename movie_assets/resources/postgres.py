@@ -462,6 +462,15 @@ class PostgresIOManager(dg.ConfigurableIOManager):
                 "give it an upstream asset (AssetIn) or load it with another IO manager"
             )
         table, columns, partition_column, window = self._target(upstream, context)
+        # An input may read only some columns (`AssetIn(metadata={"columns": [...]})`, as Dagster's DB IO managers do).
+        wanted = (context.definition_metadata or {}).get("columns")
+        if wanted:
+            unknown = [name for name in wanted if name not in columns]
+            if unknown:
+                raise dg.DagsterInvariantViolationError(
+                    f"input {context.name!r} asks for columns {unknown} that table {table} does not have"
+                )
+            columns = {name: columns[name] for name in wanted}
         return self.database.read_rows(table, columns, partition_column, window)
 
     @staticmethod

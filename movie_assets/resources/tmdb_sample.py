@@ -67,7 +67,8 @@ def movies_for_month(month_start: dt.date, movies_per_month: int = MOVIES_PER_MO
     rng = np.random.default_rng(1_000 + month_index)
     n = int(movies_per_month * rng.uniform(0.85, 1.15))
     days_in_month = (add_months(month_start, 1) - month_start).days
-    d = _draws(rng, n, days_in_month)
+    # As Python lists: indexing a numpy array per value cost more than building the documents.
+    d = {name: values.tolist() for name, values in _draws(rng, n, days_in_month).items()}
     return [_movie(month_index * 1_000_000 + i + 1, month_start, d, i) for i in range(n)]
 
 
@@ -127,17 +128,17 @@ def _draws(rng: np.random.Generator, n: int, days_in_month: int) -> dict[str, np
     }
 
 
-def _movie(movie_id: int, month_start: dt.date, d: dict[str, np.ndarray], i: int) -> SampleMovie:
-    release = month_start + dt.timedelta(days=int(d["day"][i]))
-    genres = [int(g) for g in d["genres"][i, : d["n_genres"][i]]]
-    language = str(d["language"][i])
-    title = " ".join(WORDS[w].capitalize() for w in d["title_words"][i, : d["title_length"][i]])
-    overview = f"A story about {' and '.join(WORDS[w] for w in d['overview_words'][i, : d['overview_length'][i]])}."
+def _movie(movie_id: int, month_start: dt.date, d: dict[str, list], i: int) -> SampleMovie:
+    release = month_start + dt.timedelta(days=d["day"][i])
+    genres = d["genres"][i][: d["n_genres"][i]]
+    language = d["language"][i]
+    title = " ".join(WORDS[w].capitalize() for w in d["title_words"][i][: d["title_length"][i]])
+    overview = f"A story about {' and '.join(WORDS[w] for w in d['overview_words'][i][: d['overview_length'][i]])}."
     details = {
         "adult": False,
         "backdrop_path": f"/b{movie_id}.jpg",
         "belongs_to_collection": None,
-        "budget": int(d["budget"][i]),
+        "budget": d["budget"][i],
         "genres": [{"id": g, "name": GENRES[g]} for g in genres],
         "homepage": "",
         "id": movie_id,
@@ -145,19 +146,19 @@ def _movie(movie_id: int, month_start: dt.date, d: dict[str, np.ndarray], i: int
         "original_language": language,
         "original_title": title,
         "overview": overview,
-        "popularity": float(d["popularity"][i]),
+        "popularity": d["popularity"][i],
         "poster_path": f"/p{movie_id}.jpg" if d["has_poster"][i] else None,
         "production_countries": [{"iso_3166_1": "US", "name": "United States of America"}],
         "release_date": release.isoformat(),
-        "revenue": int(d["revenue"][i]),
-        "runtime": int(d["runtime"][i]),
+        "revenue": d["revenue"][i],
+        "runtime": d["runtime"][i],
         "spoken_languages": [{"iso_639_1": language, "english_name": language, "name": language}],
         "status": STATUS[d["status"][i]],
         "tagline": "",
         "title": title,
         "video": False,
-        "vote_average": float(d["vote_average"][i]),
-        "vote_count": int(d["vote_count"][i]),
+        "vote_average": d["vote_average"][i],
+        "vote_count": d["vote_count"][i],
     }
     list_item = {
         k: details[k]
@@ -178,7 +179,7 @@ def _movie(movie_id: int, month_start: dt.date, d: dict[str, np.ndarray], i: int
         )
     }
     list_item["genre_ids"] = genres
-    _add_quirks(float(d["quirk"][i]), list_item, details)
+    _add_quirks(d["quirk"][i], list_item, details)
     return SampleMovie(list_item, details)
 
 
