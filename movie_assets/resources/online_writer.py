@@ -313,6 +313,18 @@ class RespBatch:
         return pc.binary_join_element_wise(*parts, EMPTY)
 
 
+def _receive(sock, buffer: memoryview) -> int:
+    """recv_into, its socket errors raised as redis-py's own (the run names Redis for those)."""
+    import redis
+
+    try:
+        return sock.recv_into(buffer)
+    except TimeoutError as exc:
+        raise redis.TimeoutError(f"Timeout reading from Redis: {exc}") from exc
+    except OSError as exc:
+        raise redis.ConnectionError(f"Error reading from Redis: {exc}") from exc
+
+
 class RawRedis:
     """Sends pre-built RESP bytes on one pooled redis-py connection and reads the replies with hiredis in bulk.
 
@@ -339,7 +351,7 @@ class RawRedis:
             while len(out) < replies:
                 reply = reader.gets()
                 if reply is False:
-                    received = sock.recv_into(buffer)
+                    received = _receive(sock, buffer)
                     if not received:
                         raise redis.ConnectionError("Redis closed the connection before it had answered every command")
                     reader.feed(buffer[:received].tobytes())
@@ -352,9 +364,7 @@ class RawRedis:
             self.pool.release(connection)
         errors = [reply for reply in out if isinstance(reply, hiredis.ReplyError)]
         if errors:
-            raise redis.ResponseError(
-                f"Redis refused {len(errors)} of {replies} commands of an online write: {errors[0]}"
-            )
+            raise redis.ResponseError(f"Redis refused {len(errors)} of {replies} online-store commands: {errors[0]}")
         return out
 
 
