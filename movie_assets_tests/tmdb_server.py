@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import json
+import random
 import threading
 import time
 from collections import Counter
@@ -45,6 +46,7 @@ class Faults:
     error_attempts: int = 2  # ... this many times before it succeeds
     duplicate_every_page: int = 0  # every Nth page repeats the last item of the previous page
     latency_s: float = 0.0
+    latency_max_s: float = 0.0  # when above latency_s: each answer waits a uniform draw in [latency_s, latency_max_s]
     max_requests_per_second: float = 0.0  # a real limit: over it -> 429
     # A slow drip: for these details ids or path prefixes, headers at once, then the body one byte every
     # `drip_every_s` (each byte well inside a read timeout, so only a total deadline ends the request).
@@ -82,6 +84,7 @@ class FakeTmdb:
     faults: Faults = field(default_factory=Faults)
     requests: Counter = field(default_factory=Counter)
     seen_urls: list[str] = field(default_factory=list)
+    seen_at: list[float] = field(default_factory=list)  # time.monotonic() of each request's arrival
 
     def __post_init__(self):
         self._lock = threading.Lock()
@@ -160,13 +163,16 @@ class FakeTmdb:
             attempt = self._attempts[request_key]
             self.seen_urls.append(path)
             now = time.monotonic()
+            self.seen_at.append(now)
             if now - self._window_start >= 1.0:
                 self._window_start, self._window_count = now, 0
             self._window_count += 1
             over_limit = (
                 self.faults.max_requests_per_second and self._window_count > self.faults.max_requests_per_second
             )
-        if self.faults.latency_s:
+        if self.faults.latency_max_s > self.faults.latency_s:
+            time.sleep(random.uniform(self.faults.latency_s, self.faults.latency_max_s))
+        elif self.faults.latency_s:
             time.sleep(self.faults.latency_s)
         if not self._authorized(query, headers):
             self.requests["401"] += 1
@@ -176,6 +182,8 @@ class FakeTmdb:
         throttled = throttled or (_details_id(path) in self.faults.throttle_ids and attempt == 1)
         if over_limit or throttled:
             self.requests["429"] += 1
+            if over_limit:
+                self.requests["429 over the limit"] += 1  # provoked by the client, unlike `throttle_every`'s
             return self._error(429, {"Retry-After": self.faults.retry_after_text or str(self.faults.retry_after_s)})
         erroring = self.faults.error_every and number % self.faults.error_every == 0
         if (
@@ -266,6 +274,7 @@ class TmdbTestServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall between
 
             def do_GET(self):  # noqa: N802 - http.server's naming
                 parts = urlsplit(self.path)
