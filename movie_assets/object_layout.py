@@ -12,3 +12,8 @@ FEATURES_OBJECT_PATH = FEATURES_PREFIX + "/release_month={release_month}/part.pa
 # recursively, so a point-in-time join sees every version. `{materialized}` is its event time.
 FEATURES_HISTORY_PATH = FEATURES_PREFIX + "/release_month={release_month}/history/materialized={materialized}.parquet"
 EDA_PREFIX = "eda"
+# The EDA report of one eda_stats run: its four PNG plots over the 24 months up to the run's last
+# month `{report_until}` (YYYY-MM), written once per run; `{plot}` is the file name
+# (vote_average_distribution.png, movies_per_month.png, genre_counts.png, budget_vs_revenue.png).
+EDA_REPORT_PATH = EDA_PREFIX + "/report_until={report_until}"
+EDA_PLOT_PATH = EDA_REPORT_PATH + "/{plot}"

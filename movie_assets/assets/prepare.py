@@ -12,7 +12,7 @@ from psycopg import sql
 from movie_assets.domain.cleaning import CLEAN_COLUMNS, DROP_COLUMNS, GENRE_COLUMNS, clean_movies, genre_rows
 from movie_assets.domain.eda import EDA_COLUMNS, eda_stats_frame, report_plots, summary_markdown
 from movie_assets.domain.movie_records import RAW_COLUMNS
-from movie_assets.object_layout import EDA_PREFIX
+from movie_assets.object_layout import EDA_PLOT_PATH, EDA_PREFIX, EDA_REPORT_PATH
 from movie_assets.partitions import add_months, monthly_asset, partition_window
 from movie_assets.resources.object_store import ObjectStore, write_atomically
 from movie_assets.resources.postgres import PostgresDatabase, TableRows, WithSideTables, copy_frame, table_schema
@@ -84,8 +84,11 @@ def eda_stats(
 
     Each materialization is also appended to `eda_stats_history`, which the view
     `eda_month_comparison` compares with the one before. The report (a summary table
-    and four plots over the 24 months up to this partition) is in this asset's metadata
-    and, as PNGs, in the object store under `eda/`.
+    and four plots over the 24 months up to the run's last partition) is stored once per
+    run: the PNGs in the object store (`EDA_PLOT_PATH`), and summary and plots as metadata of
+    the last partition's materialization only, the one the UI shows as the latest. Copied to
+    every partition, the same ~100 kB of base64 PNGs made a 24-month run add megabytes to the
+    event log; the other partitions name where the report is.
     """
     window = partition_window(context)
     stats = eda_stats_frame(movies_clean)
@@ -99,24 +102,32 @@ def eda_stats(
 
     report_start = add_months(window[1], -REPORT_MONTHS)
     report_data = database.read_rows("movies_clean", CLEAN_COLUMNS, "release_month", (report_start, window[1]))
-    folder = f"{EDA_PREFIX}/report_until={(window[1] - dt.timedelta(days=1)):%Y-%m}"
+    report_until = f"{(window[1] - dt.timedelta(days=1)):%Y-%m}"
+    folder = object_store.root / EDA_REPORT_PATH.format(report_until=report_until)
     images = []
     for name, png in report_plots(report_data).items():
-        write_atomically(object_store.root / folder / name, png)
+        write_atomically(object_store.root / EDA_PLOT_PATH.format(report_until=report_until, plot=name), png)
         images.append(
             f"**{name[:-4].replace('_', ' ')}**\n\n![{name}](data:image/png;base64,{base64.b64encode(png).decode()})"
         )
     context.log.info(f"{len(stats)} statistics for {stats['release_month'].nunique()} months; report in {folder}/")
+    last = context.partition_keys[-1]
+    context.add_asset_metadata(
+        {
+            "report_window": f"{report_start:%Y-%m}..{report_until}",
+            "report_movies": len(report_data),
+            "summary": dg.MetadataValue.md(summary_markdown(report_data)),
+            "plots": dg.MetadataValue.md("\n\n".join(images)),
+        },
+        partition_key=last,
+    )
     return dg.Output(
         stats,
         metadata={
             "rows": len(stats),
             "months": int(stats["release_month"].nunique()),
-            "report_window": f"{report_start:%Y-%m}..{window[1] - dt.timedelta(days=1):%Y-%m}",
-            "report_movies": len(report_data),
-            "summary": dg.MetadataValue.md(summary_markdown(report_data)),
-            "plots": dg.MetadataValue.md("\n\n".join(images)),
-            "plots_path": dg.MetadataValue.path(str(object_store.root / folder)),
+            "report": f"summary and plots on this run's {last} materialization (the latest)",
+            "plots_path": dg.MetadataValue.path(str(folder)),
         },
     )
 

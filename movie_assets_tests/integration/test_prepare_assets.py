@@ -7,11 +7,14 @@ import datetime as dt
 
 import dagster as dg
 import pandas as pd
+from dagster_shared.serdes import serialize_value
 from psycopg import sql
 
 from movie_assets.assets.ingest import movies_raw
 from movie_assets.assets.prepare import eda_stats, movies_clean
-from movie_assets.resources.tmdb_sample import TmdbSampleSource
+from movie_assets.domain.sample_span import SAMPLE_MONTHS
+from movie_assets.partitions import RANGE_END_TAG, RANGE_START_TAG
+from movie_assets.resources.tmdb_sample import TmdbSampleSource, sample_months
 from movie_assets_tests.conftest import platform_resources, with_storage_checks
 
 RANGE_TAGS = {"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-03-01"}
@@ -57,9 +60,10 @@ def test_clean_and_eda_for_a_range_in_one_run(database, object_store):
     genres = query(database, "select count(*) from movie_genres g join movies_clean c using (movie_id)")[0][0]
     assert genres == query(database, "select sum(cardinality(genre_ids)) from movies_clean")[0][0]
 
-    metadata = result.asset_materializations_for_node("eda_stats")[0].metadata
-    assert metadata["plots"].value.count("data:image/png;base64,") == 4
-    assert "vote_average" in metadata["summary"].value
+    *earlier, last = sorted(result.asset_materializations_for_node("eda_stats"), key=lambda m: m.partition)
+    assert last.metadata["plots"].value.count("data:image/png;base64,") == 4
+    assert "vote_average" in last.metadata["summary"].value
+    assert all("plots" not in m.metadata and "2024-03-01" in m.metadata["report"].value for m in earlier)
     report = object_store.root / "eda" / "report_until=2024-03"
     assert sorted(p.name for p in report.iterdir()) == [
         "budget_vs_revenue.png",
@@ -112,3 +116,27 @@ def test_views_answer_the_everyday_questions(database, object_store):
     )[0][0]
     total = query(database, "select count(*) from movies_clean")[0][0]
     assert len(complete) <= total - incomplete
+
+
+def test_a_24_month_eda_run_adds_at_most_1_mb_to_the_event_log(database, object_store):
+    """The report's plots are in the event log once per run, not once per partition.
+
+    Measured as the serialized events of the eda_stats run: the bytes the `event` column of
+    Dagster's `event_logs` table stores. Before, every one of the 24 materializations carried
+    the same four base64 PNGs and the summary: 3.4 MB.
+    """
+    months = [f"{m:%Y-%m-%d}" for m in sample_months()]
+    assert len(months) == SAMPLE_MONTHS == 24
+    resources = platform_resources(database, object_store, TmdbSampleSource())
+    tags = {RANGE_START_TAG: months[0], RANGE_END_TAG: months[-1]}
+    instance = dg.DagsterInstance.ephemeral()
+    assert dg.materialize([movies_raw, movies_clean], resources=resources, tags=tags, instance=instance).success
+    result = dg.materialize(
+        [movies_raw, movies_clean, eda_stats], selection=[eda_stats], resources=resources, tags=tags, instance=instance
+    )
+    assert result.success
+    added = sum(len(serialize_value(entry)) for entry in instance.all_logs(result.run_id))
+    assert added <= 1_000_000, f"a 24-month eda_stats run added {added / 1e6:.2f} MB to the event log"
+    materializations = result.asset_materializations_for_node("eda_stats")
+    assert sorted(m.partition for m in materializations) == months
+    assert [m.partition for m in materializations if "plots" in m.metadata] == [months[-1]]
