@@ -48,6 +48,9 @@ setup(
         "requests",
         # Run-worker health (automation/run_launcher.py) and the stack's process table.
         "psutil",
+        # `movie-platform serve` (movie_platform/serve.py); the same ranges Feast requires, uvloop + httptools included.
+        "starlette>=1.0.1",
+        "uvicorn[standard]>=0.30.6",
     ],
     extras_require={
         # The embedded stack: real servers shipped inside wheels.
@@ -77,6 +80,8 @@ setup(
             "jsonschema>=4",
             # movie_assets_tests/ui: the Dagster UI in a real (Debian) Chromium
             PLAYWRIGHT,
+            # benchmarks/serving.py: the async HTTP client
+            "httpx",
         ],
     },
     entry_points={"console_scripts": ["movie-platform=movie_platform.cli:main"]},

@@ -224,6 +224,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """GET /features, POST /predict and GET /health over HTTP, following MLflow's `champion` alias."""
+    from movie_assets.resources.mlflow import MlflowTracking
+    from movie_platform import serve
+
+    env = stack_env()
+    settings = Settings.from_env(env)
+    if not settings.mlflow_tracking_uri:
+        raise StackError("MLFLOW_TRACKING_URI is not set: run `movie-platform up` or set it")
+    try:
+        port = args.port or int(env.get(serve.PORT_ENV) or serve.DEFAULT_PORT)
+        interval = serve.poll_seconds(env)
+        serve.run(
+            feast_store_from_env(), MlflowTracking.from_settings(settings), args.host, port, interval, args.access_log
+        )
+    except (serve.ServeError, ValueError) as exc:
+        raise StackError(str(exc)) from None
+    return 0
+
+
 def movie_id_arg(text: str) -> int:
     """A TMDB id on the command line: a positive integer that fits PostgreSQL's bigint."""
     from movie_assets.domain.movie_records import movie_id_of
@@ -256,6 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="rate movies with the champion model and their online features")
     predict.add_argument("movie_ids", type=movie_id_arg, nargs="+", metavar="MOVIE_ID")
     predict.set_defaults(func=cmd_predict)
+    served = sub.add_parser("serve", help="serve online features and champion scores over HTTP (foreground)")
+    served.add_argument("--host", default="127.0.0.1")
+    served.add_argument("--port", type=int, default=None, help="default: MOVIE_SERVE_PORT or 18000")
+    served.add_argument("--access-log", action="store_true", help="log every request (off: it costs throughput)")
+    served.set_defaults(func=cmd_serve)
     dev = sub.add_parser("dev", help="embedded stack + Dagster UI")
     dev.add_argument("--port", type=int, default=3000)
     dev.set_defaults(func=cmd_dev)

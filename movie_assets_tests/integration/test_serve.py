@@ -1,0 +1,240 @@
+"""`movie-platform serve` as a real process on the test stack: features, scores, a champion that moves, errors.
+
+The data are the test's own: a Feast project with 12 fresh movies and one stale one (its row
+100 days old, past the view's 90-day TTL) in Redis, and a registered model with two real
+XGBoost versions in MLflow (each trained on those features, so their scores differ). The server
+polls the registry every 0.5 s.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import numpy as np
+import pandas as pd
+import pytest
+import redis
+import requests
+
+from movie_assets.domain.feature_engineering import FEATURE_NAMES
+from movie_assets.resources.mlflow import MlflowTracking
+from movie_assets.resources.object_store import ObjectStore
+from movie_assets.resources.online_materialize import materialize_parallel
+from movie_assets_tests.conftest import own_feast_project, stop_process_group, wait_for
+from movie_assets_tests.integration.test_online_store import WINDOW, feature_rows, layout_of, write_offline
+from movie_assets_tests.integration.test_stack_ownership import STACK_VARS, free_ports
+
+ONLINE = list(range(1, 13))
+STALE, UNKNOWN = 99, 424242
+POLL_SECONDS = 0.5
+STALE_EVENT = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(days=100)
+
+
+@pytest.fixture(scope="module")
+def feast(stack_env, tmp_path_factory):
+    """Own project: ids 1..12 materialized (yesterday's rows), id 99 a copy of 1 stamped 100 days ago."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    objects = ObjectStore(storage_url=(tmp_path_factory.mktemp("serve") / "objects").as_uri())
+    rows = feature_rows(ONLINE, pd.Timestamp.now(tz="UTC").floor("s") - pd.Timedelta(days=1))
+    write_offline(objects, "2024-01-01", rows)
+    feast = own_feast_project(stack_env, objects.storage_url, prefix="serve")
+    feast.store().apply(list(feast.definitions().values()))
+    materialize_parallel(feast, *WINDOW, workers=1)
+    layout = layout_of(feast)
+    client = redis.Redis.from_url(stack_env["MOVIE_REDIS_URL"])
+    source, stale = layout.keys(np.array([1, STALE]))
+    stamp = Timestamp()
+    stamp.FromDatetime(STALE_EVENT)
+    client.hset(stale, mapping={**client.hgetall(source), layout.ts_field: stamp.SerializeToString()})
+    return feast
+
+
+@pytest.fixture(scope="module")
+def tracking(stack_env, feast):
+    """Registered model of the test's own with two XGBoost versions trained on the online rows; champion v1."""
+    import mlflow
+    from mlflow.models import infer_signature
+    from xgboost import XGBRegressor
+
+    from movie_assets.resources.online_writer import read_latest
+
+    name = f"test_serve_{uuid.uuid4().hex[:8]}"
+    tracking = MlflowTracking(tracking_uri=stack_env["MLFLOW_TRACKING_URI"], experiment=name, registered_model=name)
+    tracking.activate()
+    store = feast.store()
+    frame = read_latest(store, store.get_feature_view("movie_features"), ONLINE)[FEATURE_NAMES]
+    for depth, target in ((1, frame["runtime"] / 10), (3, 10 - frame["log_budget"] / 5)):
+        model = XGBRegressor(n_estimators=20, max_depth=depth, n_jobs=1).fit(frame, target)
+        with mlflow.start_run():
+            signature = infer_signature(frame, model.predict(frame))
+            mlflow.xgboost.log_model(model, name="model", signature=signature, registered_model_name=name)
+    tracking.promote("1")
+    yield tracking
+    client = tracking.client()
+    client.delete_registered_model(name)
+    client.delete_experiment(client.get_experiment_by_name(name).experiment_id)
+
+
+@pytest.fixture(scope="module")
+def server(stack_env, feast, tracking, tmp_path_factory):
+    """`movie-platform serve` on a free loopback port, in front of the test's project and model."""
+    port = free_ports(1)[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(STACK_VARS)}
+    env.update({k: v for k, v in stack_env.items() if not k.startswith("FEAST_")})
+    env.update(
+        MOVIE_FEAST_PROJECT=feast.project,
+        MOVIE_STORAGE_URL=feast.storage_url,
+        MOVIE_MODEL_NAME=tracking.registered_model,
+        MOVIE_SERVE_POLL_SECONDS=str(POLL_SECONDS),
+    )
+    log_file = tmp_path_factory.mktemp("serve-log") / "serve.log"
+    with log_file.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "movie_platform.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: proc.poll() is not None or requests.get(f"{url}/health", timeout=2).ok, 90, "serve", log_file)
+        assert proc.poll() is None, log_file.read_text()
+        yield url, proc, log_file
+    finally:
+        stop_process_group(proc, 15)
+
+
+def predict(url: str, ids: list) -> requests.Response:
+    return requests.post(f"{url}/predict", json={"movie_ids": ids}, timeout=10)
+
+
+def own_scores(tracking, feast, version: str, ids: list[int]) -> dict[int, float]:
+    """What the version's own model (MLflow's flavor, sklearn `predict`) says for the online rows."""
+    from movie_assets.resources.online_writer import read_latest
+
+    store = feast.store()
+    frame = read_latest(store, store.get_feature_view("movie_features"), ids)[FEATURE_NAMES]
+    return dict(zip(ids, tracking.load_xgboost(version).predict(frame).tolist(), strict=True))
+
+
+def scores_of(response: requests.Response) -> dict[int, float]:
+    return {p["movie_id"]: p["vote_average"] for p in response.json()["predictions"]}
+
+
+def test_features_are_the_online_stores_and_health_names_the_model(server, feast, tracking):
+    from movie_assets.resources.online_writer import read_latest
+
+    url, _, _ = server
+    response = requests.get(f"{url}/features", params={"movie_id": [3, 1, 3, 7]}, timeout=10)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    store = feast.store()
+    expected = read_latest(store, store.get_feature_view("movie_features"), [3, 1, 7])
+    assert body["feature_service"] == "movie_rating_v1"
+    assert [m["movie_id"] for m in body["movies"]] == [3, 1, 7], "each id once, in the asked order"
+    for movie in body["movies"]:
+        assert movie["features"] == expected.loc[movie["movie_id"]].to_dict()
+    assert body["not_online"] == [] and body["stale"] == []
+
+    health = requests.get(f"{url}/health", timeout=10)
+    assert health.status_code == 200, health.text
+    state = health.json()
+    assert state["redis"]["ok"] and state["registry"]["ok"]
+    assert state["model"] == {"name": tracking.registered_model, "version": "1", "alias": "champion"}
+
+
+def test_predictions_are_the_champions_own(server, feast, tracking):
+    url, _, _ = server
+    response = predict(url, [1, 2, 5])
+    assert response.status_code == 200, response.text
+    version = response.json()["model"]["version"]
+    assert version == tracking.champion().version
+    assert scores_of(response) == pytest.approx(own_scores(tracking, feast, version, [1, 2, 5]), abs=1e-6)
+
+
+def test_unknown_stale_and_bad_requests_are_named(server, feast):
+    url, _, _ = server
+    unknown = requests.get(f"{url}/features", params={"movie_id": [UNKNOWN]}, timeout=10)
+    assert unknown.status_code == 404 and unknown.json()["not_online"] == [UNKNOWN]
+    assert str(UNKNOWN) in unknown.json()["error"]
+
+    since = (STALE_EVENT + dt.timedelta(days=90)).strftime("%Y-%m-%dT%H:%M:%S")
+    stale = predict(url, [STALE])
+    assert stale.status_code == 404, stale.text
+    ((entry,),) = [stale.json()["stale"]]
+    assert entry["movie_id"] == STALE and entry["stale_since"].startswith(since), entry
+    assert f"{STALE} since {since}" in stale.json()["error"]
+
+    mixed = predict(url, [2, UNKNOWN, STALE])
+    assert mixed.status_code == 200, mixed.text
+    assert list(scores_of(mixed)) == [2]
+    assert mixed.json()["not_online"] == [UNKNOWN] and [s["movie_id"] for s in mixed.json()["stale"]] == [STALE]
+
+    for bad in (
+        requests.get(f"{url}/features", params={"movie_id": "abc"}, timeout=10),
+        requests.get(f"{url}/features", timeout=10),
+        requests.post(f"{url}/predict", data=b"{not json", timeout=10),
+        requests.post(f"{url}/predict", json={"ids": [1]}, timeout=10),
+        predict(url, [1, -5, 2.5, True]),
+        predict(url, list(range(1, 1002))),
+    ):
+        assert bad.status_code == 400, (bad.request.url, bad.text)
+        assert bad.json()["error"], bad.text
+    assert "-5" in predict(url, [1, -5]).json()["error"]
+
+
+def test_a_moved_champion_is_served_without_a_restart_and_never_mixed(server, feast, tracking):
+    url, proc, log_file = server
+    ids = ONLINE[:8]
+    expected = {version: own_scores(tracking, feast, version, ids) for version in ("1", "2")}
+    assert expected["1"] != pytest.approx(expected["2"]), "the two versions must score differently"
+    tracking.promote("1")
+    wait_for(lambda: predict(url, ids).json()["model"]["version"] == "1", 10, "v1 served", log_file)
+
+    # Clients keep asking while the alias moves: each answer is one version's scores, labelled with it.
+    answers: list[dict] = []
+    stop = threading.Event()
+
+    def ask() -> None:
+        while not stop.is_set():
+            answers.append(predict(url, ids).json())
+
+    askers = [threading.Thread(target=ask) for _ in range(4)]
+    for asker in askers:
+        asker.start()
+    moved = time.monotonic()
+    tracking.promote("2")
+    try:
+        wait_for(lambda: predict(url, ids).json()["model"]["version"] == "2", 10, "v2 served", log_file)
+        switched = time.monotonic() - moved
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for asker in askers:
+            asker.join()
+    assert proc.poll() is None, "the server restarted"
+    assert switched < POLL_SECONDS + 5, f"v2 served {switched:.1f} s after the alias moved"
+    versions = [answer["model"]["version"] for answer in answers]
+    assert "1" in versions and "2" in versions, "the clients saw both versions"
+    for answer in answers:
+        got = {p["movie_id"]: p["vote_average"] for p in answer["predictions"]}
+        assert got == pytest.approx(expected[answer["model"]["version"]], abs=1e-6), answer["model"]
+    assert "serving " + tracking.registered_model + " v2" in log_file.read_text()
+
+    # The alias removed: 503 naming what to materialize, health says so; back as soon as it returns.
+    tracking.client().delete_registered_model_alias(tracking.registered_model, "champion")
+    wait_for(lambda: predict(url, ids).status_code == 503, 10, "503 without a champion", log_file)
+    message = predict(url, ids).json()["error"]
+    assert "movie_rating_model" in message and tracking.registered_model in message, message
+    health = requests.get(f"{url}/health", timeout=10)
+    assert health.status_code == 503 and health.json()["model"] is None
+    tracking.promote("1")
+    wait_for(lambda: predict(url, ids).status_code == 200, 10, "v1 served again", log_file)
