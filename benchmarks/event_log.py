@@ -21,31 +21,18 @@ import uuid
 from pathlib import Path
 
 import dagster as dg
+from backfill_overhead import resources
 from dagster_shared.serdes import serialize_value
 from harness import MIN_ROUNDS, Samples, add_goals_argument, goal_from, record_goals
 
 from movie_assets.assets.ingest import movies_raw
 from movie_assets.assets.prepare import eda_stats, movies_clean
 from movie_assets.partitions import RANGE_END_TAG, RANGE_START_TAG
-from movie_assets.resources.object_store import ObjectStore, ObjectStoreIOManager
-from movie_assets.resources.postgres import PostgresDatabase, PostgresIOManager
-from movie_assets.resources.tmdb_sample import TmdbSampleSource, sample_months
+from movie_assets.resources.tmdb_sample import sample_months
 from movie_platform.local_stack import Stack
 
 MB = 1_000_000
 REPORT_KEYS = ("summary", "plots")  # the report metadata, once per run
-
-
-def resources(db_url: str, schema: str, folder: Path) -> dict:
-    database = PostgresDatabase(url=db_url, db_schema=schema)
-    store = ObjectStore(storage_url=folder.as_uri())
-    return {
-        "tmdb": TmdbSampleSource(),
-        "database": database,
-        "postgres_io_manager": PostgresIOManager(database=database),
-        "object_store": store,
-        "object_store_io_manager": ObjectStoreIOManager(store=store),
-    }
 
 
 def eda_run(res: dict, tags: dict, instance: dg.DagsterInstance) -> dict:

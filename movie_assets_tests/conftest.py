@@ -68,25 +68,10 @@ def wait_for(condition, timeout: float, what: str, log_file: Path | None = None,
 
 
 def stop_process_group(proc: subprocess.Popen, sig: int, timeout: float = 30) -> None:
-    """Stop a process group the test started itself (start_new_session=True): `sig`, then SIGKILL.
+    """Stop a process group the test started itself (start_new_session=True): `sig`, then SIGKILL."""
+    from movie_platform.browser import stop_process_group as stop
 
-    The leader is waited for without being reaped, so its pid (the group's id) cannot be reused
-    while the stragglers (a daemon's code server ignores SIGTERM) get the SIGKILL.
-    """
-    import signal
-    import time
-
-    if proc.returncode is not None:
-        return
-    os.killpg(proc.pid, sig)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
-        time.sleep(0.2)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
+    stop(proc, sig, timeout)
 
 
 @pytest.fixture(scope="session")

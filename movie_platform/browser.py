@@ -82,7 +82,14 @@ def start_dagster_ui(
 
 
 def stop_ui(proc: subprocess.Popen, timeout: float = 30) -> None:
-    """SIGTERM to the UI's process group, SIGKILL to whatever is left after `timeout` (we started them all).
+    """SIGTERM to the UI's process group, SIGKILL to whatever is left after `timeout` (we started them all)."""
+    import signal
+
+    stop_process_group(proc, signal.SIGTERM, timeout)
+
+
+def stop_process_group(proc: subprocess.Popen, sig: int, timeout: float = 30) -> None:
+    """`sig` to a process group we started (start_new_session=True), SIGKILL to what is left after `timeout`.
 
     The leader is waited for without being reaped, so its pid (the group's id) cannot be reused
     before the stragglers (a code server that ignores SIGTERM) get the SIGKILL.
@@ -91,7 +98,7 @@ def stop_ui(proc: subprocess.Popen, timeout: float = 30) -> None:
 
     if proc.returncode is not None:
         return
-    os.killpg(proc.pid, signal.SIGTERM)
+    os.killpg(proc.pid, sig)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
         time.sleep(0.2)
