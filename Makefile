@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 CHROMIUM := $(VENV)/.chromium
 
-.PHONY: install lint demo test dev lab airflow down status doctor clean bench ui-screenshots
+.PHONY: install lint demo test dev lab serve airflow down status doctor clean bench ui-screenshots
 
 $(INSTALLED): setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ dev: install
 ## make lab: embedded stack + JupyterLab on notebooks/ at http://127.0.0.1:18888 (MOVIE_LAB_PORT), in the background; prints the URL with its token
 lab: install
 	$(BIN)/movie-platform lab
+
+## make serve: embedded stack + features and champion scores over HTTP on http://127.0.0.1:18000 (MOVIE_SERVE_PORT), foreground; after `make demo`
+serve: install
+	$(BIN)/movie-platform up >/dev/null && $(BIN)/movie-platform serve
 
 ## make airflow: Airflow 2.11 (webserver + scheduler, own .venv-airflow) on http://127.0.0.1:18080; `make dev` then bridges to it
 airflow: install
