@@ -69,6 +69,7 @@ BENCH_STAMP := $(shell date -u +%Y%m%dT%H%M%SZ)
 GOALS ?= .movie_platform/bench/goals-$(BENCH_STAMP).jsonl
 bench: install
 	$(BIN)/movie-platform up
+	$(BIN)/movie-platform demo  # serving.py needs the demo's online features and a champion
 	mkdir -p $(dir $(GOALS)) && rm -f $(GOALS)
 	$(BIN)/python benchmarks/postgres_io.py --goals $(GOALS)
 	$(BIN)/python benchmarks/object_store.py --goals $(GOALS)
