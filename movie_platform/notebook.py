@@ -15,7 +15,7 @@ import warnings
 
 import pandas as pd
 
-from movie_assets.domain.training import ignore_dask_downcasting
+from movie_assets.domain.point_in_time import ignore_dask_downcasting
 from movie_assets.settings import Settings
 from movie_platform.local_stack import Stack
 

@@ -12,12 +12,12 @@ import pandas as pd
 from pydantic import Field
 
 from movie_assets.domain.feature_engineering import FEATURE_NAMES
+from movie_assets.domain.point_in_time import historical_features
 from movie_assets.domain.training import (
     TARGET,
     LinearComparison,
     baselines,
     features_of,
-    historical_features,
     importance_plot,
     labelled_movies,
     metrics,

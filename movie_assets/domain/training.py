@@ -6,7 +6,6 @@ Plain functions over DataFrames; the asset in `assets/training.py` adds MLflow a
 from __future__ import annotations
 
 import datetime as dt
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +17,7 @@ from sklearn.preprocessing import StandardScaler
 
 from movie_assets.domain.feature_engineering import FEATURE_NAMES
 from movie_assets.domain.plots import render_png
+from movie_assets.domain.point_in_time import historical_features
 
 TARGET = "vote_average"
 
@@ -40,28 +40,6 @@ def labelled_movies(clean: pd.DataFrame, min_votes: int) -> pd.DataFrame:
             TARGET: pd.to_numeric(rated[TARGET]).astype("float64").to_numpy(),
         }
     )
-
-
-def ignore_dask_downcasting() -> None:
-    """Filter the FutureWarning dask raises once per Feast point-in-time join (it bfills an object column).
-
-    The libraries' business, nothing we can pass differently; filtered by category, message and module only.
-    """
-    warnings.filterwarnings(
-        "ignore",
-        message="Downcasting object dtype arrays on .fillna",
-        category=FutureWarning,
-        module=r"dask\.dataframe\.dask_expr\._shuffle",
-    )
-
-
-def historical_features(store, entity_df: pd.DataFrame, feature_service: str) -> pd.DataFrame:
-    """Feast's point-in-time join of `entity_df` with the feature service, without dask's downcasting warning."""
-    with warnings.catch_warnings():
-        ignore_dask_downcasting()
-        return store.get_historical_features(
-            entity_df=entity_df, features=store.get_feature_service(feature_service)
-        ).to_df()
 
 
 def training_set(store, labels: pd.DataFrame, feature_service: str, as_of: dt.datetime) -> pd.DataFrame:

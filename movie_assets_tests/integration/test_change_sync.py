@@ -24,7 +24,7 @@ from movie_assets.assets.features import feast_definitions, movie_features, onli
 from movie_assets.assets.ingest import movies_raw
 from movie_assets.assets.prepare import movies_clean
 from movie_assets.assets.training import PREDICTION_COLUMNS
-from movie_assets.domain.training import historical_features
+from movie_assets.domain.point_in_time import historical_features
 from movie_assets.jobs.sync_tmdb_changes import CURSOR_NAME, CURSOR_TABLE, FETCHED_TABLE, sync_tmdb_changes
 from movie_assets.object_layout import FEATURES_OBJECT_PATH
 from movie_assets.resources.online_writer import FeastRedisLayout
