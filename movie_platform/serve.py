@@ -36,6 +36,7 @@ from movie_assets.resources.serving import (
     NoChampionError,
     ServedModel,
     champion_version,
+    positions_of,
     served_model,
 )
 from movie_assets.settings import redact_text, redact_url
@@ -109,13 +110,12 @@ class OnlineFeatures:
         self.reader = OnlineReader(store, view)
         self.columns: list[str] = self.reader.columns
         self.names = [f.name for p in service.feature_view_projections if p.name == FEATURE_VIEW for f in p.features]
-        positions = [self.columns.index(name) for name in self.names]
-        self.positions = None if positions == list(range(len(self.columns))) else np.array(positions)
+        self.positions = positions_of(self.names, self.columns)
         self.ttl = view.ttl if view.ttl and view.ttl.total_seconds() > 0 else None
         self.redis_url = redact_url(feast.redis_url)
 
     def read(self, ids: list[int]) -> Read:
-        values = self.reader.read(ids).to_numpy()
+        values = self.reader.read_values(ids)
         absent = np.isnan(values).all(axis=1)
         if not absent.any():
             return Read(ids, values, [], [])

@@ -111,6 +111,11 @@ def served_model(tracking: MlflowTracking, version: str, online_columns: list[st
         raise ValueError(
             f"{tracking.registered_model} v{version} needs features the online store does not serve: {missing}"
         )
-    positions = np.array([online_columns.index(name) for name in names])
-    identity = len(names) == len(online_columns) and bool((positions == np.arange(len(names))).all())
-    return ServedModel(tracking.registered_model, version, booster, None if identity else positions)
+    return ServedModel(tracking.registered_model, version, booster, positions_of(names, online_columns))
+
+
+def positions_of(names: list[str], columns: list[str]) -> np.ndarray | None:
+    """Where `names` sit among `columns`, to pick them from a row array; None when they are `columns` as is."""
+    if names == columns:
+        return None
+    return np.array([columns.index(name) for name in names])
