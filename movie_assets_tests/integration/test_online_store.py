@@ -229,3 +229,45 @@ def test_the_multi_process_writer_forks_inside_a_dagster_step_and_online_equals_
     online = OnlineReader(store, store.get_feature_view("movie_features")).read(rows["movie_id"].tolist())
     offline = rows.set_index("movie_id")[online.columns].astype("float64")
     pd.testing.assert_frame_equal(online, offline, check_names=False)
+
+
+def test_pull_latest_picks_the_rows_feasts_own_offline_store_pulls(stack_env, object_store):
+    """Arrow pull vs Feast's dask pull on the same Parquet: the newest event time per movie, both window ends in;
+    on equal event times the later `created` wins (Feast's documented rule; its dask sort is not stable there)."""
+    from movie_assets.resources.online_materialize import pull_latest
+
+    ids = np.arange(1, 61)
+    days = [NOW - pd.Timedelta(days=d) for d in (30, 20, 10)]
+    rows = pd.concat([feature_rows(ids, day).assign(runtime=float(k)) for k, day in enumerate(days)])
+    write_offline(object_store, "2024-01-01", rows[rows["movie_id"] % 2 == 0])
+    write_offline(object_store, "2024-02-01", rows[rows["movie_id"] % 2 == 1])
+    feast = applied(stack_env, object_store)
+    store = feast.store()
+    view = store.get_feature_view("movie_features")
+    source = view.batch_source
+
+    def ordered(table: pa.Table) -> pd.DataFrame:
+        frame = table.to_pandas()
+        return frame[sorted(frame.columns)].sort_values("movie_id").reset_index(drop=True)
+
+    second_window = (days[0].to_pydatetime(), days[1].to_pydatetime())
+    for start, end in [WINDOW, second_window]:
+        theirs = store.provider.offline_store.pull_latest_from_table_or_query(
+            config=store.config,
+            data_source=source,
+            join_key_columns=["movie_id"],
+            feature_name_columns=[feature.name for feature in view.features],
+            timestamp_field=source.timestamp_field,
+            created_timestamp_column=source.created_timestamp_column,
+            start_date=start,
+            end_date=end,
+        ).to_arrow()
+        ours = pull_latest(feast, view, start, end)
+        assert ours.num_rows == len(ids)
+        pd.testing.assert_frame_equal(ordered(ours), ordered(theirs), check_dtype=False)
+    assert set(ordered(ours)["runtime"]) == {1.0}  # the window's end (day 20) is in, day 10 is not
+
+    recreated = feature_rows(ids[::3], days[1]).assign(runtime=9.0, created=days[1] + pd.Timedelta(seconds=5))
+    write_offline(object_store, "2024-03-01", recreated)
+    latest = ordered(pull_latest(feast, view, *second_window))
+    assert (latest["runtime"] == np.where(latest["movie_id"] % 3 == 1, 9.0, 1.0)).all()
