@@ -119,7 +119,13 @@ class RawHttp:
     async def send(self, request: bytes) -> None:
         reader, writer = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
         writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):  # idle past the server's keep-alive: reconnect once
+            writer.close()
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
         length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
         body = await reader.readexactly(length)
         if head[9:12] != b"200":
@@ -127,8 +133,10 @@ class RawHttp:
         self.idle.append((reader, writer))
 
     def close(self) -> None:
+        """Drop the pooled connections (a run after a pause would first meet ones the server closed)."""
         for _, writer in self.idle:
             writer.close()
+        self.idle.clear()
 
 
 async def open_loop(send: Callable[[int], Awaitable[None]], rate: float, seconds: float) -> Run:
@@ -137,7 +145,6 @@ async def open_loop(send: Callable[[int], Awaitable[None]], rate: float, seconds
     The collector is frozen for the run (it would pause the client, not the server, and be charged to it).
     """
     run, total = Run(), int(rate * seconds)
-    start = time.perf_counter() + 0.05
     in_flight = asyncio.Semaphore(CONCURRENCY * 2)
 
     async def one(i: int, scheduled: float) -> None:
@@ -147,6 +154,7 @@ async def open_loop(send: Callable[[int], Awaitable[None]], rate: float, seconds
 
     gc.collect()
     gc.disable()
+    start = time.perf_counter() + 0.05  # after the collection, which takes a while in this client's heap
 
     tasks = []
     for i in range(total):
@@ -299,7 +307,9 @@ def measure(loop: asyncio.AbstractEventLoop, servers: Servers, ids: list[int], r
     for send in one.values():  # warm-up: the connections the run will reuse
         loop.run_until_complete(open_loop(send, OPEN_LOOP_RATE, 1.0))
     opened: dict[str, list[Run]] = {"serve /features": [], "serve /predict": []}
-    interleaved({name: open_run(loop, one[name], runs, servers.pid(name)) for name, runs in opened.items()}, rounds)
+    interleaved(
+        {name: open_run(loop, servers.raw, one[name], runs, servers.pid(name)) for name, runs in opened.items()}, rounds
+    )
     return {"closed": closed, "open": opened}
 
 
@@ -320,8 +330,12 @@ def closed_run(loop, send: Send, count: int, into: list[Run], server: int) -> Ca
     return timed(loop, lambda: closed_loop(send, count), server, into)
 
 
-def open_run(loop, send: Callable[[int], Awaitable[None]], into: list[Run], server: int) -> Callable[[], None]:
-    return timed(loop, lambda: open_loop(send, OPEN_LOOP_RATE, OPEN_LOOP_SECONDS), server, into)
+def open_run(loop, raw: RawHttp, send: Callable[[int], Awaitable[None]], into: list[Run], server: int):
+    def run() -> Awaitable[Run]:
+        raw.close()
+        return open_loop(send, OPEN_LOOP_RATE, OPEN_LOOP_SECONDS)
+
+    return timed(loop, run, server, into)
 
 
 def samples(runs: list[Run], figure: Callable[[Run], float]) -> Samples:
