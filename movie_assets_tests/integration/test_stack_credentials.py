@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 from urllib.parse import quote, unquote, urlsplit
 
@@ -167,3 +168,27 @@ def test_passwords_with_url_special_characters_work_from_crawl_to_online_read(
         sdk.set_index("movie_id").loc[ids[:20], columns].to_numpy(float),
         equal_nan=True,
     )
+
+
+def test_doctor_says_which_credentials_are_refused_without_quoting_them(stack_env):
+    from movie_assets_tests.conftest import movie_platform_cli
+
+    wrong = "Wr0ng:p@ss/%,"
+    env = {
+        **os.environ,
+        **stack_env,
+        "MOVIE_DB_URL": _with_password(stack_env["MOVIE_DB_URL"], wrong),
+        "MOVIE_REDIS_URL": _with_password(stack_env["MOVIE_REDIS_URL"], wrong),
+    }
+    result = movie_platform_cli("doctor", env=env, timeout=120)
+    lines = {line.split()[1]: line for line in result.stdout.splitlines() if len(line.split()) > 1}
+    assert result.returncode == 1, result.stdout + result.stderr
+    for service, var in (("postgres", "MOVIE_DB_URL"), ("redis", "MOVIE_REDIS_URL")):
+        assert lines[service].startswith("FAIL") and f"refuses the credentials in {var}" in lines[service], lines
+    output = result.stdout + result.stderr
+    assert wrong not in output and quote(wrong, safe="") not in output
+
+
+def _with_password(url: str, password: str) -> str:
+    parts = urlsplit(url)
+    return url.replace(f":{parts.password}@", f":{quote(password, safe='')}@")
