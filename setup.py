@@ -60,6 +60,8 @@ setup(
             "moto[server]>=5",  # an S3 API server on loopback
             "jupyterlab>=4",  # `movie-platform lab`: the notebooks' server
         ],
+        # The compose image (Dockerfile): MLflow's basic-auth app needs Flask-WTF (mlflow's own `auth` extra).
+        "compose": ["mlflow[auth]>=3,<4", "jupyterlab>=4"],
         # `make ui-screenshots` alone; `dev` has it too, for the browser test in `make test`.
         "ui": [PLAYWRIGHT],
         "dev": [

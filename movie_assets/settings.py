@@ -81,7 +81,7 @@ SECRET_NAME = re.compile(r"(?i)(secret|password|token|api_key|access_key)")
 
 def redact_text(text: str) -> str:
     """Hide credentials anywhere in free text (error messages quote URLs and DSNs)."""
-    text = re.sub(r"(//[^/\s:@]+:)[^@\s/]+@", r"\1***@", text)
+    text = re.sub(r"(//[^/\s:@]*:)[^@\s/]+@", r"\1***@", text)
     text = re.sub(r"(?i)(api_key|access_token|password|secret)=[^&\s]*", r"\1=***", text)
     return re.sub(r"(?i)(Bearer\s+)\S+", r"\1***", text)
 

@@ -60,6 +60,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rotate_secrets(args: argparse.Namespace) -> int:
+    """New PostgreSQL and Redis passwords for the running embedded stack (data kept)."""
+    env = Stack().rotate_secrets()
+    print("\n".join(f"{name}={redact_env_value(name, value)}" for name, value in sorted(env.items())))
+    print(
+        "\nRestart what runs with the old passwords (`make dev`, `movie-platform lab`, `make airflow`'s bridge)"
+        ' and run  eval "$(movie-platform env)"  again in your shells.'
+    )
+    return 0
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     env = Stack().env()
     if not env:
@@ -67,7 +78,8 @@ def cmd_env(args: argparse.Namespace) -> int:
         return 1
     env.update(airflow_runtime().env())
     for name, value in sorted(env.items()):
-        print(f"export {name}={shlex.quote(value)}")
+        shown = redact_env_value(name, value) if args.redacted else value
+        print(f"export {name}={shlex.quote(shown)}")
     return 0
 
 
@@ -265,7 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_airflow
     )
     sub.add_parser("status", help="list services, URLs and PIDs").set_defaults(func=cmd_status)
-    sub.add_parser("env", help="print export lines for the running stack").set_defaults(func=cmd_env)
+    env = sub.add_parser("env", help="print export lines for the running stack")
+    env.add_argument("--redacted", action="store_true", help="passwords and tokens as *** (to share or paste)")
+    env.set_defaults(func=cmd_env)
+    sub.add_parser(
+        "rotate-secrets", help="new passwords for the embedded PostgreSQL and Redis (restarts Redis and MLflow)"
+    ).set_defaults(func=cmd_rotate_secrets)
     sub.add_parser("doctor", help="check every configured service").set_defaults(func=cmd_doctor)
     demo = sub.add_parser("demo", help="materialize the whole asset graph on the sample partitions")
     demo.add_argument("--verbose", action="store_true", help="Dagster's event stream on the console too")

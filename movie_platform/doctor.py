@@ -55,7 +55,13 @@ def check_redis(settings: Settings) -> str:
     import redis
 
     url = configured(settings.redis_url, "MOVIE_REDIS_URL")
-    client = redis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # No retries: redis-py would retry a refused password with backoff for ~6 s before saying so.
+    client = redis.Redis.from_url(
+        url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S, retry=Retry(NoBackoff(), 0)
+    )
     # redis-py annotates sync and async replies alike (Awaitable | Any); the sync client returns a dict.
     version = client.info("server")["redis_version"]  # type: ignore[index]
     return f"Redis {version} at {redact_url(url)}"
@@ -92,6 +98,17 @@ CHECKS: dict[str, tuple[str, Callable[[Settings], str], str]] = {
     ),
     "mlflow": ("MLFLOW_TRACKING_URI", check_mlflow, "start it with `movie-platform up` or fix MLFLOW_TRACKING_URI"),
 }
+# What PostgreSQL and Redis say to a missing or wrong password (libpq's and Redis' own wording).
+AUTH_FAILURES = (
+    "password authentication failed",
+    "no password supplied",
+    "Authentication required",
+    "invalid username",
+)
+CREDENTIALS_REMEDY = (
+    'run `eval "$(movie-platform env)"` again (the embedded stack\'s passwords are in .movie_platform/secrets.json; '
+    "`movie-platform rotate-secrets` changes them), or fix the password in {var}"
+)
 SETTING_OF = {
     "postgres": "db_url",
     "redis": "redis_url",
@@ -112,13 +129,12 @@ def run_checks(settings: Settings, stack: Stack | None = None) -> list[CheckResu
             results.append(CheckResult(service, True, check(settings)))
         except Exception as exc:  # noqa: BLE001 - every failure becomes one readable line
             reason = redact_text(_first_line(exc))
-            results.append(
-                CheckResult(
-                    service,
-                    False,
-                    f"unreachable at {redact_url(getattr(settings, SETTING_OF[service]))}: {reason} -> {remedy}",
-                )
-            )
+            where = redact_url(getattr(settings, SETTING_OF[service]))
+            if any(sign in reason for sign in AUTH_FAILURES):
+                line = f"refuses the credentials in {var} at {where}: {reason} -> {CREDENTIALS_REMEDY.format(var=var)}"
+            else:
+                line = f"unreachable at {where}: {reason} -> {remedy}"
+            results.append(CheckResult(service, False, line))
     results.append(check_tmdb(settings))
     results.append(check_dagster_runs(os.environ.get("DAGSTER_HOME") or stack.env().get("DAGSTER_HOME")))
     return results

