@@ -35,6 +35,7 @@ from movie_platform.local_stack import (
     state_lock,
     tail,
 )
+from movie_platform.stack_secrets import write_private
 
 AIRFLOW_VENV = REPO_ROOT / ".venv-airflow"
 AIRFLOW_REQUIREMENTS = REPO_ROOT / "airflow" / "requirements.txt"
@@ -227,9 +228,7 @@ class AirflowRuntime:
             "secret_key": stored.get("secret_key") or secrets.token_urlsafe(24),
         }
         if credentials != stored:
-            self.home.mkdir(parents=True, exist_ok=True)
-            path.touch(mode=0o600)
-            path.write_text(json.dumps(credentials))
+            write_private(path, json.dumps(credentials))  # owner-only from its first byte
         return credentials
 
     def _ensure_user(self, env: dict[str, str], credentials: dict[str, str]) -> None:

@@ -35,10 +35,14 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_redacted(env: dict[str, str]) -> None:
+    """NAME=value lines with passwords and tokens as ***: what a command set up, safe to paste."""
+    print("\n".join(f"{name}={redact_env_value(name, value)}" for name, value in sorted(env.items())))
+
+
 def cmd_airflow(args: argparse.Namespace) -> int:
     """Airflow webserver + scheduler (installs .venv-airflow on first use); `make dev` then bridges to it."""
-    env = airflow_runtime().up()
-    print("\n".join(f"{name}={redact_env_value(name, value)}" for name, value in sorted(env.items())))
+    print_redacted(airflow_runtime().up())
     print(
         "\nThe password is in .movie_platform/airflow/credentials.json. `make dev` now loads the Airflow bridge;"
         "\nunpause movie_pipeline_monthly in the Airflow UI to let it schedule."
@@ -62,8 +66,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_rotate_secrets(args: argparse.Namespace) -> int:
     """New PostgreSQL and Redis passwords for the running embedded stack (data kept)."""
-    env = Stack().rotate_secrets()
-    print("\n".join(f"{name}={redact_env_value(name, value)}" for name, value in sorted(env.items())))
+    print_redacted(Stack().rotate_secrets())
     print(
         "\nRestart what runs with the old passwords (`make dev`, `movie-platform lab`, `make airflow`'s bridge)"
         ' and run  eval "$(movie-platform env)"  again in your shells.'

@@ -24,6 +24,7 @@ from movie_platform.local_stack import (
     spawn,
     state_lock,
 )
+from movie_platform.stack_secrets import write_private
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
@@ -36,10 +37,7 @@ def lab_token(stack: Stack) -> str:
     """The server's token: read from `lab_token`, created (mode 0600) on first use."""
     path = token_file(stack)
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_urlsafe(32))
+        write_private(path, secrets.token_urlsafe(32))
     path.chmod(0o600)
     return path.read_text().strip()
 

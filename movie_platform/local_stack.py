@@ -131,13 +131,8 @@ class Stack:
         return json.loads(self.state_file.read_text())
 
     def save(self, state: dict) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
         # It holds the env the stack hands out, credentials included: owner-only.
-        tmp.touch(mode=0o600)
-        tmp.chmod(0o600)
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-        tmp.replace(self.state_file)
+        stack_secrets.write_private(self.state_file, json.dumps(state, indent=2, sort_keys=True))
 
     def env(self) -> dict[str, str]:
         """The variables a shell needs to use the running stack (empty when it is down)."""
