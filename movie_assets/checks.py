@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from psycopg import sql
 
+from movie_assets.domain import clock
 from movie_assets.domain.feature_engineering import FEATURE_NAMES
 from movie_assets.object_layout import FEATURES_PREFIX
 from movie_assets.partitions import add_months, partition_window, release_month_partitions
@@ -257,7 +258,7 @@ def online_keys_match_offline(feast: FeastStore, object_store: ObjectStore, now:
 )
 def online_keys_match_offline_check(feast: FeastStore, object_store: ObjectStore) -> dg.AssetCheckResult:
     """From the Checks tab at any time (a sync may drop movies between materializations)."""
-    return online_keys_match_offline(feast, object_store, dt.datetime.now(dt.timezone.utc))
+    return online_keys_match_offline(feast, object_store, clock.now())
 
 
 # ---- as Dagster checks, one per release-month window ----------------------------------
@@ -279,7 +280,7 @@ def monthly_check(asset: str, name: str, description: str, evaluate, blocking: b
 
 
 def today() -> dt.date:
-    return dt.datetime.now(dt.timezone.utc).date()
+    return clock.today()
 
 
 STORAGE_CHECKS = [

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from movie_assets.domain import clock
 from movie_assets.domain.movie_records import movie_id_of
 from movie_assets.feature_definitions import FEATURE_SERVICE
 from movie_assets.resources.feast import FeastStore
@@ -134,7 +135,7 @@ class OnlineFeatures:
             for key in layout.keys(np.asarray(ids, dtype="int64")):
                 pipe.hget(key, layout.ts_field)
             stamps = pipe.execute()
-        now = dt.datetime.now(dt.timezone.utc)
+        now = clock.now()
         not_online, stale, null_rows = [], [], []
         for movie_id, raw in zip(ids, stamps, strict=True):
             if raw is None:

@@ -12,6 +12,7 @@ from psycopg import sql
 from pydantic import Field
 
 from movie_assets.checks import latest_offline, online_coverage, read_offline
+from movie_assets.domain import clock
 from movie_assets.domain.feature_engineering import FEATURE_NAMES, FEATURE_TABLE_COLUMNS, build_features
 from movie_assets.feature_definitions import FEATURE_SERVICE, definitions_version
 from movie_assets.object_layout import FEATURES_HISTORY_PATH, FEATURES_OBJECT_PATH
@@ -101,7 +102,7 @@ def movie_features(
     and in `features_history`, so point-in-time joins see the value of their time.
     """
     window = partition_window(context)
-    event_time = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    event_time = clock.now().replace(microsecond=0)
     features = build_features(movies_clean, event_time)
     release = pd.to_datetime(movies_clean["release_month"])
     months = release.dt.strftime("%Y-%m-01").to_numpy() if len(movies_clean) else np.array([])
@@ -180,7 +181,7 @@ def online_features(
     # Reach back a little: a movie_features run stamps its rows when it starts and lands them when
     # it ends, so rows can arrive behind the last recorded end. Newer-wins makes re-writes no-ops.
     start = (view.most_recent_end_time - OVERLAP) if view.most_recent_end_time else FIRST_MATERIALIZATION_START
-    end = dt.datetime.now(dt.timezone.utc)
+    end = clock.now()
     offline = read_offline(object_store, columns=OFFLINE_KEYS)
     new_rows = (
         int(((offline["event_timestamp"] >= start) & (offline["event_timestamp"] < end)).sum()) if len(offline) else 0
@@ -253,7 +254,7 @@ def online_vs_offline(
     Feast SDK, as a serving client would, among movies whose row is within the view's TTL
     (older ones are not served).
     """
-    now = dt.datetime.now(dt.timezone.utc)
+    now = clock.now()
     reader = OnlineReader(store, store.get_feature_view("movie_features"))
     coverage = online_coverage(reader, latest, now)
     ttl = reader.layout.view.ttl

@@ -1,13 +1,13 @@
 """Ingestion: crawl TMDB per release month into PostgreSQL, and back the raw data up to the object store."""
 
 import collections
-import datetime as dt
 import gzip
 import time
 
 import dagster as dg
 import pandas as pd
 
+from movie_assets.domain import clock
 from movie_assets.domain.movie_records import RAW_COLUMNS, REJECT_COLUMNS, payload_json, to_frame, validate_month
 from movie_assets.domain.progress import Progress
 from movie_assets.object_layout import RAW_BACKUP_PATH
@@ -42,7 +42,7 @@ def movies_raw(context: dg.AssetExecutionContext, tmdb: TmdbSource):
     """
     window = partition_window(context)
     started = time.monotonic()
-    fetched_at = dt.datetime.now(dt.timezone.utc)
+    fetched_at = clock.now()
     rows, rejects, totals = [], [], CrawlStats()
     months = months_in(window)
     progress = Progress("release months crawled", len(months), context.log.info, every_s=0)

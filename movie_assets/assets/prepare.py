@@ -9,6 +9,7 @@ import dagster as dg
 import pandas as pd
 from psycopg import sql
 
+from movie_assets.domain import clock
 from movie_assets.domain.cleaning import CLEAN_COLUMNS, DROP_COLUMNS, GENRE_COLUMNS, clean_movies, genre_rows
 from movie_assets.domain.eda import EDA_COLUMNS, eda_stats_frame, report_plots, summary_markdown
 from movie_assets.domain.movie_records import RAW_COLUMNS
@@ -93,7 +94,7 @@ def eda_stats(
     window = partition_window(context)
     stats = eda_stats_frame(movies_clean)
     run_id = context.run.run_id
-    history = stats.assign(run_id=run_id, computed_at=dt.datetime.now(dt.timezone.utc))
+    history = stats.assign(run_id=run_id, computed_at=clock.now())
     with database.connect("recording EDA history") as conn:
         database.ensure_table(conn, "eda_stats_history", EDA_HISTORY_COLUMNS, "release_month")
         conn.execute(sql.SQL("delete from {} where run_id = %s").format(database.ident("eda_stats_history")), (run_id,))

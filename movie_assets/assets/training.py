@@ -11,6 +11,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from movie_assets.domain import clock
 from movie_assets.domain.feature_engineering import FEATURE_NAMES
 from movie_assets.domain.point_in_time import historical_features
 from movie_assets.domain.training import (
@@ -120,7 +121,7 @@ def movie_rating_model(
     import mlflow
     from mlflow.models import infer_signature
 
-    labels_as_of = dt.datetime.now(dt.timezone.utc)
+    labels_as_of = clock.now()
     as_of = config.feature_time(labels_as_of)
     labels = labelled_movies(movies_clean, config.min_votes)
     data = training_set(feast.store(), labels, FEATURE_SERVICE, as_of)
@@ -293,7 +294,7 @@ def movie_rating_predictions(
             "movie_rating_model first"
         )
     model = mlflow_tracking.load_xgboost(champion.version)
-    scored_at = dt.datetime.now(dt.timezone.utc)
+    scored_at = clock.now()
     store = feast.store()
     entity_df = pd.DataFrame(
         {"movie_id": movies_clean["movie_id"].astype("int64"), "event_timestamp": pd.Timestamp(scored_at)}

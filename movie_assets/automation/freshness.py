@@ -9,6 +9,7 @@ import datetime as dt
 
 import dagster as dg
 
+from movie_assets.domain import clock
 from movie_assets.partitions import release_month_partitions
 from movie_assets.resources.feast import FeastStore
 from movie_assets.settings import Settings
@@ -62,7 +63,7 @@ HOURLY: dg.AutomationCondition = dg.AutomationCondition.cron_tick_passed("0 * * 
 def online_store_fresh(feast: FeastStore) -> dg.AssetCheckResult:
     """Hourly (and from the Checks tab): what Redis serves is not older than online_features' policy."""
     view = feast.store().get_feature_view("movie_features")
-    return online_store_age(view.most_recent_end_time, dt.datetime.now(dt.timezone.utc))
+    return online_store_age(view.most_recent_end_time, clock.now())
 
 
 def current_months_age(last: dict[str, dt.datetime | None], now: dt.datetime) -> dg.AssetCheckResult:
@@ -102,4 +103,4 @@ def last_materialized(instance: dg.DagsterInstance, key: str, partition: str) ->
 def current_months_fresh(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     months = release_month_partitions.get_partition_keys()[-CURRENT_MONTHS:]
     last = {month: last_materialized(context.instance, "movies_raw", month) for month in months}
-    return current_months_age(last, dt.datetime.now(dt.timezone.utc))
+    return current_months_age(last, clock.now())

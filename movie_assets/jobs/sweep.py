@@ -1,12 +1,12 @@
 """A small hyperparameter sweep: one MLflow parent run, one child run per configuration."""
 
-import datetime as dt
 import itertools
 
 import dagster as dg
 import mlflow
 from pydantic import Field
 
+from movie_assets.domain import clock
 from movie_assets.domain.cleaning import CLEAN_COLUMNS
 from movie_assets.domain.training import (
     TARGET,
@@ -40,7 +40,7 @@ def sweep_movie_rating(
     mlflow_tracking: MlflowTracking,
 ) -> None:
     clean = database.read_rows("movies_clean", CLEAN_COLUMNS)
-    as_of = dt.datetime.now(dt.timezone.utc)
+    as_of = clock.now()
     data = training_set(feast.store(), labelled_movies(clean, config.min_votes), FEATURE_SERVICE, as_of)
     split = split_by_time(data, config.holdout_months)
     mlflow_tracking.activate()

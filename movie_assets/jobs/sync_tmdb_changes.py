@@ -15,6 +15,7 @@ import pandas as pd
 from psycopg import sql
 from pydantic import Field
 
+from movie_assets.domain import clock
 from movie_assets.domain.change_sync import COMPARED_COLUMNS, REMOVED_COLUMNS, ChangePlan, plan_changes
 from movie_assets.domain.movie_records import RAW_COLUMNS, REJECT_COLUMNS, to_frame
 from movie_assets.object_layout import FEATURES_OBJECT_PATH
@@ -116,7 +117,7 @@ def apply_tmdb_changes(
     feast: FeastStore,
 ) -> dg.Output:
     started = time.monotonic()
-    now = dt.datetime.now(dt.timezone.utc)
+    now = clock.now()
     today = now.date()
     first_day, origin = (
         (dt.date.fromisoformat(config.first_day), "config") if config.first_day else read_cursor(database, today)
@@ -209,7 +210,7 @@ def apply_plan(
                 (CURSOR_NAME, synced_through, plan.touched_months),
             )
             fetched = database.ident(FETCHED_TABLE)
-            day = (plan.fetched_at or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).date()
+            day = (plan.fetched_at or clock.now()).astimezone(dt.timezone.utc).date()
             conn.execute(
                 sql.SQL("delete from {} where day < %s or movie_id = any(%s)").format(fetched), (day, plan.fetched_ids)
             )

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import struct
-import time
 from functools import lru_cache
 
 import numpy as np
@@ -27,6 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from movie_assets.domain import clock
 from movie_assets.resources import feast_private
 from movie_assets.resources.feast_private import FeastLayoutError
 
@@ -240,7 +240,7 @@ def write_latest(store, view, table: pa.Table, key_ttl_seconds: int | None, now:
     connection = RawRedis(feast_private.redis_client(store.config.online_store))
     ids = table[layout.join_key].to_numpy()
     nanos = event_nanos(table, view)
-    now_ms = int((now.timestamp() if now else time.time()) * 1000)
+    now_ms = int((now or clock.now()).timestamp() * 1000)
     expire = expiry_ms(nanos, view, key_ttl_seconds, now_ms)
     written = 0
     for start in range(0, len(ids), WRITE_BATCH):
@@ -538,7 +538,7 @@ class OnlineReader:
             values = decode_values(pc.list_flatten(fields)).reshape(len(rows), width)
         ttl = self.layout.view.ttl
         if ttl and ttl.total_seconds() > 0 and len(rows):
-            oldest = int(((now or dt.datetime.now(dt.timezone.utc)) - ttl).timestamp() * 1_000_000_000)
+            oldest = int(((now or clock.now()) - ttl).timestamp() * 1_000_000_000)
             stale = np.array([row[-1] is not None and _stored_nanos(row[-1]) < oldest for row in rows])
             values[stale] = np.nan
         return values

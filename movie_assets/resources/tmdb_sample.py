@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field
 
+from movie_assets.domain import clock
 from movie_assets.domain.movie_records import TMDB_GENRES as GENRES
 from movie_assets.domain.sample_span import SAMPLE_MONTHS, SAMPLE_START
 from movie_assets.partitions import add_months, month_number, months_in
@@ -291,7 +292,7 @@ class TmdbSampleSource(TmdbSource):
         return Changes(ids, CrawlStats(windows=1))
 
     def movie_details(self, movie_ids: list[int], log: Callable[[str], None] = print) -> Details:
-        today = dt.datetime.now(dt.timezone.utc).date()
+        today = clock.today()
         movies = {i: movie_by_id(i, self.movies_per_month) for i in movie_ids}
         documents = {i: as_of(m, today).details if m else None for i, m in movies.items()}
         return Details(documents, CrawlStats(details_missing=sum(d is None for d in documents.values())))
