@@ -1,10 +1,16 @@
-"""When each asset runs by itself: declarative automation that works with mostly empty months.
+"""When each asset runs by itself: level-triggered conditions, built on Dagster's declarative automation.
 
-Dagster's `eager()` waits until no parent partition is missing and looks only at the
-latest month. Here most of the months since MOVIE_PARTITION_START are empty, a change
-sync touches old months, and `online_features` depends on all 444 of them, so eager
-never fires. These conditions keep eager's guards (nothing in progress, nothing asked
-twice) and drop the two that do not fit.
+A partition is out of date when one of its input partitions was materialized after its own
+stored value was computed (`staleness.InputsNewer`, which reads the event log as it is now).
+So the first tick after a sync run by hand, a daemon that was down for hours or a backfill
+from the CLI all lead to the same requests, and once every store is current nothing runs.
+Dagster's guards stay around it: nothing requested while it or an input is in progress or
+about to be requested, and a partition whose runs failed MOVIE_AUTOMATION_MAX_ATTEMPTS times
+since its newest input waits (the Automation page names the sub-condition that held it).
+
+Dagster's `eager()` would also wait until no parent partition is missing and look only at the
+latest month; most months since MOVIE_PARTITION_START are empty and a change sync touches old
+months, so those two clauses are left out.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import os
 
 import dagster as dg
 
+from movie_assets.automation.staleness import CodeVersionDiffers, FailedTooOften, InputsNewer, NotBuiltSinceCronTick
+
 AC = dg.AutomationCondition
 DEFAULT_TRAINING_CRON = "0 4 * * 1"  # Mondays 04:00 UTC; MOVIE_TRAINING_CRON overrides it
 SENSOR_NAME = "default_automation_condition_sensor"
@@ -20,62 +28,73 @@ DEFAULT_AUTOMATION_INTERVAL_S = 30
 UNPARTITIONED = dg.AssetSelection.assets("feast_definitions", "movie_rating_model")
 
 
-def since_own_request(trigger: dg.AutomationCondition) -> dg.AutomationCondition:
-    """`trigger` since this asset was last requested (or since the sensor's first tick).
-
-    Not since_last_handled(): the child's own materialization would count as handling a parent
-    update that landed while its run was past reading its input. And not a plain
-    since(newly_requested()): that reset is true on the tick after the request, the same tick
-    that sees a parent update landed after it, and Dagster lets the reset win.
-    """
-    return trigger.since(AC.initial_evaluation() | (AC.newly_requested() & ~trigger))
-
-
 def not_running() -> dg.AutomationCondition:
-    return (~AC.in_progress() & ~AC.any_deps_in_progress()).with_label("nothing_in_progress")
+    """Neither it nor an input is running, and no unpartitioned input is requested this tick.
+
+    A monthly input requested this tick is not a reason to wait: Dagster puts the month's
+    requests in one run, which materializes the input first.
+    """
+    monthly = dg.AssetSelection.all().materializable() - UNPARTITIONED
+    unpartitioned_inputs_requested = AC.any_deps_match(AC.will_be_requested()).ignore(monthly)
+    return (~AC.in_progress() & ~AC.any_deps_in_progress() & ~unpartitioned_inputs_requested).with_label(
+        "nothing_in_progress"
+    )
+
+
+def out_of_date() -> dg.AutomationCondition:
+    """Inputs newer than the stored value, and not given up on after repeated failures."""
+    return (InputsNewer() & ~FailedTooOften()).with_label("out_of_date")
 
 
 def follows_parent_months() -> dg.AutomationCondition:
-    """A month re-runs when its own parent month updated (or will this tick); months of missing parents wait.
+    """A month re-runs when its input months are newer than it, or are requested this tick (same run).
 
-    eager() minus `in_latest_time_window`: a sync that changes a 2023 movie re-runs 2023's month.
-    Its missing-parents clause stays: for a monthly child it asks only about the same month.
+    Months whose inputs are missing (and not requested) wait.
     """
-    return (since_own_request(AC.any_deps_updated()) & ~AC.any_deps_missing() & not_running()).with_label(
+    inputs_requested = AC.any_deps_match(AC.will_be_requested()).ignore(UNPARTITIONED)
+    return ((out_of_date() | inputs_requested) & ~AC.any_deps_missing() & not_running()).with_label(
         "follows_parent_months"
     )
 
 
 def after_new_parent_data() -> dg.AutomationCondition:
-    """An unpartitioned asset re-runs once its parents have new data, after they finished.
+    """An unpartitioned asset re-runs once any input month is newer than it (missing months do not block).
 
-    Without eager's missing clause (the 420 never-crawled months would block it forever), and
-    without counting parents that are only requested this tick: their run has not written yet.
+    It waits while an input month is requested this tick: that run has not written yet.
     """
-    updated = AC.any_deps_match(AC.newly_updated() & ~AC.executed_with_root_target())
-    # An unpartitioned parent (feast_definitions) must exist, not only be requested this tick (its run would
-    # race this one); missing months of a monthly parent do not block.
-    monthly = dg.AssetSelection.all().materializable() - UNPARTITIONED
-    unpartitioned_parent_missing = AC.any_deps_match(AC.missing()).ignore(monthly)
-    return (since_own_request(updated) & ~unpartitioned_parent_missing & not_running()).with_label(
+    return (out_of_date() & ~unpartitioned_parent_missing() & ~inputs_requested() & not_running()).with_label(
         "after_new_parent_data"
     )
 
 
+def inputs_requested() -> dg.AutomationCondition:
+    return AC.any_deps_match(AC.will_be_requested())
+
+
+def unpartitioned_parent_missing() -> dg.AutomationCondition:
+    """An unpartitioned input (feast_definitions) does not exist yet; missing months of a monthly one do not count."""
+    monthly = dg.AssetSelection.all().materializable() - UNPARTITIONED
+    return AC.any_deps_match(AC.missing()).ignore(monthly)
+
+
 def when_definitions_change() -> dg.AutomationCondition:
-    """`feast apply` when the Feast definitions' version (the asset's code version) changes, and the first time
-    feature rows land (before that there is nothing to serve)."""
-    # Annotated: Dagster types these operands per asset key, and since_last_handled() per asset or check key.
-    first_rows = AC.missing() & AC.any_deps_match(AC.newly_updated())
-    changed: dg.AutomationCondition = AC.code_version_changed() | first_rows
-    return (changed.since_last_handled() & ~AC.in_progress()).with_label("when_definitions_change")
+    """`feast apply` when the Feast definitions' version (the asset's code version) differs from the applied one,
+    and the first time feature rows exist (before that there is nothing to serve)."""
+    first_rows = AC.missing() & InputsNewer()
+    changed = CodeVersionDiffers() | first_rows
+    return (changed & ~AC.in_progress() & ~FailedTooOften()).with_label("when_definitions_change")
 
 
 def on_training_cron(cron: str | None = None) -> dg.AutomationCondition:
-    """Train on a cron tick, whatever the parents did (on_cron would wait for all 444 months to update)."""
+    """Train when the newest cron tick came after the newest model (or there is none), once the features exist.
+
+    Level-triggered like the rest: a tick missed while the daemon was down is caught up on its next evaluation.
+    """
     schedule = cron or os.environ.get("MOVIE_TRAINING_CRON") or DEFAULT_TRAINING_CRON
-    tick: dg.AutomationCondition = AC.cron_tick_passed(schedule)
-    return (tick.since_last_handled() & not_running()).with_label(f"on_training_cron({schedule})")
+    due = NotBuiltSinceCronTick(schedule) & ~FailedTooOften()
+    return (due & ~unpartitioned_parent_missing() & ~inputs_requested() & not_running()).with_label(
+        f"on_training_cron({schedule})"
+    )
 
 
 def conditions() -> dict[str, dg.AutomationCondition]:
@@ -99,6 +118,7 @@ def automation_sensor(environ=os.environ) -> dg.AutomationConditionSensorDefinit
     return dg.AutomationConditionSensorDefinition(
         SENSOR_NAME,
         target=dg.AssetSelection.all(),
+        use_user_code_server=True,  # the level-triggered operands are Python of ours (staleness.py)
         default_status=dg.DefaultSensorStatus.STOPPED if off else dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=automation_interval_s(environ),
         description="Evaluates every asset's automation condition (movie_assets/automation/conditions.py) "

@@ -25,12 +25,18 @@ from movie_assets.settings import Settings
 MONTHS = [m.isoformat() for m in sample_months()]  # 2023-01-01 .. 2024-12-01
 MONTHLY = ["movies_raw", "movies_raw_backup", "movies_clean", "eda_stats", "movie_features", "movie_rating_predictions"]
 SINGLE = ["feast_definitions", "online_features", "movie_rating_model"]
-NOW = dt.datetime(2026, 12, 2, 12, 0, tzinfo=dt.timezone.utc)  # a Wednesday
+# The order a first day materializes them in: each after its inputs.
+FIRST_DAY = [*MONTHLY[:-1], *SINGLE, MONTHLY[-1]]
+# Evaluations happen after the reports they read: the level-triggered cron compares stored times with ticks.
+NOW = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
 
 
 def report(instance: dg.DagsterInstance, key: str, partitions: list[str] | None = None) -> None:
+    """A materialization as a run of the current code leaves it (with the asset's code version)."""
+    version = defs.resolve_asset_graph().get(dg.AssetKey(key)).code_version
+    tags = {"dagster/code_version": version} if version else None
     for partition in partitions or [None]:
-        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=partition))
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=partition, tags=tags))
 
 
 def requested(result) -> dict[str, set]:
@@ -45,10 +51,8 @@ def requested(result) -> dict[str, set]:
 def settled():
     """The state after `make demo`: every asset materialized on the 24 sample months, one tick already evaluated."""
     instance = dg.DagsterInstance.ephemeral()
-    for key in MONTHLY:
-        report(instance, key, MONTHS)
-    for key in SINGLE:
-        report(instance, key)
+    for key in FIRST_DAY:
+        report(instance, key, MONTHS if key in MONTHLY else None)
     first = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=NOW)
     # Nothing happened since the data landed, so the next tick must ask for nothing.
     quiet = dg.evaluate_automation_conditions(
@@ -86,10 +90,41 @@ def test_this_module_holds_with_the_api_months_too():
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
 
 
+def run_requested(instance: dg.DagsterInstance, result) -> None:
+    """What the daemon's runs would leave: each requested partition materialized, inputs first."""
+    asked = requested(result)
+    for key in FIRST_DAY:
+        if key in asked:
+            report(instance, key, sorted(asked[key]) if key in MONTHLY else None)
+
+
+def converge(instance: dg.DagsterInstance, cursor, minutes: int = 2, most_ticks: int = 10) -> tuple[list[dict], object]:
+    """Tick and run what each tick asks for until a tick asks for nothing: the requests of each tick, in order."""
+    ticks = []
+    for number in range(most_ticks):
+        result = tick(instance, cursor, minutes=minutes + number)
+        cursor = result.cursor
+        if not requested(result):
+            return ticks, cursor
+        ticks.append(requested(result))
+        run_requested(instance, result)
+    raise AssertionError(f"still requesting after {most_ticks} ticks: {ticks[-3:]}")
+
+
+def asked_per_partition(ticks: list[dict]) -> dict[tuple[str, object], int]:
+    counts: dict[tuple[str, object], int] = {}
+    for asked in ticks:
+        for key, partitions in asked.items():
+            for partition in partitions:
+                counts[(key, partition)] = counts.get((key, partition), 0) + 1
+    return counts
+
+
 def test_one_updated_raw_month_reruns_that_month_downstream_and_nothing_else(settled):
     instance, cursor = settled
     report(instance, "movies_raw", ["2024-03-01"])
     result = tick(instance, cursor)
+    # One run for the month: Dagster puts a month's requests of one tick in one run, inputs first.
     assert requested(result) == {
         "movies_raw_backup": {"2024-03-01"},
         "movies_clean": {"2024-03-01"},
@@ -97,31 +132,54 @@ def test_one_updated_raw_month_reruns_that_month_downstream_and_nothing_else(set
         "movie_features": {"2024-03-01"},
         "movie_rating_predictions": {"2024-03-01"},
     }
-    # The same state again: handled, so not asked twice.
-    assert requested(tick(instance, result.cursor, minutes=3)) == {}
+    run_requested(instance, result)
+    ticks, _ = converge(instance, result.cursor, minutes=3)
+    # Then the new feature rows go online; then nothing.
+    assert ticks == [{"online_features": {None}}]
 
 
-def test_a_parent_update_while_the_child_runs_is_not_lost(settled):
-    """The sync lands again after movies_clean was requested but before its run wrote: it runs once more.
+def test_changes_before_the_first_tick_are_requested_on_the_first_tick():
+    """A sync run by hand before the daemon ever ran (make demo, then make dev): the first tick asks for it.
 
-    since_last_handled() would count the child's own materialization as handling the newer parent
-    update, and the second sync's rows would wait for the next change of that month.
+    An edge-triggered condition (reset by initial_evaluation) forgets every update older than its first tick.
     """
+    instance = dg.DagsterInstance.ephemeral()
+    for key in FIRST_DAY:
+        report(instance, key, MONTHS if key in MONTHLY else None)
+    report(instance, "movies_raw", ["2023-05-01", "2024-03-01"])  # the sync, before any evaluation
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=NOW)
+    assert requested(first)["movies_clean"] == {"2023-05-01", "2024-03-01"}
+    run_requested(instance, first)
+    ticks, _ = converge(instance, first.cursor)
+    assert requested(first)["movie_rating_predictions"] == {"2023-05-01", "2024-03-01"}
+    assert ticks == [{"online_features": {None}}]
+
+
+def test_a_daemon_down_for_hours_catches_up_once_and_runs_by_hand_count(settled):
+    """Many syncs while no tick ran, one month re-run by hand meanwhile: every stale partition once, then quiet."""
     instance, cursor = settled
-    report(instance, "movies_raw", ["2024-03-01"])
-    first = tick(instance, cursor)
-    assert requested(first)["movies_clean"] == {"2024-03-01"}
-    report(instance, "movies_raw", ["2024-03-01"])  # a second sync, while the first request runs
-    for key in ("movies_raw_backup", "movies_clean", "eda_stats", "movie_features", "movie_rating_predictions"):
-        report(instance, key, ["2024-03-01"])  # the requested run finishes, having read the first sync's rows
-    second = tick(instance, first.cursor, minutes=3)
-    assert requested(second)["movies_clean"] == {"2024-03-01"}
-    for key in ("movies_raw_backup", "movies_clean", "eda_stats", "movie_features", "movie_rating_predictions"):
-        report(instance, key, ["2024-03-01"])  # the second run, with the second sync's rows
-    third = tick(instance, second.cursor, minutes=4)
-    # Handled once more at the root, and the new feature rows go online. (Runless reports carry no run,
-    # so the children below movies_clean cannot see they ran with it; the daemon test covers that.)
-    assert "movies_clean" not in requested(third) and requested(third)["online_features"] == {None}
+    for month in ("2023-02-01", "2023-09-01", "2024-03-01"):
+        report(instance, "movies_raw", [month])
+        report(instance, "movies_raw", [month])  # hourly syncs, all missed
+    for key in FIRST_DAY[1:5]:  # someone materialized 2023-09 below movies_raw from the UI
+        report(instance, key, ["2023-09-01"])
+    later = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, cursor=cursor, evaluation_time=NOW + dt.timedelta(hours=6)
+    )
+    assert requested(later)["movies_clean"] == {"2023-02-01", "2024-03-01"}
+    run_requested(instance, later)
+    ticks, _ = converge(instance, later.cursor, minutes=6 * 60 + 1)
+    counts = asked_per_partition([requested(later), *ticks])
+    assert max(counts.values()) == 1, "a partition was asked for twice for one change"
+    assert counts[("movie_rating_predictions", "2023-09-01")] == 1  # the hand run's features, scored
+
+
+def test_a_converged_platform_asks_for_nothing_tick_after_tick(settled):
+    instance, cursor = settled
+    for minutes in range(2, 8):
+        result = tick(instance, cursor, minutes=minutes)
+        assert requested(result) == {}
+        cursor = result.cursor
 
 
 def test_an_old_month_follows_too(settled):
@@ -166,7 +224,8 @@ def test_a_new_deployment_applies_feast_then_fills_the_online_store():
 
 def test_the_model_retrains_on_its_weekly_cron(settled):
     instance, cursor = settled
-    monday = dt.datetime(2026, 12, 7, 4, 1, tzinfo=dt.timezone.utc)
+    days_to_monday = 7 - NOW.weekday()  # the Monday after this week's
+    monday = (NOW + dt.timedelta(days=days_to_monday)).replace(hour=4, minute=1)
     before = dg.evaluate_automation_conditions(
         defs=defs, instance=instance, cursor=cursor, evaluation_time=monday - dt.timedelta(minutes=2)
     )

@@ -1,0 +1,219 @@
+"""What is out of date, read from the event log each tick: the level-triggered operands of our automation.
+
+Dagster's update operands (`newly_updated`, `any_deps_updated`) see the events between two
+ticks, so whatever landed before the sensor's first tick, while the daemon was down, or
+between a request and a restart, is never seen again. These operands compare what is
+stored now (the newest materialization of each input partition against the partition's
+own) and need no memory of earlier ticks: a sensor that missed ten events converges on its
+next tick, and one that saw everything asks for nothing more.
+
+They run in the code server (the automation sensor's `use_user_code_server=True`), like any
+arbitrary-Python condition; each queries the event log once per asset and tick.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Final
+
+import dagster as dg
+
+PLANNED: Final = dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+MATERIALIZED: Final = dg.DagsterEventType.ASSET_MATERIALIZATION
+CODE_VERSION_TAG = "dagster/code_version"  # Dagster stamps each materialization with its asset's code version
+DEFAULT_MAX_ATTEMPTS = 3
+
+
+def max_attempts(environ: Mapping[str, str] = os.environ) -> int:
+    """MOVIE_AUTOMATION_MAX_ATTEMPTS: failed runs of one partition, per input change, before automation waits."""
+    raw = environ.get("MOVIE_AUTOMATION_MAX_ATTEMPTS") or str(DEFAULT_MAX_ATTEMPTS)
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"MOVIE_AUTOMATION_MAX_ATTEMPTS must be a whole number >= 1, got {raw!r}")
+    return int(raw)
+
+
+def latest_ids(instance: dg.DagsterInstance, key: dg.AssetKey, partitioned: bool, event) -> dict[str | None, int]:
+    """Partition (None when unpartitioned) -> storage id of its newest `event` (materialization or plan)."""
+    if partitioned:
+        return {partition: id_ for partition, id_ in instance.get_latest_storage_id_by_partition(key, event).items()}
+    records = instance.get_asset_records([key])
+    entry = records[0].asset_entry if records else None
+    if entry is None:
+        return {}
+    if event == PLANNED:
+        planned = entry.last_planned_materialization_storage_id
+        return {None: planned} if planned else {}
+    record = entry.last_materialization_record
+    return {None: record.storage_id} if record else {}
+
+
+def as_of(materialized: int | None, planned: int | None) -> int | None:
+    """The event-log position a partition's stored value reflects: its run's plan, which precedes reading inputs.
+
+    A parent materialized while that run was reading counts as newer, so it is not lost. When the newest
+    plan has no materialization after it (a failed run), the stored value is the materialization's own.
+    """
+    if materialized is None:
+        return None
+    return planned if planned is not None and planned < materialized else materialized
+
+
+class StorageState:
+    """One asset's stored state and its inputs', queried once per evaluation."""
+
+    def __init__(self, context: dg.AutomationContext):
+        view = context.asset_graph_view
+        self.instance = view.instance
+        self.graph = context.asset_graph
+        self.key = context.key
+        self.partitions_def = self.graph.get(self.key).partitions_def
+        partitioned = self.partitions_def is not None
+        materialized = latest_ids(self.instance, self.key, partitioned, MATERIALIZED)
+        planned = latest_ids(self.instance, self.key, partitioned, PLANNED)
+        self.materialized, self.planned = materialized, planned
+        self.as_of = {p: as_of(materialized.get(p), planned.get(p)) for p in materialized}
+        self.parents = {
+            parent: latest_ids(self.instance, parent, self.graph.get(parent).partitions_def is not None, MATERIALIZED)
+            for parent in self.graph.get(self.key).parent_entity_keys
+            if self.graph.has(parent) and self.graph.get(parent).is_materializable
+        }
+
+    def newest_input(self, partition: str | None) -> int | None:
+        """Storage id of the newest materialization among the inputs of `partition`."""
+        newest = []
+        for parent, ids in self.parents.items():
+            parent_partitioned = self.graph.get(parent).partitions_def is not None
+            if not parent_partitioned:
+                newest.append(ids.get(None))
+            elif partition is None:  # an unpartitioned child reads every month
+                newest.append(max(ids.values(), default=None))
+            else:  # the same release-month partitions on both sides
+                newest.append(ids.get(partition))
+        return max((n for n in newest if n is not None), default=None)
+
+    def out_of_date(self, partitions) -> dict[str | None, int]:
+        """Partition -> newest input id, for each partition an input was materialized after (or never built)."""
+        stale = {}
+        for partition in partitions:
+            newest = self.newest_input(partition)
+            own = self.as_of.get(partition)
+            if newest is not None and (own is None or newest > own):
+                stale[partition] = newest
+        return stale
+
+    def failed_attempts(self, partition: str | None) -> int:
+        """Failed runs of `partition` since both its newest materialization and its newest input landed."""
+        materialized = self.materialized.get(partition) or 0
+        if (self.planned.get(partition) or 0) <= materialized:
+            return 0  # its newest run materialized it: nothing failed since
+        after = max(materialized, self.newest_input(partition) or 0)
+        # Every run planned since then left no materialization: each one failed (or is the one running now).
+        plans = self.instance.get_asset_event_summary_records(PLANNED, asset_key=self.key, after_storage_id=after)
+        return len({plan.run_id for plan in plans if plan.partition == partition})
+
+    def subset(self, context: dg.AutomationContext, partitions) -> dg.EntitySubset:
+        if self.partitions_def is None:
+            return context.candidate_subset if None in partitions else context.get_empty_subset()
+        keys = {p for p in partitions if p is not None}
+        found = context.asset_graph_view.get_subset_from_partition_keys(self.key, self.partitions_def, keys)
+        return context.candidate_subset.compute_intersection(found)
+
+
+def candidate_partitions(context: dg.AutomationContext) -> list[str | None]:
+    subset = context.candidate_subset
+    if not subset.is_partitioned:
+        return [None] if not subset.is_empty else []
+    return [*sorted(subset.expensively_compute_partition_keys())]
+
+
+class StoredStateCondition(dg.AutomationCondition):
+    """An operand that reads the event log as it is now and keeps no cursor of its own."""
+
+    @property
+    def requires_cursor(self) -> bool:
+        return False
+
+
+class InputsNewer(StoredStateCondition):
+    """An input partition was materialized after this partition's stored value was computed, or it never was."""
+
+    @property
+    def name(self) -> str:
+        return "inputs_newer_than_stored"
+
+    @property
+    def description(self) -> str:
+        return "an input partition was materialized after this partition's last run started (or it was never built)"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        state = StorageState(context)
+        stale = state.out_of_date(candidate_partitions(context))
+        return dg.AutomationResult(context=context, true_subset=state.subset(context, stale))
+
+
+class FailedTooOften(StoredStateCondition):
+    """Its runs failed MOVIE_AUTOMATION_MAX_ATTEMPTS times since its newest input and value landed: wait for a fix."""
+
+    @property
+    def name(self) -> str:
+        return f"failed_{max_attempts()}_times_since_inputs_changed"
+
+    @property
+    def description(self) -> str:
+        return (
+            f"its runs failed {max_attempts()} times since its newest input landed; automation asks again after the "
+            "next input change or a successful run by hand (MOVIE_AUTOMATION_MAX_ATTEMPTS)"
+        )
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        state, limit = StorageState(context), max_attempts()
+        given_up = [p for p in candidate_partitions(context) if state.failed_attempts(p) >= limit]
+        return dg.AutomationResult(context=context, true_subset=state.subset(context, given_up))
+
+
+class CodeVersionDiffers(StoredStateCondition):
+    """The asset's code version differs from the one its newest materialization was built with."""
+
+    @property
+    def name(self) -> str:
+        return "code_version_differs_from_stored"
+
+    @property
+    def description(self) -> str:
+        return "the asset's code version is not the one its newest materialization recorded"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        current = context.asset_graph.get(context.key).code_version
+        records = context.asset_graph_view.instance.get_asset_records([context.key])
+        event = records[0].asset_entry.last_materialization if records else None
+        materialization = event.asset_materialization if event is not None else None
+        stored = (materialization.tags or {}).get(CODE_VERSION_TAG) if materialization is not None else None
+        differs = materialization is not None and current is not None and stored != current
+        return dg.AutomationResult(
+            context=context, true_subset=context.candidate_subset if differs else context.get_empty_subset()
+        )
+
+
+class NotBuiltSinceCronTick(StoredStateCondition):
+    """The newest tick of MOVIE_TRAINING_CRON (or the given schedule) came after the newest materialization."""
+
+    @property
+    def name(self) -> str:
+        return f"not_built_since_cron_tick({self._cron})"
+
+    @property
+    def description(self) -> str:
+        return "the newest tick of its cron schedule came after its newest materialization (or it was never built)"
+
+    def __init__(self, cron: str):
+        self._cron = cron
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        tick = context.asset_graph_view.compute_previous_cron_tick(cron_schedule=self._cron, cron_timezone="UTC")
+        records = context.asset_graph_view.instance.get_asset_records([context.key])
+        record = records[0].asset_entry.last_materialization_record if records else None
+        due = record is None or record.timestamp < tick.timestamp()
+        return dg.AutomationResult(
+            context=context, true_subset=context.candidate_subset if due else context.get_empty_subset()
+        )
