@@ -33,7 +33,7 @@ from movie_assets.resources.online_materialize import materialize_parallel
 from movie_assets.resources.online_writer import OnlineReader
 from movie_platform.local_stack import Stack
 
-# Within the view's 90-day TTL: older rows are not written (their Redis keys would expire at once).
+# A recent event time, as a fresh materialization has (the view has no TTL: any age would be written).
 EVENT = pd.Timestamp.now(tz="UTC").floor("D") - pd.Timedelta(days=1)
 HSET_BATCH = 1_000
 

@@ -9,6 +9,7 @@ asset's *Checks* tab.
 """
 
 import datetime as dt
+import os
 import string
 import warnings
 
@@ -187,6 +188,63 @@ def features_match_clean(database: PostgresDatabase, window: Window) -> dg.Asset
     return bad_ids_result(bad, "mismatched_ids", window, reasons=", ".join(reasons) or "none")
 
 
+SOURCE_MAX_AGE_ENV = "MOVIE_SOURCE_MAX_AGE_DAYS"
+DEFAULT_SOURCE_MAX_AGE_DAYS = 7
+SYNC_CURSOR = ("tmdb_sync_cursor", "movie_changes")  # jobs/sync_tmdb_changes.py: CURSOR_TABLE, CURSOR_NAME
+
+
+def synced_through(database: PostgresDatabase) -> dt.datetime | None:
+    """The start (UTC) of the last day the change sync read: every unchanged movie was confirmed current then.
+
+    A movie absent from TMDB's change list up to that day had no edit since its fetch. The
+    start of the day, not its end: the day's list may have been read before the day was over.
+    """
+    table, name = SYNC_CURSOR
+    with database.connect("reading the TMDB sync cursor") as conn:
+        if not existing_tables(conn, database.db_schema, [table]):
+            return None
+        query = sql.SQL("select synced_through from {} where name = %s").format(database.ident(table))
+        row = conn.execute(query, (name,)).fetchone()
+    return dt.datetime.combine(row[0], dt.time(), dt.timezone.utc) if row and row[0] else None
+
+
+def source_verified_recently(
+    database: PostgresDatabase, window: Window, now: dt.datetime, max_age: dt.timedelta
+) -> dg.AssetCheckResult:
+    """Movies whose TMDB source was last verified more than `max_age` ago, named (warn).
+
+    Verified is the later of the movie's own fetch (`fetched_at`) and the change sync's cursor.
+    Nothing expires on its own any more: a stale source shows up here instead of dropping out.
+    """
+    cutoff = now - max_age
+    synced = synced_through(database)
+    if synced is not None and synced >= cutoff:
+        stale = []
+    else:
+        stale = stored(
+            database,
+            "select movie_id, release_month from {movies_raw} where release_month >= %s and release_month < %s "
+            "and fetched_at < %s order by movie_id",
+            (*window, cutoff),
+        )
+    per_month: dict[str, int] = {}
+    for _, month in stale:
+        per_month[month.isoformat()[:7]] = per_month.get(month.isoformat()[:7], 0) + 1
+    return dg.AssetCheckResult(
+        passed=not stale,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "stale_movies": len(stale),
+            "stale_per_month": str(dict(sorted(per_month.items()))),
+            "stale_movie_ids": str([movie_id for movie_id, _ in stale[:EXAMPLES]]),
+            "verified_before": cutoff.isoformat(),
+            "max_age_days": max_age.days,
+            "sync_cursor": synced.isoformat() if synced else "none",
+            "window": f"{window[0]}..{window[1]}",
+        },
+    )
+
+
 # ---- the online store (Redis) against the newest offline rows, both ways -----------------
 def read_offline(object_store: ObjectStore, columns: list[str] | None = None, movie_ids=None) -> pd.DataFrame:
     """movie_features rows of the offline store (all release months): some columns, or some movies.
@@ -215,23 +273,17 @@ def latest_offline(offline: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def online_coverage(reader: OnlineReader, latest: pd.DataFrame, now: dt.datetime) -> dict:
-    """Offline -> online: movies whose newest row is within the view's TTL but have no key.
+def online_coverage(reader: OnlineReader, latest: pd.DataFrame) -> dict:
+    """Offline -> online: movies of the newest offline rows without a key, however old their row.
     Online -> offline: keys of movies the newest offline rows no longer have (stale keys).
 
-    A row past the view's TTL is neither written nor served, so its movie counts as expired,
-    not missing.
+    Nothing expires (no view TTL, no key TTL), so every offline movie must be online.
     """
-    ttl = reader.layout.view.ttl
     ids = latest["movie_id"].to_numpy(dtype="int64") if len(latest) else np.array([], dtype="int64")
-    fresh = np.ones(len(ids), dtype=bool)
-    if ttl and ttl.total_seconds() > 0 and len(ids):
-        fresh = (pd.to_datetime(latest["event_timestamp"], utc=True) >= pd.Timestamp(now - ttl)).to_numpy()
-    missing = ids[fresh][~reader.present(ids[fresh])] if fresh.any() else ids[:0]
+    missing = ids[~reader.present(ids)] if len(ids) else ids
     stale = sorted(set(reader.stored_ids()) - set(ids.tolist()))
     return {
         "movies": len(ids),
-        "expired_offline_rows": int((~fresh).sum()),
         "missing": len(missing),
         "missing_movie_ids": str(sorted(missing.tolist())[:EXAMPLES]),
         "stale_online_keys": len(stale),
@@ -239,11 +291,11 @@ def online_coverage(reader: OnlineReader, latest: pd.DataFrame, now: dt.datetime
     }
 
 
-def online_keys_match_offline(feast: FeastStore, object_store: ObjectStore, now: dt.datetime) -> dg.AssetCheckResult:
+def online_keys_match_offline(feast: FeastStore, object_store: ObjectStore) -> dg.AssetCheckResult:
     store = feast.store()
     reader = OnlineReader(store, store.get_feature_view("movie_features"))
     latest = latest_offline(read_offline(object_store, columns=["movie_id", "event_timestamp", "created"]))
-    coverage = online_coverage(reader, latest, now)
+    coverage = online_coverage(reader, latest)
     return dg.AssetCheckResult(
         passed=coverage["missing"] == 0 and coverage["stale_online_keys"] == 0,
         metadata={"project": feast.project, **coverage},
@@ -253,12 +305,12 @@ def online_keys_match_offline(feast: FeastStore, object_store: ObjectStore, now:
 @dg.asset_check(
     asset="online_features",
     name="online_keys_match_offline",
-    description="every movie of the newest offline rows (within the view's TTL) has an online key, and no online "
+    description="every movie of the newest offline rows has an online key, and no online "
     "key belongs to a movie the offline store no longer has; names the ids",
 )
 def online_keys_match_offline_check(feast: FeastStore, object_store: ObjectStore) -> dg.AssetCheckResult:
     """From the Checks tab at any time (a sync may drop movies between materializations)."""
-    return online_keys_match_offline(feast, object_store, clock.now())
+    return online_keys_match_offline(feast, object_store)
 
 
 # ---- as Dagster checks, one per release-month window ----------------------------------
@@ -281,6 +333,16 @@ def monthly_check(asset: str, name: str, description: str, evaluate, blocking: b
 
 def today() -> dt.date:
     return clock.today()
+
+
+def days_setting(name: str, default: int) -> int:
+    """A whole number of days from the environment variable `name` (unset or empty: `default`)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ValueError(f"{name} must be a whole number of days, not {raw!r}")
+    return int(raw)
 
 
 STORAGE_CHECKS = [
@@ -310,6 +372,15 @@ STORAGE_CHECKS = [
         "rows_for_past_months",
         "months that have begun have movies (warn only)",
         lambda db, window: months_with_rows(db, window, today()),
+    ),
+    monthly_check(
+        "movies_raw",
+        "source_verified_recently",
+        f"every movie's TMDB source was fetched or confirmed by the change sync within {SOURCE_MAX_AGE_ENV} "
+        f"(default {DEFAULT_SOURCE_MAX_AGE_DAYS}) days; names the stale ones (warn only)",
+        lambda db, window: source_verified_recently(
+            db, window, clock.now(), dt.timedelta(days=days_setting(SOURCE_MAX_AGE_ENV, DEFAULT_SOURCE_MAX_AGE_DAYS))
+        ),
     ),
     monthly_check(
         "movies_clean",

@@ -19,7 +19,9 @@ from feast.types import Float64, Int64
 from movie_assets.domain.feature_engineering import FLOAT_FEATURES, INT_FEATURES
 from movie_assets.object_layout import FEATURES_PREFIX
 
-FEATURE_VIEW_TTL = dt.timedelta(days=90)  # a feature row older than this is stale for a training join
+# No TTL (Feast: 0 = none): a row holds from its event time until a newer row of the movie replaces it,
+# however old it is. A TTL would silently drop movies that no sync touched for a while.
+FEATURE_VIEW_TTL = dt.timedelta(0)
 FEATURE_SERVICE = "movie_rating_v1"
 
 

@@ -9,11 +9,15 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 from psycopg import sql
-from pydantic import Field
 
-from movie_assets.checks import latest_offline, online_coverage, read_offline
+from movie_assets.checks import days_setting, latest_offline, online_coverage, read_offline
 from movie_assets.domain import clock
-from movie_assets.domain.feature_engineering import FEATURE_NAMES, FEATURE_TABLE_COLUMNS, build_features
+from movie_assets.domain.feature_engineering import (
+    FEATURE_NAMES,
+    FEATURE_TABLE_COLUMNS,
+    build_features,
+    carry_unchanged,
+)
 from movie_assets.feature_definitions import FEATURE_SERVICE, definitions_version
 from movie_assets.object_layout import FEATURES_HISTORY_PATH, FEATURES_OBJECT_PATH
 from movie_assets.partitions import monthly_asset, months_in, partition_window
@@ -28,58 +32,91 @@ SKEW_SAMPLE = 200
 OVERLAP = dt.timedelta(hours=6)
 
 
-class FeatureHistoryConfig(dg.Config):
-    """How many earlier materializations of a month the offline store and `features_history` keep."""
-
-    keep_materializations: int = Field(12, ge=0, description="per release month; 0 keeps only the current one")
+HISTORY_DAYS_ENV = "MOVIE_FEATURE_HISTORY_DAYS"
+DEFAULT_HISTORY_DAYS = 400
 
 
-FEATURE_HISTORY_COLUMNS = {**FEATURE_TABLE_COLUMNS, "run_id": "text"}
+def history_window() -> dt.timedelta:
+    """How long a superseded feature row stays after its successor became valid (MOVIE_FEATURE_HISTORY_DAYS).
+
+    A point-in-time join for any time inside the window still finds the value of its time.
+    """
+    return dt.timedelta(days=days_setting(HISTORY_DAYS_ENV, DEFAULT_HISTORY_DAYS))
 
 
-def record_history(database: PostgresDatabase, rows: pd.DataFrame, window, keep: int) -> None:
-    """Append this run's rows to `features_history` (idempotent per run), then drop versions past `keep`."""
+# A history row is a superseded version: valid from `event_timestamp` until `superseded_at`.
+FEATURE_HISTORY_COLUMNS = {**FEATURE_TABLE_COLUMNS, "superseded_at": "timestamp with time zone", "run_id": "text"}
+
+
+def current_rows(object_store: ObjectStore, partition_keys: list[str]) -> pd.DataFrame:
+    """The months' current Parquet rows (what Feast serves now), with their `release_month` as a date."""
+    frames = [
+        pd.read_parquet(io.BytesIO(object_store.read(FEATURES_OBJECT_PATH, key))).assign(
+            release_month=dt.date.fromisoformat(key)
+        )
+        for key in partition_keys
+        if object_store.path_for(FEATURES_OBJECT_PATH, key).exists()
+    ]
+    frames = [frame for frame in frames if len(frame)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["movie_id", "release_month"])
+
+
+def record_history(database: PostgresDatabase, superseded: pd.DataFrame, window, cutoff: dt.datetime) -> None:
+    """Add the superseded versions to `features_history` (once each), then drop those superseded before `cutoff`.
+
+    A version is its (movie_id, event_timestamp), so a retried run adds nothing twice. Rows of
+    the count-based layout (no `superseded_at`) age by their event time.
+    """
     history = database.ident("features_history")
     with database.connect("recording feature history") as conn:
         database.ensure_table(conn, "features_history", FEATURE_HISTORY_COLUMNS, "release_month")
         with conn.transaction():
             database.lock_months(conn, "features_history", [start for start, _ in months_in(window)])
             database.add_missing_columns(conn, "features_history", FEATURE_HISTORY_COLUMNS)
-            run_ids = sorted(set(rows["run_id"]))
-            conn.execute(sql.SQL("delete from {} where run_id = any(%s)").format(history), (run_ids,))
-            copy_frame(conn, history, FEATURE_HISTORY_COLUMNS, rows)
+            if len(superseded):
+                conn.execute(
+                    sql.SQL(
+                        "delete from {} where (movie_id, event_timestamp) in "
+                        "(select * from unnest(%s::bigint[], %s::timestamptz[]))"
+                    ).format(history),
+                    (
+                        superseded["movie_id"].astype("int64").tolist(),
+                        list(pd.to_datetime(superseded["event_timestamp"], utc=True)),
+                    ),
+                )
+                copy_frame(conn, history, FEATURE_HISTORY_COLUMNS, superseded)
             conn.execute(
                 sql.SQL(
-                    "delete from {h} h using (select release_month, event_timestamp, dense_rank() over "
-                    "(partition by release_month order by event_timestamp desc) as age from {h} "
-                    "where release_month >= %s and release_month < %s group by release_month, event_timestamp) old "
-                    "where h.release_month = old.release_month and h.event_timestamp = old.event_timestamp "
-                    "and old.age > %s"
-                ).format(h=history),
-                (window[0], window[1], keep + 1),
+                    "delete from {} where release_month >= %s and release_month < %s "
+                    "and coalesce(superseded_at, event_timestamp) < %s"
+                ).format(history),
+                (window[0], window[1], cutoff),
             )
 
 
-def archive_current(object_store: ObjectStore, partition_key: str, keep: int) -> int:
-    """Move the month's current Parquet into `history/` before it is replaced; keep the newest `keep` there.
+def archive_superseded(
+    object_store: ObjectStore, partition_key: str, superseded: pd.DataFrame, at: dt.datetime, cutoff: dt.datetime
+) -> int:
+    """Write the month's superseded rows to `history/materialized=<at>.parquet`; drop those superseded before `cutoff`.
 
-    Returns how many history objects the month keeps.
+    An object holds only rows that changed or left the month, never a full copy. Returns how
+    many history objects the month keeps.
     """
-    if not object_store.path_for(FEATURES_OBJECT_PATH, partition_key).exists():
-        return 0
+    if len(superseded):
+        name = f"{pd.Timestamp(at):%Y%m%dT%H%M%SZ}"
+        path = FEATURES_HISTORY_PATH.replace("{materialized}", name)
+        object_store.write(path, partition_key, superseded.to_parquet(index=False))
     folder = object_store.path_for(FEATURES_HISTORY_PATH.replace("{materialized}", "x"), partition_key).parent
-    if keep > 0:
-        data = object_store.read(FEATURES_OBJECT_PATH, partition_key)
-        stamps = pd.read_parquet(io.BytesIO(data), columns=["event_timestamp"])["event_timestamp"]
-        if len(stamps):
-            name = f"{pd.Timestamp(stamps.max()):%Y%m%dT%H%M%SZ}"
-            object_store.write(FEATURES_HISTORY_PATH.replace("{materialized}", name), partition_key, data)
     if not folder.exists():
         return 0
-    versions = sorted(p for p in folder.iterdir() if p.name.endswith(".parquet"))
-    for old in versions[: max(0, len(versions) - keep)]:
-        old.unlink()
-    return min(len(versions), keep)
+    kept = 0
+    for version in sorted(p for p in folder.iterdir() if p.name.endswith(".parquet")):
+        stamp = pd.Timestamp(version.name.removeprefix("materialized=").removesuffix(".parquet"), tz="UTC")
+        if stamp < pd.Timestamp(cutoff):
+            version.unlink()
+        else:
+            kept += 1
+    return kept
 
 
 @monthly_asset(
@@ -90,35 +127,53 @@ def archive_current(object_store: ObjectStore, partition_key: str, keep: int) ->
 )
 def movie_features(
     context: dg.AssetExecutionContext,
-    config: FeatureHistoryConfig,
     movies_clean: pd.DataFrame,
     database: PostgresDatabase,
     object_store: ObjectStore,
 ) -> dict[str, pd.DataFrame]:
-    """Engineered features, one row per movie, as of this materialization (`event_timestamp`).
+    """Engineered features, one row per movie, valid from its `event_timestamp`.
 
     One Parquet object per release month (Feast's offline source) and the same rows in
-    Postgres `features` for SQL. The month's earlier materializations stay, in `history/`
-    and in `features_history`, so point-in-time joins see the value of their time.
+    Postgres `features` for SQL. A movie whose values did not change keeps its earlier
+    `event_timestamp`; changed and new movies get this run's time. The rows they replace
+    (and those of movies that left the month) go to `history/` and `features_history`, kept
+    for MOVIE_FEATURE_HISTORY_DAYS after being superseded, so point-in-time joins see the
+    value of their time.
     """
     window = partition_window(context)
     event_time = clock.now().replace(microsecond=0)
-    features = build_features(movies_clean, event_time)
+    fresh = build_features(movies_clean, event_time)
+    features, superseded = carry_unchanged(fresh, current_rows(object_store, context.partition_keys))
     release = pd.to_datetime(movies_clean["release_month"])
     months = release.dt.strftime("%Y-%m-01").to_numpy() if len(movies_clean) else np.array([])
     table = features.assign(release_month=release.dt.date.to_numpy() if len(movies_clean) else [])
+    cutoff = event_time - history_window()
+    record_history(database, superseded.assign(superseded_at=event_time, run_id=context.run.run_id), window, cutoff)
+    superseded_months = superseded["release_month"].astype(str).to_numpy() if len(superseded) else np.array([])
+    kept = sum(
+        archive_superseded(
+            object_store,
+            key,
+            superseded[superseded_months == key].drop(columns="release_month"),
+            event_time,
+            cutoff,
+        )
+        for key in context.partition_keys
+    )
     database.replace_rows("features", FEATURE_TABLE_COLUMNS, table, "release_month", window)
-    record_history(database, table.assign(run_id=context.run.run_id), window, config.keep_materializations)
-    archived = sum(archive_current(object_store, key, config.keep_materializations) for key in context.partition_keys)
     objects = {key: features[months == key].reset_index(drop=True) for key in context.partition_keys}
+    changed = int((pd.to_datetime(features["event_timestamp"], utc=True) == pd.Timestamp(event_time)).sum())
     context.add_output_metadata(
         {
             "rows": len(features),
             "features": len(FEATURE_NAMES),
             "event_timestamp": event_time.isoformat(),
+            "changed_or_new_movies": changed,
+            "unchanged_movies": len(features) - changed,
+            "superseded_rows": len(superseded),
             "postgres_table": "features",
-            "history_objects_kept": archived,
-            "keep_materializations": config.keep_materializations,
+            "history_objects_kept": kept,
+            "history_days": history_window().days,
             "preview": dg.MetadataValue.md(features.head(5).to_markdown(index=False)),
         }
     )
@@ -158,7 +213,7 @@ def feast_definitions(context: dg.AssetExecutionContext, feast: FeastStore) -> d
         dg.AssetCheckSpec(
             "online_keys_present",
             asset="online_features",
-            description="every movie whose newest offline row is within the view's TTL has online values, and no "
+            description="every movie of the newest offline rows has online values, however old its row, and no "
             "online key belongs to a movie the offline store no longer has (both name the ids)",
         ),
         dg.AssetCheckSpec(
@@ -206,7 +261,7 @@ def online_features(
             "window": f"{start.isoformat()} .. {end.isoformat()}",
             "duration_s": round(seconds, 2),
             "rows_per_second": round(new_rows / seconds) if seconds > 0 else new_rows,
-            "key_ttl_seconds": feast.key_ttl_seconds,
+            "key_expiry": f"{feast.key_ttl_seconds}s" if feast.key_ttl_seconds else "none",
         },
         check_results=[
             dg.AssetCheckResult(
@@ -251,15 +306,10 @@ def online_vs_offline(
 
     Coverage asks Redis whether each movie's hash holds Feast's timestamp (pipelined, in
     batches) and which keys of the project exist (SCAN); the sample is read through the
-    Feast SDK, as a serving client would, among movies whose row is within the view's TTL
-    (older ones are not served).
+    Feast SDK, as a serving client would, among every movie (no row expires).
     """
-    now = clock.now()
     reader = OnlineReader(store, store.get_feature_view("movie_features"))
-    coverage = online_coverage(reader, latest, now)
-    ttl = reader.layout.view.ttl
-    if ttl and ttl.total_seconds() > 0 and len(latest):
-        latest = latest[pd.to_datetime(latest["event_timestamp"], utc=True) >= pd.Timestamp(now - ttl)]
+    coverage = online_coverage(reader, latest)
     if latest.empty:
         return coverage, {"sampled": 0, "mismatched_values": 0}
     picked_keys = latest.sample(n=min(sample, len(latest)), random_state=0)

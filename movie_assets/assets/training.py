@@ -127,8 +127,8 @@ def movie_rating_model(
     data = training_set(feast.store(), labels, FEATURE_SERVICE, as_of)
     if len(data) < 0.5 * len(labels):
         raise dg.Failure(
-            f"only {len(data)} of {len(labels)} labelled movies have features as of {as_of:%Y-%m-%d}: re-materialize "
-            "movie_features for the older months (feature rows older than the view's TTL are stale) and train again"
+            f"only {len(data)} of {len(labels)} labelled movies have features as of {as_of:%Y-%m-%d}: materialize "
+            "movie_features (and online_features) for the months without them and train again"
         )
     split = split_by_time(data, config.holdout_months)
     context.log.info(
@@ -302,7 +302,7 @@ def movie_rating_predictions(
     features = historical_features(store, entity_df, FEATURE_SERVICE)
     months = movies_clean[["movie_id", "release_month"]].astype({"movie_id": "int64"})
     scored = features.merge(months, on="movie_id")
-    scored = scored[scored[FEATURE_NAMES].notna().any(axis=1)]  # stale (past TTL) features: unscored, not guessed
+    scored = scored[scored[FEATURE_NAMES].notna().any(axis=1)]  # no feature row yet: unscored, not guessed
     frame = pd.DataFrame(
         {
             "movie_id": scored["movie_id"],

@@ -47,7 +47,8 @@ def training_set(store, labels: pd.DataFrame, feature_service: str, as_of: dt.da
     entity_df = labels[["movie_id"]].assign(event_timestamp=pd.Timestamp(as_of))
     features = historical_features(store, entity_df, feature_service)
     joined = labels.merge(features.drop(columns=["event_timestamp"]), on="movie_id", how="inner")
-    # A movie whose newest feature row is older than the view's TTL comes back all-NaN: no features, not zeros.
+    # A movie without a feature row at or before `as_of` comes back all-NaN: no features, not zeros. (No TTL:
+    # a row however old still counts, so the training set does not shrink as time passes.)
     joined = joined[joined[FEATURE_NAMES].notna().any(axis=1)].reset_index(drop=True)
     if joined.empty:
         raise ValueError(

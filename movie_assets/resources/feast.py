@@ -18,10 +18,10 @@ from movie_assets.settings import dagster_storage_url, database_url
 
 FEATURE_REPO = Path(__file__).resolve().parents[2] / "feature_repo"
 # feature_store.yaml is the one source of what the Feast CLI and the assets share: the code
-# reads project, key TTL and registry cache TTL from it instead of repeating them.
+# reads project, key TTL (none by default: keys do not expire) and registry cache TTL from it.
 REPO_YAML = yaml.safe_load((FEATURE_REPO / "feature_store.yaml").read_text())
 PROJECT = REPO_YAML["project"]
-KEY_TTL_SECONDS = int(REPO_YAML["online_store"]["key_ttl_seconds"])
+KEY_TTL_SECONDS: int | None = REPO_YAML["online_store"].get("key_ttl_seconds")
 REGISTRY_CACHE_TTL_SECONDS = int(REPO_YAML["registry"]["cache_ttl_seconds"])
 # Feast's Redis store with the username and password as fields of their own (resources/feast_private.py).
 AUTH_STORE_TYPE = "movie_assets.resources.feast_private.RedisAuthOnlineStore"
@@ -79,10 +79,9 @@ class FeastStore(dg.ConfigurableResource):
     storage_url: str
     s3_endpoint_url: str | None = None
     project: str = Field(default=PROJECT, description="Feast project: registry rows and Redis keys are per project")
-    key_ttl_seconds: int = Field(
+    key_ttl_seconds: int | None = Field(
         default=KEY_TTL_SECONDS,
-        description="upper bound of a Redis key's life; the writer expires each key at its row's event time + the "
-        "feature view's TTL",
+        description="upper bound of a Redis key's life; None (the default): keys do not expire",
     )
 
     @classmethod

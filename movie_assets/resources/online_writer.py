@@ -10,9 +10,9 @@ Every write compares one real row (key, every field, timestamp) with what Feast'
 conversion makes of it (`check_row`), and every reader its decoding with Feast's protos,
 so a change in Feast's format fails loudly instead of writing keys the SDK cannot read.
 Feast's private helpers come from `feast_private` only, which also pins the Feast version.
-Newer-wins dedupe is kept as Feast does it. A key expires when its row's event time passes
-the view's TTL (capped by the configured key TTL): the online store then forgets a movie
-exactly when a point-in-time join stops seeing it.
+Newer-wins dedupe is kept as Feast does it. The platform's view has no TTL and no key TTL,
+so keys do not expire; should a view declare a TTL, a key expires when its row's event
+time passes it (capped by a configured key TTL), as a point-in-time join stops seeing it.
 """
 
 from __future__ import annotations
@@ -207,10 +207,10 @@ def event_nanos(table: pa.Table, view) -> np.ndarray:
 
 
 def expiry_ms(nanos: np.ndarray, view, key_ttl_seconds: int | None, now_ms: int) -> np.ndarray:
-    """When each row's key expires (epoch ms): its event time + the view's TTL, never past now + key TTL.
+    """When each row's key expires (epoch ms): -1, never, for the platform's view (no TTL, no key TTL).
 
-    Reads treat a row past the view's TTL as missing anyway; expiring the key then keeps
-    Redis from holding what nobody may read. -1 means no expiry (no TTL configured).
+    With a view TTL: its event time + the TTL (reads treat an older row as missing anyway),
+    never past now + a key TTL.
     """
     ttl = view.ttl.total_seconds() if view.ttl else 0
     expire = np.full(len(nanos), -1, dtype="int64")

@@ -18,8 +18,9 @@ def test_assets_and_feast_cli_agree_on_project_ttl_and_registry(monkeypatch):
         db_url="postgresql://movie@127.0.0.1:5432/movies", redis_url="redis://127.0.0.1:6379/0", storage_url="file:///x"
     ).repo_config()
     assert ours.project == cli.project
-    # The key TTL is the view's TTL: the upper bound of a key's life (the writer counts it from the event time).
-    assert ours.online_store.key_ttl_seconds == cli.online_store.key_ttl_seconds == FEATURE_VIEW_TTL.total_seconds()
+    # Nothing expires: the view has no TTL (Feast: 0) and Redis keys none (None: Feast sets no EXPIRE either).
+    assert FEATURE_VIEW_TTL.total_seconds() == 0
+    assert ours.online_store.key_ttl_seconds is None and cli.online_store.key_ttl_seconds is None
     assert ours.online_store.connection_string == cli.online_store.connection_string
     assert ours.registry.path == cli.registry.path
     assert ours.registry.cache_ttl_seconds == cli.registry.cache_ttl_seconds

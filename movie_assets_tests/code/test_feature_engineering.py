@@ -39,9 +39,34 @@ def test_no_feature_is_derived_from_the_target():
 def test_values_as_of_the_event_time():
     row = build_features(clean_rows(), EVENT).iloc[0]
     assert row["event_timestamp"] == pd.Timestamp(EVENT) and row["created"] == pd.Timestamp(EVENT)
-    assert row["age_days"] == 30
+    assert row["release_days"] == (dt.date(2024, 6, 1) - dt.date(1970, 1, 1)).days
     assert row["log_budget"] == pytest.approx(13.8155, abs=1e-3) and pd.isna(row["log_revenue"])
     assert row["release_year"] == 2024 and row["release_month_of_year"] == 6 and row["release_weekday"] == 5
+
+
+def test_the_values_do_not_move_with_the_event_time():
+    """Two years later the same movie has the same features: only then can an unchanged movie keep its event time."""
+    now = build_features(clean_rows(), EVENT)
+    later = build_features(clean_rows(), EVENT + dt.timedelta(days=730))
+    pd.testing.assert_frame_equal(now[FEATURE_NAMES], later[FEATURE_NAMES])
+
+
+def test_an_unchanged_movie_keeps_its_event_time_and_a_changed_one_supersedes_its_row():
+    from movie_assets.domain.feature_engineering import carry_unchanged
+
+    clean = pd.concat([clean_rows(), clean_rows(movie_id=8), clean_rows(movie_id=9)], ignore_index=True)
+    stored = build_features(clean, EVENT)
+    later = EVENT + dt.timedelta(days=30)
+    changed = clean[clean["movie_id"] != 9].assign(runtime=[101, 120])  # 8 changed, 9 left the month, 10 is new
+    fresh = build_features(pd.concat([changed, clean_rows(movie_id=10)], ignore_index=True), later)
+    rows, superseded = carry_unchanged(fresh, stored)
+    times = dict(zip(rows["movie_id"], rows["event_timestamp"], strict=True))
+    assert times == {7: pd.Timestamp(EVENT), 8: pd.Timestamp(later), 10: pd.Timestamp(later)}
+    assert rows.loc[rows["movie_id"] == 7, "created"].item() == pd.Timestamp(EVENT)
+    assert sorted(superseded["movie_id"]) == [8, 9] and set(superseded["event_timestamp"]) == {pd.Timestamp(EVENT)}
+    assert superseded.loc[superseded["movie_id"] == 8, "runtime"].item() == 101, "the old value is what is kept"
+    again, none = carry_unchanged(build_features(clean, later), stored)
+    assert set(again["event_timestamp"]) == {pd.Timestamp(EVENT)} and none.empty
 
 
 def test_genre_one_hot_and_language_flags():

@@ -1,17 +1,20 @@
-"""The offline store keeps a month's earlier materializations, as many as configured, and no more."""
+"""The offline store's history of a month: superseded rows only, kept for a time window after being superseded."""
+
+import datetime as dt
 
 import pandas as pd
 
-from movie_assets.assets.features import archive_current
+from movie_assets.assets.features import archive_superseded
 from movie_assets.object_layout import FEATURES_OBJECT_PATH
 from movie_assets.resources.object_store import ObjectStore
 
 MONTH = "2024-03-01"
+T0 = dt.datetime(2026, 12, 2, 8, 0, tzinfo=dt.timezone.utc)
+WINDOW = dt.timedelta(days=400)
 
 
-def materialize(store: ObjectStore, second: int) -> None:
-    frame = pd.DataFrame({"movie_id": [1], "event_timestamp": [pd.Timestamp(f"2026-12-02T08:00:{second:02d}Z")]})
-    store.write(FEATURES_OBJECT_PATH, MONTH, frame.to_parquet(index=False))
+def rows(*ids: int) -> pd.DataFrame:
+    return pd.DataFrame({"movie_id": list(ids), "event_timestamp": [pd.Timestamp("2026-01-01T00:00:00Z")] * len(ids)})
 
 
 def history_names(store: ObjectStore) -> list[str]:
@@ -19,11 +22,23 @@ def history_names(store: ObjectStore) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
-def test_each_replaced_version_moves_to_history_and_only_the_newest_are_kept(tmp_path):
+def test_an_object_per_change_and_none_for_an_unchanged_month(tmp_path):
     store = ObjectStore(storage_url=tmp_path.as_uri())
-    assert archive_current(store, MONTH, keep=2) == 0  # nothing there yet
-    for second in range(4):
-        materialize(store, second)
-        archive_current(store, MONTH, keep=2)
-    assert history_names(store) == ["materialized=20261202T080002Z.parquet", "materialized=20261202T080003Z.parquet"]
-    assert archive_current(store, MONTH, keep=0) == 0 and history_names(store) == []
+    for day in range(3):  # nothing superseded: nothing written, however often the month is materialized
+        assert archive_superseded(store, MONTH, rows(), T0 + dt.timedelta(days=day), T0 - WINDOW) == 0
+    assert history_names(store) == []
+    assert archive_superseded(store, MONTH, rows(7), T0, T0 - WINDOW) == 1
+    assert history_names(store) == ["materialized=20261202T080000Z.parquet"]
+    path = store.path_for(FEATURES_OBJECT_PATH, MONTH).parent / "history" / history_names(store)[0]
+    assert pd.read_parquet(path.open("rb"))["movie_id"].tolist() == [7], "only the superseded row, no full copy"
+
+
+def test_an_object_goes_once_its_successor_has_held_longer_than_the_window(tmp_path):
+    store = ObjectStore(storage_url=tmp_path.as_uri())
+    archive_superseded(store, MONTH, rows(7), T0, T0 - WINDOW)
+    archive_superseded(store, MONTH, rows(8), T0 + dt.timedelta(days=10), T0 - WINDOW)
+    inside = T0 + WINDOW - dt.timedelta(seconds=1)
+    assert archive_superseded(store, MONTH, rows(), inside, inside - WINDOW) == 2
+    past = T0 + WINDOW + dt.timedelta(days=1)
+    assert archive_superseded(store, MONTH, rows(), past, past - WINDOW) == 1
+    assert history_names(store) == ["materialized=20261212T080000Z.parquet"]

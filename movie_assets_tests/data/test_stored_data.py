@@ -33,12 +33,12 @@ DECLARED = {
     "features_history": FEATURE_HISTORY_COLUMNS,
     "predictions": PREDICTION_COLUMNS,
 }
-# One row per movie; the feature history holds one row per movie per version (materialization run).
+# One row per movie; the feature history holds one row per superseded version of a movie.
 UNIQUE_KEYS = {
     "movies_raw": ["movie_id"],
     "movies_clean": ["movie_id"],
     "features": ["movie_id"],
-    "features_history": ["movie_id", "run_id"],
+    "features_history": ["movie_id", "event_timestamp"],
     "predictions": ["movie_id"],
 }
 # Largest share of NULLs each column may have. Keys, partitions, times and the model's output are never
@@ -74,7 +74,9 @@ def stored(demo_run, stack_env):
 
 @pytest.mark.parametrize("table", list(DECLARED))
 def test_stored_columns_and_types_are_the_declared_ones(stored, table):
-    assert row_count(stored, SCHEMA, table) > 0, f"the demo stored no rows in {table}"
+    # The history holds superseded rows only: none after a demo that materialized each month once.
+    if table != "features_history":
+        assert row_count(stored, SCHEMA, table) > 0, f"the demo stored no rows in {table}"
     assert schema_differences(stored, SCHEMA, table, DECLARED[table]) == {}
 
 

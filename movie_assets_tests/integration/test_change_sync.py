@@ -256,14 +256,17 @@ def test_feature_history_gives_the_value_of_its_time_from_data_the_platform_wrot
     second = query(database, "select max(event_timestamp) from {schema}.features")[0][0]
     assert second > first
 
+    # History by change: only the changed movie's superseded row, in Postgres and in the month's history/ object.
     history = object_store.path_for(FEATURES_OBJECT_PATH, month).parent / "history"
-    assert len([p for p in history.iterdir() if p.name.endswith(".parquet")]) == 1
+    (archived,) = [p for p in history.iterdir() if p.name.endswith(".parquet")]
+    assert pd.read_parquet(archived.open("rb"))["movie_id"].tolist() == [movie_id]
     versions = query(
         database,
-        "select count(distinct event_timestamp) from {schema}.features_history where release_month = %s",
+        "select movie_id, event_timestamp, superseded_at from {schema}.features_history where release_month = %s",
         (month,),
     )
-    assert versions == [(2,)]
+    assert versions == [(movie_id, first, second)]
+    assert query(database, "select count(*) from {schema}.features where event_timestamp = %s", (second,)) == [(1,)]
 
     store = resources["feast"].store()
     entity = pd.DataFrame(

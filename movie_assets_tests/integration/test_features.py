@@ -1,5 +1,6 @@
 """Feature layer on real services: Parquet offline store (folder and S3), Feast SQL registry, Redis online store."""
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from movie_assets.assets.ingest import movies_raw
 from movie_assets.assets.prepare import movies_clean
 from movie_assets.feature_definitions import FEATURE_SERVICE
 from movie_assets.object_layout import FEATURES_OBJECT_PATH
-from movie_assets.resources.feast import KEY_TTL_SECONDS, FeastStore, feast_env
+from movie_assets.resources.feast import FeastStore, feast_env
 from movie_assets.resources.tmdb_sample import TmdbSampleSource
 from movie_assets_tests.conftest import movie_platform_cli, platform_resources
 from movie_platform.local_stack import REPO_ROOT
@@ -72,7 +73,7 @@ def test_features_to_online_store_on_a_folder(stack_env, database, object_store)
     keys = project_keys(stack_env, feast.project)
     assert len(keys) == clean
     ttls = [redis.Redis.from_url(stack_env["MOVIE_REDIS_URL"]).ttl(k) for k in keys[:20]]
-    assert all(0 < ttl <= KEY_TTL_SECONDS for ttl in ttls), ttls
+    assert ttls == [-1] * len(ttls), f"online keys never expire, got TTLs {ttls}"
 
     # The direct reader sees exactly what the Feast SDK sees.
     from movie_assets.resources.online_writer import read_latest
@@ -88,20 +89,16 @@ def test_features_to_online_store_on_a_folder(stack_env, database, object_store)
     pd.testing.assert_frame_equal(direct, sdk[direct.columns].astype("float64"), check_names=False)
     assert direct.loc[1].isna().all()
 
-    # A row older than the view's TTL is not served: missing, as the point-in-time join has it.
-    from movie_assets.resources.online_writer import FeastRedisLayout, timestamp_bytes
+    # Two years on, with no materialization in between: every movie is still served and covered.
+    from movie_assets.checks import online_keys_match_offline
+    from movie_assets.domain import clock
 
-    view = store.get_feature_view("movie_features")
-    layout = FeastRedisLayout(store, view)
-    stale_id = ids[0]
-    (stale_key,) = layout.keys(np.asarray([stale_id], dtype="int64"))
-    client = redis.Redis.from_url(stack_env["MOVIE_REDIS_URL"])
-    fresh_stamp = client.hget(stale_key, layout.ts_field)
-    old = pd.Timestamp.now(tz="UTC") - view.ttl - pd.Timedelta(days=10)
-    client.hset(stale_key, layout.ts_field, timestamp_bytes(old.value))
-    aged = read_latest(store, view, ids[:2])
-    assert aged.loc[stale_id].isna().all() and aged.loc[ids[1]].notna().any()
-    client.hset(stale_key, layout.ts_field, fresh_stamp)
+    with clock.clock_at(clock.now() + dt.timedelta(days=730)):
+        aged = read_latest(store, store.get_feature_view("movie_features"), ids)
+        coverage = online_keys_match_offline(feast, object_store)
+    pd.testing.assert_frame_equal(aged, direct)
+    assert coverage.passed and coverage.metadata["missing"].value == 0
+    assert coverage.metadata["movies"].value == clean
 
     # Idempotent: running again materializes nothing new and changes nothing.
     again = dg.materialize([online_features], resources=resources, instance=dg.DagsterInstance.ephemeral())
@@ -146,7 +143,9 @@ def test_point_in_time_join_never_returns_a_future_value(stack_env, object_store
 
     for name in FEATURE_NAMES:
         if name not in rows:
-            rows[name] = 0.0 if name in ("log_budget", "log_revenue", "log_vote_count", "popularity", "age_days") else 0
+            rows[name] = (
+                0.0 if name in ("log_budget", "log_revenue", "log_vote_count", "popularity", "release_days") else 0
+            )
     path = object_store.path_for(FEATURES_OBJECT_PATH, "2024-01-01")
     path.parent.mkdir(parents=True)
     rows.to_parquet(path.path, index=False)
@@ -170,7 +169,7 @@ def test_point_in_time_join_never_returns_a_future_value(stack_env, object_store
     assert pd.Timestamp("2024-02-28T00:00:00Z") not in values, "no value existed yet"
     assert values[pd.Timestamp("2024-03-05T00:00:00Z")] == 100.0, "the value of t1; t2's value lies in the future"
     assert values[pd.Timestamp("2024-03-10T00:00:00Z")] == 200.0
-    assert pd.Timestamp("2024-08-01T00:00:00Z") not in values, "older than the feature view TTL (90 days): stale"
+    assert values[pd.Timestamp("2024-08-01T00:00:00Z")] == 200.0, "no TTL: the newest row holds however old"
 
 
 def test_cli_lookup_and_feast_cli_share_the_registry(demo_run, test_stack, stack_env):
@@ -208,7 +207,6 @@ def test_parallel_materialization_writes_what_stock_feast_writes(stack_env, obje
     from movie_assets.domain.feature_engineering import FEATURE_NAMES, FLOAT_FEATURES
     from movie_assets.resources.online_materialize import materialize_parallel
 
-    # Event times within the view's TTL: older rows are not written (their keys would expire at once).
     event = pd.Timestamp.now(tz="UTC").floor("D") - pd.Timedelta(days=2)
     rows = pd.DataFrame({"movie_id": range(1, 301), "event_timestamp": event, "created": event})
     for i, name in enumerate(FEATURE_NAMES):
@@ -247,3 +245,68 @@ def test_parallel_materialization_writes_what_stock_feast_writes(stack_env, obje
     assert online(fast)["runtime"].isna().sum() == 1
     assert fast.store().get_feature_view("movie_features").most_recent_end_time == end
     assert len(project_keys(stack_env, fast.project)) == 300
+
+
+def test_history_grows_by_change_and_is_kept_by_time(stack_env, database, object_store, monkeypatch):
+    """Unchanged re-materializations add no history; a change adds its old row, which the join returns before it,
+    and which goes once its successor has held for longer than MOVIE_FEATURE_HISTORY_DAYS."""
+    from movie_assets.domain import clock
+    from movie_assets.domain.point_in_time import historical_features
+
+    monkeypatch.setenv("MOVIE_FEATURE_HISTORY_DAYS", "400")
+    month = "2024-01-01"
+    feast = feast_for(stack_env, object_store)
+    resources = {**platform_resources(database, object_store, TmdbSampleSource()), "feast": feast}
+    schema = database.db_schema
+
+    def rows(text: str, params=()) -> list[tuple]:
+        with database.connect() as conn:
+            return conn.execute(text.format(schema=f'"{schema}"'), params).fetchall()
+
+    def materialize(at: dt.datetime, graph=(movies_clean, movie_features)) -> None:
+        with clock.clock_at(at):
+            assets = [movies_raw, movies_clean, movie_features]
+            assert dg.materialize(assets, selection=list(graph), resources=resources, partition_key=month).success
+
+    def history_objects() -> list:
+        folder = object_store.path_for(FEATURES_OBJECT_PATH, month).parent / "history"
+        return sorted(p for p in folder.iterdir() if p.name.endswith(".parquet")) if folder.exists() else []
+
+    t0 = clock.now().replace(microsecond=0)
+    materialize(t0, graph=(movies_raw, movies_clean, movie_features))
+    for day in (1, 2, 3):
+        materialize(t0 + dt.timedelta(days=day))
+        assert rows("select count(*) from {schema}.features_history") == [(0,)]
+        assert history_objects() == []
+        assert rows("select distinct event_timestamp from {schema}.features") == [(t0,)], "unchanged: valid since t0"
+
+    changed, other = (r[0] for r in rows("select movie_id from {schema}.movies_raw order by movie_id limit 2"))
+    (old_votes,) = rows("select vote_count from {schema}.movies_clean where movie_id = %s", (changed,))[0]
+    rows("update {schema}.movies_raw set vote_count = vote_count + 5000 where movie_id = %s returning 1", (changed,))
+    t1 = t0 + dt.timedelta(days=4)
+    materialize(t1)
+    assert rows("select movie_id, event_timestamp, superseded_at from {schema}.features_history") == [(changed, t0, t1)]
+    (archived,) = history_objects()
+    assert pd.read_parquet(archived.open("rb"))["movie_id"].tolist() == [changed]
+
+    store = feast.store()
+    store.apply(list(feast.definitions().values()))
+
+    def joined(at: dt.datetime) -> dict[int, float]:
+        entity = pd.DataFrame({"movie_id": [changed, other], "event_timestamp": [pd.Timestamp(at)] * 2})
+        frame = historical_features(store, entity, FEATURE_SERVICE)
+        return dict(zip(frame["movie_id"], frame["log_vote_count"], strict=True))
+
+    before = joined(t0 + dt.timedelta(days=2))
+    assert before[changed] == np.log1p(old_votes) and not np.isnan(before[other])
+    assert joined(t1 + dt.timedelta(days=1))[changed] == np.log1p(old_votes + 5000)
+
+    # Inside the window the old row stays; past it (its successor held > 400 days) it goes, and joins inside
+    # the window are still right (the new value; the unchanged movie's t0 row however old).
+    materialize(t1 + dt.timedelta(days=399))
+    assert len(history_objects()) == 1 and rows("select count(*) from {schema}.features_history") == [(1,)]
+    late = t1 + dt.timedelta(days=401)
+    materialize(late)
+    assert history_objects() == [] and rows("select count(*) from {schema}.features_history") == [(0,)]
+    inside = joined(late - dt.timedelta(days=399))
+    assert inside[changed] == np.log1p(old_votes + 5000) and inside[other] == before[other]

@@ -1,7 +1,7 @@
-"""The online store on real Redis: key life from the event time, coverage both ways, a writer that checks itself.
+"""The online store on real Redis: keys that never expire, coverage both ways, a writer that checks itself.
 
 Each test writes its own offline rows (a Feast project of its own, Parquet in a temp folder),
-so it controls event times and sizes: rows 80 and 100 days old for the TTL, a stray key for
+so it controls event times and sizes: rows 100 days and 2 years old for expiry, a stray key for
 the coverage check, a view with an INT32 feature for the fallback, and enough rows for the
 multi-process writer to fork inside a Dagster step.
 """
@@ -18,7 +18,6 @@ import redis
 
 from movie_assets.assets.features import feast_definitions, online_features
 from movie_assets.domain.feature_engineering import FEATURE_NAMES, FLOAT_FEATURES
-from movie_assets.feature_definitions import FEATURE_VIEW_TTL
 from movie_assets.object_layout import FEATURES_OBJECT_PATH
 from movie_assets.resources.online_materialize import materialize_parallel
 from movie_assets_tests.conftest import own_feast_project
@@ -55,19 +54,16 @@ def layout_of(feast):
     return FeastRedisLayout(store, store.get_feature_view("movie_features"))
 
 
-def test_a_key_expires_when_its_event_time_passes_the_view_ttl(stack_env, object_store):
-    """80 days old, 90-day TTL: the key lives ~10 more days (was: 30 days from the write); 100 days: not written."""
-    ttl = pd.Timedelta(FEATURE_VIEW_TTL)
-    old, expired = NOW - pd.Timedelta(days=80), NOW - pd.Timedelta(days=100)
-    write_offline(object_store, "2024-01-01", feature_rows([11, 12], [old, expired]))
+def test_an_old_row_is_written_and_its_key_never_expires(stack_env, object_store):
+    """Rows 100 days and 2 years old (were: one key expiring in days, one not written): both online, no expiry."""
+    old, older = NOW - pd.Timedelta(days=100), NOW - pd.Timedelta(days=730)
+    write_offline(object_store, "2024-01-01", feature_rows([11, 12], [old, older]))
     feast = applied(stack_env, object_store)
     done = materialize_parallel(feast, *WINDOW, workers=1)
     client = redis.Redis.from_url(stack_env["MOVIE_REDIS_URL"])
-    kept, dropped = layout_of(feast).keys(np.array([11, 12]))
-    expected_ms = (old + ttl - pd.Timestamp.now(tz="UTC")).total_seconds() * 1000
-    assert abs(client.pttl(kept) - expected_ms) < 120_000, (client.pttl(kept) / 86_400_000, "days left")
-    assert not client.exists(dropped), "a row already past the view's TTL is not written"
-    assert done.rows == 2 and done.written == 1
+    keys = layout_of(feast).keys(np.array([11, 12]))
+    assert [client.pttl(key) for key in keys] == [-1, -1], "a key without expiry (-2 would be: no key)"
+    assert done.rows == 2 and done.written == 2
 
 
 def test_a_stray_online_key_fails_the_coverage_check_naming_the_movie(stack_env, object_store):

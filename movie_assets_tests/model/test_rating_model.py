@@ -215,10 +215,11 @@ def test_sweep_logs_a_parent_with_one_child_per_configuration(pipeline, stack_en
     assert parents[0].data.metrics["best_rmse"] == min(c.data.metrics["rmse"] for c in children)
 
 
-def test_stale_features_are_never_training_rows(pipeline):
-    """Features older than the view's TTL come back from Feast as NaN: such movies are left out, not zero-filled."""
+def test_training_never_fails_only_because_time_passed(pipeline):
+    """Two years on with no materialization in between, the training set is the same (was: no features at all)."""
+    from movie_assets.domain import clock
     from movie_assets.domain.training import labelled_movies, training_set
-    from movie_assets.feature_definitions import FEATURE_SERVICE, FEATURE_VIEW_TTL
+    from movie_assets.feature_definitions import FEATURE_SERVICE
 
     database = pipeline["database"]
     with database.connect() as conn:
@@ -230,11 +231,13 @@ def test_stale_features_are_never_training_rows(pipeline):
         )
     labels = labelled_movies(clean, 20)
     store = pipeline["resources"]["feast"].store()
-    fresh = training_set(store, labels, FEATURE_SERVICE, dt.datetime.now(dt.timezone.utc))
+    now = clock.now()
+    fresh = training_set(store, labels, FEATURE_SERVICE, now)
     assert len(fresh) == len(labels) and fresh[FEATURE_NAMES].notna().any(axis=1).all()
-    later = dt.datetime.now(dt.timezone.utc) + FEATURE_VIEW_TTL + dt.timedelta(days=1)
-    with pytest.raises(ValueError, match="no features"):
-        training_set(store, labels, FEATURE_SERVICE, later)
+    later = now + dt.timedelta(days=730)
+    with clock.clock_at(later):
+        aged = training_set(store, labels, FEATURE_SERVICE, clock.now())
+    pd.testing.assert_frame_equal(aged, fresh)
 
 
 def test_no_secret_reaches_mlflow_params_tags_or_the_event_log(pipeline, stack_env, monkeypatch):
