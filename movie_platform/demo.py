@@ -133,7 +133,8 @@ def _sync(defs: dg.Definitions, instance, log, event_log: Path, verbose: bool) -
     counts = ", ".join(f"{metadata[name]} {name}" for name in ("changed", "moved_in", "new", "removed", "rejected"))
     return (
         f"{metadata['changed_ids']} changed movies listed for {metadata['window']}: {counts}; "
-        f"{metadata['months_touched']} months re-materialized (automation carries them on under `make dev`)"
+        f"{metadata['months_touched']} months re-materialized (the first automation tick of `make dev` carries "
+        "them on to Redis and predictions)"
     )
 
 

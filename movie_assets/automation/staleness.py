@@ -59,6 +59,19 @@ def as_of(materialized: int | None, planned: int | None) -> int | None:
     return planned if planned is not None and planned < materialized else materialized
 
 
+def run_ids(instance: dg.DagsterInstance, key: dg.AssetKey, storage_ids: list[int]) -> dict[int, str]:
+    """Storage id -> the run that wrote that materialization (runless reports have none)."""
+    found: dict[int, str] = {}
+    unique = sorted(set(storage_ids))
+    for start in range(0, len(unique), 500):
+        for summary in instance.get_asset_event_summary_records(
+            MATERIALIZED, asset_key=key, storage_ids=unique[start : start + 500]
+        ):
+            if summary.run_id:
+                found[summary.storage_id] = summary.run_id
+    return found
+
+
 class StorageState:
     """One asset's stored state and its inputs', queried once per evaluation."""
 
@@ -79,27 +92,49 @@ class StorageState:
             if self.graph.has(parent) and self.graph.get(parent).is_materializable
         }
 
-    def newest_input(self, partition: str | None) -> int | None:
-        """Storage id of the newest materialization among the inputs of `partition`."""
-        newest = []
+    def input_ids(self, partition: str | None) -> list[tuple[dg.AssetKey, int]]:
+        """(input, storage id of its newest materialization) for each input of `partition` that has one."""
+        found = []
         for parent, ids in self.parents.items():
-            parent_partitioned = self.graph.get(parent).partitions_def is not None
-            if not parent_partitioned:
-                newest.append(ids.get(None))
+            if self.graph.get(parent).partitions_def is None:
+                newest = ids.get(None)
             elif partition is None:  # an unpartitioned child reads every month
-                newest.append(max(ids.values(), default=None))
+                newest = max(ids.values(), default=None)
             else:  # the same release-month partitions on both sides
-                newest.append(ids.get(partition))
-        return max((n for n in newest if n is not None), default=None)
+                newest = ids.get(partition)
+            if newest is not None:
+                found.append((parent, newest))
+        return found
+
+    def newest_input(self, partition: str | None) -> int | None:
+        return max((storage_id for _, storage_id in self.input_ids(partition)), default=None)
 
     def out_of_date(self, partitions) -> dict[str | None, int]:
-        """Partition -> newest input id, for each partition an input was materialized after (or never built)."""
-        stale = {}
+        """Partition -> newest input id, for each partition an input was materialized after (or never built).
+
+        An input that the partition's own newest run materialized (earlier in the same run) is what
+        that run read, not news: a month's clean-then-features run leaves both current.
+        """
+        newer: dict[str | None, list[tuple[dg.AssetKey, int]]] = {}
         for partition in partitions:
-            newest = self.newest_input(partition)
             own = self.as_of.get(partition)
-            if newest is not None and (own is None or newest > own):
-                stale[partition] = newest
+            found = [(parent, i) for parent, i in self.input_ids(partition) if own is None or i > own]
+            if found:
+                newer[partition] = found
+        if not newer:
+            return {}
+        own_runs = run_ids(self.instance, self.key, [self.materialized[p] for p in newer if p in self.materialized])
+        wanted: dict[dg.AssetKey, list[int]] = {}
+        for found in newer.values():
+            for parent, storage_id in found:
+                wanted.setdefault(parent, []).append(storage_id)
+        input_runs = {parent: run_ids(self.instance, parent, ids) for parent, ids in wanted.items()}
+        stale = {}
+        for partition, found in newer.items():
+            own_run = own_runs.get(self.materialized.get(partition, -1))
+            news = [i for parent, i in found if not own_run or input_runs[parent].get(i) != own_run]
+            if news:
+                stale[partition] = max(news)
         return stale
 
     def failed_attempts(self, partition: str | None) -> int:

@@ -1,15 +1,18 @@
-"""The platform keeps itself fresh under the real `dagster-daemon run`, with nothing launched by hand.
+"""The platform converges under the real `dagster-daemon run`, from states an event-driven daemon never recovers.
 
 Setup writes what a first day leaves behind (six crawled months, features online, a
 champion model, predictions) into an instance of the test's own. Then TMDB has a day of
-changes, and the test only starts the daemon: `tmdb_changes_sensor` runs the sync, the
-automation condition sensor runs everything below it. Within 15 minutes every touched
-movie is current in movies_clean, features, the Feast online store (equal to the newest
-offline row) and predictions, and the deleted ones are gone.
+changes and a sync runs by hand, before any daemon (what `make demo` leaves for `make dev`).
+More changes follow; the test starts the daemon (`tmdb_changes_sensor` syncs those), SIGKILLs
+the daemon alone while the automation's runs are under way, and starts it again. Within 10
+minutes every touched movie is current in movies_clean, features, the Feast online store
+(equal to the newest offline row) and predictions, the deleted ones are gone, no run failed,
+and no partition was requested twice for one change.
 """
 
 import datetime as dt
 import math
+import os
 import signal
 import time
 import uuid
@@ -23,17 +26,27 @@ from movie_assets.assets.ingest import movies_raw
 from movie_assets.assets.prepare import movies_clean
 from movie_assets.assets.training import movie_rating_model, movie_rating_predictions
 from movie_assets.domain.feature_engineering import FEATURE_NAMES
+from movie_assets.jobs.sync_tmdb_changes import sync_tmdb_changes
+from movie_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, release_month_partitions
 from movie_assets.resources.mlflow import MlflowTracking
 from movie_assets.resources.serving import online_feature_rows
 from movie_assets.resources.tmdb import TmdbApiClient
 from movie_assets.resources.tmdb_sample import movies_for_month
 from movie_assets_tests.conftest import own_feast_project, platform_resources, stop_process_group
 from movie_assets_tests.integration.dagster_instance import daemon_env, own_instance_home, start_daemon
-from movie_assets_tests.integration.test_change_sync import MONTHS, RANGE_TAGS, a_day_of_changes, query, stored_ids
+from movie_assets_tests.integration.test_change_sync import (
+    MONTHS,
+    RANGE_TAGS,
+    TODAY,
+    a_day_of_changes,
+    query,
+    stored_ids,
+)
 from movie_assets_tests.tmdb_server import FakeTmdb, TmdbTestServer
 from movie_platform.local_stack import tail
 
-DEADLINE_S = 15 * 60
+DEADLINE_S = 10 * 60
+AUTOMATION = "default_automation_condition_sensor"
 
 
 @pytest.fixture
@@ -129,7 +142,93 @@ def lagging(database, feast, touched: dict, since: dt.datetime) -> dict[str, lis
     return {store: ids for store, ids in behind.items() if ids}
 
 
-def test_the_daemon_brings_a_day_of_tmdb_changes_to_every_store_without_a_launch_by_hand(
+def automation_runs(instance: dg.DagsterInstance, since: float) -> list:
+    """The run records the automation sensor launched (itself or through a backfill) after `since`."""
+    return [
+        r
+        for r in instance.get_run_records()
+        if r.create_timestamp.timestamp() > since
+        and r.dagster_run.job_name != "sync_tmdb_changes"
+        and (r.dagster_run.tags.get("dagster/sensor_name") == AUTOMATION or r.dagster_run.tags.get("dagster/backfill"))
+    ]
+
+
+def describe(records) -> str:
+    return "\n".join(
+        f"{r.dagster_run.run_id[:8]} {r.dagster_run.status.value} "
+        f"{sorted(k.to_user_string() for k in r.dagster_run.asset_selection or [])} {partitions_of(r.dagster_run)}"
+        for r in records
+    )
+
+
+def partitions_of(run: dg.DagsterRun) -> list:
+    tags = run.tags
+    if tags.get("dagster/partition"):
+        return [tags["dagster/partition"]]
+    if tags.get(RANGE_START_TAG):
+        return release_month_partitions.get_partition_keys_in_range(
+            dg.PartitionKeyRange(tags[RANGE_START_TAG], tags[RANGE_END_TAG])
+        )
+    return [None]
+
+
+def asked_twice_for_one_change(instance: dg.DagsterInstance, since: float) -> list[str]:
+    """Each asset partition the automation ran again although none of its inputs was materialized in between.
+
+    Between two runs of one partition, an input partition it reads (the same month, any month
+    for an unpartitioned asset, or an unpartitioned input) must have landed after the first run
+    started; otherwise the second run repeats the first for the same change.
+    """
+    from movie_assets.definitions import defs
+
+    asset_graph = defs.resolve_asset_graph()
+    landed: dict[dg.AssetKey, list[tuple[str | None, float]]] = {}
+
+    def inputs_landed(key: dg.AssetKey) -> list[tuple[str | None, float]]:
+        if key not in landed:
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, after_timestamp=since), limit=100_000
+            ).records
+            landed[key] = [(r.partition_key, r.timestamp) for r in records]
+        return landed[key]
+
+    runs: dict[tuple[dg.AssetKey, str | None], list] = {}
+    for record in sorted(automation_runs(instance, since), key=lambda r: r.create_timestamp):
+        for key in record.dagster_run.asset_selection or []:
+            for partition in partitions_of(record.dagster_run):
+                runs.setdefault((key, partition), []).append(record)
+    repeated = []
+    for (key, partition), records in runs.items():
+        node = asset_graph.get(key)
+        for first, second in zip(records, records[1:], strict=False):
+            started = (first.start_time or first.create_timestamp.timestamp()) - 1
+            asked = second.create_timestamp.timestamp()
+            newer = [
+                when
+                for parent in node.parent_entity_keys
+                for parent_partition, when in inputs_landed(parent)
+                if started < when < asked
+                and (partition is None or parent_partition is None or parent_partition == partition)
+            ]
+            if not newer:
+                repeated.append(
+                    f"{key.to_user_string()} {partition}: runs {first.dagster_run.run_id[:8]}, "
+                    f"{second.dagster_run.run_id[:8]}"
+                )
+    return repeated
+
+
+def more_changes(fake: FakeTmdb, stored: list[int], touched: dict) -> None:
+    """Vote changes on 40 movies the first batch did not touch, listed later the same day."""
+    taken = {m for ids in touched.values() for m in ids}
+    later = [m for m in stored if m not in taken][:40]
+    for movie_id in later:
+        truth = fake.truth(movie_id)
+        fake.change(TODAY, movie_id, {**truth, "vote_count": int(truth["vote_count"]) + 500})
+    touched["changed"] = touched["changed"] + later
+
+
+def test_the_daemon_converges_after_a_sync_by_hand_and_a_daemon_killed_mid_propagation(
     database, object_store, stack_env, instance_home, tracking, tmp_path
 ):
     movies = [m for month in MONTHS for m in movies_for_month(month)]
@@ -144,7 +243,12 @@ def test_the_daemon_brings_a_day_of_tmdb_changes_to_every_store_without_a_launch
         instance = dg.DagsterInstance.from_config(str(instance_home))
         first_day(resources, instance)
         assert tracking.champion() is not None, "setup must leave a champion to score with"
-        touched = a_day_of_changes(server.fake, stored_ids(database))
+        since = time.time()
+        stored = stored_ids(database)
+        touched = a_day_of_changes(server.fake, stored)
+        # The sync, by hand and before any daemon ran: `dagster job execute -j sync_tmdb_changes`, or make demo.
+        assert sync_tmdb_changes.execute_in_process(resources=resources, instance=instance).success
+        more_changes(server.fake, stored, touched)  # what the daemon's own sync will find
         server.fake.requests.clear()
 
         env = daemon_env(
@@ -160,32 +264,68 @@ def test_the_daemon_brings_a_day_of_tmdb_changes_to_every_store_without_a_launch
             # every hop waits for one evaluation: 5 s instead of the default 30 s keeps the test short
             MOVIE_AUTOMATION_INTERVAL_SECONDS="5",
         )
-        since = dt.datetime.now(dt.timezone.utc)
+        scored_since = dt.datetime.now(dt.timezone.utc)
         log_file = tmp_path / "daemon.log"
-        daemon = start_daemon(env, log_file)
         started = time.monotonic()
+        killed = start_daemon(env, log_file)
+        daemon = None
         behind: dict = {"everything": ["not checked yet"]}
         try:
+            # Mid-propagation: the automation has launched runs. SIGKILL the daemon alone (an OOM kill);
+            # its code server finishes the runs it has, and a new daemon takes over.
+            while not automation_runs(instance, since):
+                assert time.monotonic() - started < DEADLINE_S, f"no automation run launched:\n{tail(log_file, 40)}"
+                assert killed.poll() is None, f"dagster-daemon exited:\n{tail(log_file, 40)}"
+                time.sleep(1)
+            os.kill(killed.pid, signal.SIGKILL)  # not reaped yet: its group id stays ours until teardown
+            print(
+                f"daemon SIGKILLed {time.monotonic() - started:.0f}s after start, "
+                f"{len(automation_runs(instance, since))} automation run(s) launched"
+            )
+            daemon = start_daemon(env, log_file)
             while time.monotonic() - started < DEADLINE_S:
                 time.sleep(10)
                 assert daemon.poll() is None, f"dagster-daemon exited:\n{tail(log_file, 40)}"
                 failures = failed_runs(instance)
                 assert not failures, "\n\n".join(failures)
-                behind = lagging(database, feast, touched, since)
+                behind = lagging(database, feast, touched, scored_since)
                 if not behind:
                     break
             caught_up_s = time.monotonic() - started
+            # Converged: once the last runs (backups, EDA, the online store after the last month) end,
+            # four more evaluations launch nothing.
+            while any(not r.dagster_run.is_finished for r in automation_runs(instance, since)):
+                assert time.monotonic() - started < DEADLINE_S + 120, describe(automation_runs(instance, since))
+                time.sleep(2)
+            settled = automation_runs(instance, since)
+            time.sleep(25)
+            after = automation_runs(instance, since)
+            new = after[: len(after) - len(settled)]
+            assert not new, "launched after converging:\n" + describe(new)
         finally:
-            stop_process_group(daemon, signal.SIGTERM)
+            if daemon is not None:
+                stop_process_group(daemon, signal.SIGTERM)
+            try:
+                os.killpg(killed.pid, signal.SIGKILL)  # the killed daemon's code server, if it is still there
+            except ProcessLookupError:
+                pass
+            killed.wait()
         assert not behind, (
             f"after {DEADLINE_S}s not caught up: { {k: v[:5] for k, v in behind.items()} }\n{tail(log_file, 40)}"
         )
-        print(f"caught up {caught_up_s:.0f}s after the daemon started")
+        print(f"caught up {caught_up_s:.0f}s after the daemon first started; automation runs:\n{describe(after)}")
+        assert not failed_runs(instance)
+        repeated = asked_twice_for_one_change(instance, since)
+        assert not repeated, "asked twice for one change:\n" + "\n".join(repeated)
 
-        launched = [r.dagster_run for r in instance.get_run_records() if r.create_timestamp > since]
+        launched = [r.dagster_run for r in instance.get_run_records() if r.create_timestamp.timestamp() > since]
         by_hand = [
-            r.run_id for r in launched if not (r.tags.get("dagster/sensor_name") or r.tags.get("dagster/backfill"))
+            r.run_id
+            for r in launched
+            if not (r.tags.get("dagster/sensor_name") or r.tags.get("dagster/backfill"))
+            and r.job_name != "sync_tmdb_changes"
         ]
-        assert launched and not by_hand, "every run after setup comes from a sensor"
+        assert launched and not by_hand, "every run after the sync by hand comes from a sensor"
+        assert any(r.tags.get("dagster/sensor_name") == "tmdb_changes_sensor" for r in launched), "no sensor sync"
         assert server.fake.requests["discover"] == 0
         instance.dispose()

@@ -55,3 +55,26 @@ def test_demo_is_quiet_and_logs_the_event_stream_to_a_file(demo_run):
     model = next(line for line in console if line.startswith("model: XGBoost holdout rmse "))
     assert "mean baseline " in model and "ridge baseline " in model, model
     assert any(line.startswith("champion: ") for line in console)
+
+
+def test_the_first_automation_tick_after_the_demo_carries_its_sync_on(demo_run, stack_env):
+    """`make demo` ends with a sync and no daemon; the first tick of `make dev`'s daemon requests what it touched.
+
+    The daemon test shows the daemon running such requests down to Redis; here the demo's own instance.
+    """
+    import dagster as dg
+
+    from movie_assets.definitions import defs
+
+    assert demo_run.returncode == 0, demo_run.stdout[-3000:] + demo_run.stderr[-3000:]
+    instance = dg.DagsterInstance.from_config(stack_env["DAGSTER_HOME"])
+    try:
+        syncs = instance.get_runs(filters=dg.RunsFilter(job_name="sync_tmdb_changes"), limit=1)
+        assert syncs, "the demo ran no sync"
+        records = instance.fetch_materializations(dg.AssetKey("movies_raw"), limit=1000).records
+        touched = {r.partition_key for r in records if r.run_id == syncs[0].run_id}
+        assert touched, "the demo's sync touched no month"
+        first_tick = dg.evaluate_automation_conditions(defs=defs, instance=instance)  # no cursor: a first tick
+        assert touched <= set(first_tick.get_requested_partitions(dg.AssetKey("movies_clean")))
+    finally:
+        instance.dispose()
