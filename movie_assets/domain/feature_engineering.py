@@ -123,7 +123,7 @@ def carry_unchanged(fresh: pd.DataFrame, previous: pd.DataFrame) -> tuple[pd.Dat
     rows = fresh.reset_index(drop=True)
     keep = pd.Series(unchanged)
     for column in times:
-        earlier = pd.to_datetime(aligned[column], utc=True).dt.as_unit("ns").reset_index(drop=True)
-        rows[column] = pd.to_datetime(rows[column], utc=True).dt.as_unit("ns").mask(keep, earlier)
+        earlier = pd.to_datetime(aligned[column], utc=True).dt.as_unit("us").reset_index(drop=True)
+        rows[column] = pd.to_datetime(rows[column], utc=True).dt.as_unit("us").mask(keep, earlier)
     superseded = previous[~previous["movie_id"].isin(fresh["movie_id"][unchanged])]
     return rows, superseded.reset_index(drop=True)

@@ -82,8 +82,11 @@ def failed_runs(instance: dg.DagsterInstance) -> list[str]:
     out = []
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE])):
         errors = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
-        text = errors[0].dagster_event.step_failure_data.error.to_string() if errors else "no step failure"
-        out.append(f"{run.job_name} {run.tags.get('dagster/partition', '')}: {text[-1500:]}")
+        error = errors[0].dagster_event.step_failure_data.error if errors else None
+        while error is not None and error.cause is not None:  # the user's exception, not Dagster's wrapper
+            error = error.cause
+        text = f"{error.cls_name}: {error.message}\n{''.join(error.stack)[-1200:]}" if error else "no step failure"
+        out.append(f"{run.job_name} {run.tags.get('dagster/partition', '')}: {text}")
     return out
 
 
