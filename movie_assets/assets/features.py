@@ -24,7 +24,7 @@ from movie_assets.partitions import monthly_asset, months_in, partition_window
 from movie_assets.resources.feast import FIRST_MATERIALIZATION_START, FeastStore
 from movie_assets.resources.object_store import ObjectStore
 from movie_assets.resources.online_materialize import materialize_parallel
-from movie_assets.resources.online_writer import OnlineReader
+from movie_assets.resources.online_writer import OnlineReader, persist_keys
 from movie_assets.resources.postgres import PostgresDatabase, copy_frame
 from movie_assets.settings import redact_text, redact_url
 
@@ -187,9 +187,10 @@ def feast_definitions(context: dg.AssetExecutionContext, feast: FeastStore) -> d
     objects = feast.definitions()
     store.apply(list(objects.values()))
     view, service = objects["movie_features"], objects[FEATURE_SERVICE]
+    persisted = persist_online_keys(feast, view)
     context.log.info(
         f"applied project {feast.project}: feature view {view.name} ({len(view.features)} features), service "
-        f"{service.name}"
+        f"{service.name}; {persisted} online keys no longer expire"
     )
     return dg.MaterializeResult(
         metadata={
@@ -200,9 +201,32 @@ def feast_definitions(context: dg.AssetExecutionContext, feast: FeastStore) -> d
             ),
             "feature_services": service.name,
             "definitions_version": definitions_version(),
+            "online_keys_persisted": persisted,
             "features": ", ".join(f.name for f in view.features),
         }
     )
+
+
+def persist_online_keys(feast: FeastStore, view) -> int:
+    """With no view TTL and no key TTL, keys written under an earlier TTL lose their expiry (else 0).
+
+    Unchanged movies are never rewritten, so their old expiry would still drop them silently.
+    """
+    if (view.ttl and view.ttl.total_seconds() > 0) or feast.key_ttl_seconds:
+        return 0
+    import redis
+
+    store = feast.store()
+    try:
+        return persist_keys(store, store.get_feature_view(view.name))
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise dg.Failure(
+            description=f"Redis (the Feast online store) at {redact_url(feast.redis_url)} is unreachable: "
+            f"{redact_text(str(exc)) or type(exc).__name__}. The definitions are applied, but keys written under "
+            "an earlier TTL may still expire: start Redis (`movie-platform up`) or fix MOVIE_REDIS_URL, then "
+            "re-run feast_definitions.",
+            allow_retries=True,
+        ) from None
 
 
 @dg.asset(

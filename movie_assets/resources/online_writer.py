@@ -569,6 +569,25 @@ def read_latest(store, view, ids) -> pd.DataFrame:
     return OnlineReader(store, view).read(ids)
 
 
+def persist_keys(store, view, count: int = 10_000) -> int:
+    """Drop the expiry of every key of the view; returns how many had one.
+
+    Keys written while the view had a TTL keep their PEXPIREAT through later HSETs, so a
+    movie would still vanish when it runs out. Called when the definitions are applied.
+    """
+    layout = FeastRedisLayout(store, view)
+    client = feast_private.redis_client(store.config.online_store)
+    pattern = glob_escape(layout.key_prefix) + b"*" + glob_escape(layout.project_suffix)
+    keys = list(client.scan_iter(match=pattern, count=count))
+    persisted = 0
+    with client.pipeline(transaction=False) as pipe:
+        for start in range(0, len(keys), WRITE_BATCH):
+            for key in keys[start : start + WRITE_BATCH]:
+                pipe.persist(key)
+            persisted += int(sum(pipe.execute()))
+    return persisted
+
+
 def delete_entities(store, view, ids) -> int:
     """Remove movies from the online store (their whole Redis hash): a deleted TMDB movie serves nothing."""
     keys = FeastRedisLayout(store, view).keys(np.asarray(list(ids), dtype="int64"))

@@ -267,3 +267,17 @@ def test_pull_latest_picks_the_rows_feasts_own_offline_store_pulls(stack_env, ob
     write_offline(object_store, "2024-03-01", recreated)
     latest = ordered(pull_latest(feast, view, *second_window))
     assert (latest["runtime"] == np.where(latest["movie_id"] % 3 == 1, 9.0, 1.0)).all()
+
+
+def test_applying_the_definitions_removes_the_expiry_of_keys_written_under_a_ttl(stack_env, object_store):
+    """A key from the 90-day-TTL days keeps its PEXPIREAT through later writes: feast_definitions drops it."""
+    write_offline(object_store, "2024-01-01", feature_rows([21, 22], NOW - pd.Timedelta(days=1)))
+    feast = applied(stack_env, object_store)
+    materialize_parallel(feast, *WINDOW, workers=1)
+    client = redis.Redis.from_url(stack_env["MOVIE_REDIS_URL"])
+    old, other = layout_of(feast).keys(np.array([21, 22]))
+    client.pexpire(old, 86_400_000)  # as the old writer left it
+    result = dg.materialize([feast_definitions], resources={"feast": feast})
+    assert [client.pttl(key) for key in (old, other)] == [-1, -1]
+    metadata = result.asset_materializations_for_node("feast_definitions")[0].metadata
+    assert metadata["online_keys_persisted"].value == 1
