@@ -96,3 +96,14 @@ def test_empty_partitions_give_empty_frames():
     assert list(eda_stats_frame(clean).columns) == list(EDA_COLUMNS) and eda_stats_frame(clean).empty
     features = build_features(clean, EVENT)
     assert features.empty and set(FEATURE_NAMES) <= set(features.columns)
+
+
+def test_carried_times_keep_the_unit_of_freshly_built_ones():
+    """Months with and without carried rows must share one Parquet schema: Feast's pull concatenates them."""
+    from movie_assets.domain.feature_engineering import carry_unchanged
+
+    stored = build_features(clean_rows(), EVENT)
+    fresh = build_features(clean_rows(), EVENT + dt.timedelta(days=1))
+    rows, _ = carry_unchanged(fresh, stored)
+    assert rows["event_timestamp"].dtype == fresh["event_timestamp"].dtype
+    assert rows["created"].dtype == fresh["created"].dtype
