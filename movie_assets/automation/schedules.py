@@ -1,8 +1,10 @@
-"""Schedules: the daily refresh of recent release months (off until someone turns it on)."""
+"""Schedules: the daily refresh of recent release months (off until someone turns it on) and the daily pruning."""
 
 import datetime as dt
 
 import dagster as dg
+
+from movie_assets.jobs.retention import prune_history
 
 refresh_recent_months_job = dg.define_asset_job(
     "refresh_recent_months",
@@ -23,3 +25,9 @@ def daily_recent_months(context: dg.ScheduleEvaluationContext):
     day = context.scheduled_execution_time.date()
     for key in recent_months(day):
         yield dg.RunRequest(run_key=f"{day}:{key}", partition_key=key)
+
+
+@dg.schedule(job=prune_history, cron_schedule="30 5 * * *", default_status=dg.DefaultScheduleStatus.RUNNING)
+def daily_history_pruning(context: dg.ScheduleEvaluationContext):
+    """Daily at 05:30 UTC: every growing store back to its retention window (jobs/retention.py)."""
+    return dg.RunRequest(run_key=f"prune-{context.scheduled_execution_time:%Y-%m-%d}")

@@ -1,0 +1,138 @@
+"""`prune_history`: the stores that grow with every run are kept to a window of time.
+
+A platform that runs for years then holds its window, not its whole past:
+- `eda_stats_history`: rows computed longer ago than MOVIE_EDA_HISTORY_DAYS (400).
+- Dagster runs and their event logs: finished runs older than MOVIE_RUN_HISTORY_DAYS (90), except
+  a run that wrote the newest materialization of some asset partition. Automation compares with
+  those (automation/staleness.py); deleting one would make its partition look never built.
+- MLflow runs of the experiment older than MOVIE_MLFLOW_RUN_DAYS (400), except runs behind a
+  registered model version. MLflow deletes them softly (its lifecycle); `mlflow gc` purges.
+
+The feature history has its own window (MOVIE_FEATURE_HISTORY_DAYS, applied by `movie_features`).
+Redis holds one hash per existing movie: the change sync deletes removed movies, nothing expires.
+"""
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+
+import dagster as dg
+from psycopg import sql
+from pydantic import Field
+
+from movie_assets.domain import clock
+from movie_assets.resources.mlflow import MlflowTracking
+from movie_assets.resources.postgres import PostgresDatabase, existing_tables
+
+FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+
+
+def days_setting(name: str, default: int, environ: Mapping[str, str] = os.environ) -> int:
+    """A retention window in whole days from the environment; 0 keeps nothing older than now."""
+    raw = (environ.get(name) or str(default)).strip()
+    if not raw.isdigit():
+        raise ValueError(f"{name} must be a whole number of days, got {raw!r}")
+    return int(raw)
+
+
+class RetentionConfig(dg.Config):
+    eda_history_days: int = Field(
+        default_factory=lambda: days_setting("MOVIE_EDA_HISTORY_DAYS", 400), ge=0, description="eda_stats_history"
+    )
+    run_history_days: int = Field(
+        default_factory=lambda: days_setting("MOVIE_RUN_HISTORY_DAYS", 90), ge=0, description="Dagster runs"
+    )
+    mlflow_run_days: int = Field(
+        default_factory=lambda: days_setting("MOVIE_MLFLOW_RUN_DAYS", 400), ge=0, description="MLflow runs"
+    )
+
+
+def prune_eda_history(database: PostgresDatabase, before: dt.datetime) -> int:
+    with database.connect("pruning eda_stats_history") as conn:
+        if not existing_tables(conn, database.db_schema, ["eda_stats_history"]):
+            return 0
+        deleted = conn.execute(
+            sql.SQL("delete from {} where computed_at < %s").format(database.ident("eda_stats_history")), (before,)
+        )
+        return deleted.rowcount
+
+
+def runs_behind_current_materializations(instance: dg.DagsterInstance) -> set[str]:
+    """The runs that wrote the newest materialization of any asset partition."""
+    keep: set[str] = set()
+    for key in instance.get_asset_keys():
+        ids = list(instance.get_latest_storage_id_by_partition(key, dg.DagsterEventType.ASSET_MATERIALIZATION).values())
+        records = instance.get_asset_records([key])
+        newest = records[0].asset_entry.last_materialization_record if records else None
+        if newest is not None:
+            ids.append(newest.storage_id)
+        for start in range(0, len(ids), 500):
+            summaries = instance.get_asset_event_summary_records(
+                dg.DagsterEventType.ASSET_MATERIALIZATION, asset_key=key, storage_ids=ids[start : start + 500]
+            )
+            keep.update(s.run_id for s in summaries if s.run_id)
+    return keep
+
+
+def prune_dagster_runs(instance: dg.DagsterInstance, before: dt.datetime, current_run: str) -> tuple[int, int]:
+    """(deleted, kept because they hold a current materialization) among the finished runs ended before `before`."""
+    old = instance.get_run_records(filters=dg.RunsFilter(statuses=FINISHED, updated_before=before))
+    if not old:
+        return 0, 0
+    keep = runs_behind_current_materializations(instance) | {current_run}
+    deleted = 0
+    for record in old:
+        if record.dagster_run.run_id not in keep:
+            instance.delete_run(record.dagster_run.run_id)
+            deleted += 1
+    return deleted, len(old) - deleted
+
+
+def prune_mlflow_runs(tracking: MlflowTracking, before: dt.datetime) -> tuple[int, int]:
+    """(deleted, kept because a registered model version points at them) among the experiment's older runs."""
+    client = tracking.client()
+    experiment = client.get_experiment_by_name(tracking.experiment)
+    if experiment is None:
+        return 0, 0
+    registered = {v.run_id for v in client.search_model_versions(f"name='{tracking.registered_model}'")}
+    old = client.search_runs(
+        [experiment.experiment_id], filter_string=f"attributes.start_time < {int(before.timestamp() * 1000)}"
+    )
+    deleted = 0
+    for run in old:
+        if run.info.run_id not in registered:
+            client.delete_run(run.info.run_id)
+            deleted += 1
+    return deleted, len(old) - deleted
+
+
+@dg.op(description="Deletes what is older than each store's retention window (eda history, Dagster runs, MLflow runs).")
+def prune_old_history(
+    context: dg.OpExecutionContext, config: RetentionConfig, database: PostgresDatabase, mlflow_tracking: MlflowTracking
+) -> dg.Output:
+    now = clock.now()
+    eda = prune_eda_history(database, now - dt.timedelta(days=config.eda_history_days))
+    runs, runs_kept = prune_dagster_runs(
+        context.instance, now - dt.timedelta(days=config.run_history_days), context.run_id
+    )
+    mlflow_runs, mlflow_kept = prune_mlflow_runs(mlflow_tracking, now - dt.timedelta(days=config.mlflow_run_days))
+    context.log.info(
+        f"pruned {eda} eda_stats_history rows, {runs} Dagster runs ({runs_kept} older kept: they hold a current "
+        f"materialization), {mlflow_runs} MLflow runs ({mlflow_kept} older kept: registered versions)"
+    )
+    return dg.Output(
+        None,
+        metadata={
+            "eda_history_rows_deleted": eda,
+            "dagster_runs_deleted": runs,
+            "dagster_runs_kept_for_current_materializations": runs_kept,
+            "mlflow_runs_deleted": mlflow_runs,
+            "mlflow_runs_kept_for_registered_versions": mlflow_kept,
+            **config.model_dump(),
+        },
+    )
+
+
+@dg.job(description="Keeps eda_stats_history, Dagster's run history and MLflow runs to their retention windows.")
+def prune_history():
+    prune_old_history()
