@@ -345,6 +345,18 @@ def days_setting(name: str, default: int) -> int:
     return int(raw)
 
 
+HISTORY_DAYS_ENV = "MOVIE_FEATURE_HISTORY_DAYS"
+DEFAULT_HISTORY_DAYS = 400
+
+
+def history_window() -> dt.timedelta:
+    """How long a superseded feature row stays after its successor became valid (MOVIE_FEATURE_HISTORY_DAYS).
+
+    A point-in-time join for any time inside the window still finds the value of its time.
+    """
+    return dt.timedelta(days=days_setting(HISTORY_DAYS_ENV, DEFAULT_HISTORY_DAYS))
+
+
 STORAGE_CHECKS = [
     monthly_check(
         "movies_raw",

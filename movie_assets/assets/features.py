@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from psycopg import sql
 
-from movie_assets.checks import days_setting, latest_offline, online_coverage, read_offline
+from movie_assets.checks import history_window, latest_offline, online_coverage, read_offline
 from movie_assets.domain import clock
 from movie_assets.domain.feature_engineering import (
     FEATURE_NAMES,
@@ -22,7 +22,7 @@ from movie_assets.feature_definitions import FEATURE_SERVICE, definitions_versio
 from movie_assets.object_layout import FEATURES_HISTORY_PATH, FEATURES_OBJECT_PATH
 from movie_assets.partitions import monthly_asset, months_in, partition_window
 from movie_assets.resources.feast import FIRST_MATERIALIZATION_START, FeastStore
-from movie_assets.resources.object_store import ObjectStore
+from movie_assets.resources.object_store import ObjectStore, drop_history_before
 from movie_assets.resources.online_materialize import materialize_parallel
 from movie_assets.resources.online_writer import OnlineReader, persist_keys
 from movie_assets.resources.postgres import PostgresDatabase, copy_frame
@@ -30,18 +30,6 @@ from movie_assets.settings import redact_text, redact_url
 
 SKEW_SAMPLE = 200
 OVERLAP = dt.timedelta(hours=6)
-
-
-HISTORY_DAYS_ENV = "MOVIE_FEATURE_HISTORY_DAYS"
-DEFAULT_HISTORY_DAYS = 400
-
-
-def history_window() -> dt.timedelta:
-    """How long a superseded feature row stays after its successor became valid (MOVIE_FEATURE_HISTORY_DAYS).
-
-    A point-in-time join for any time inside the window still finds the value of its time.
-    """
-    return dt.timedelta(days=days_setting(HISTORY_DAYS_ENV, DEFAULT_HISTORY_DAYS))
 
 
 # A history row is a superseded version: valid from `event_timestamp` until `superseded_at`.
@@ -106,17 +94,7 @@ def archive_superseded(
         name = f"{pd.Timestamp(at):%Y%m%dT%H%M%SZ}"
         path = FEATURES_HISTORY_PATH.replace("{materialized}", name)
         object_store.write(path, partition_key, superseded.to_parquet(index=False))
-    folder = object_store.path_for(FEATURES_HISTORY_PATH.replace("{materialized}", "x"), partition_key).parent
-    if not folder.exists():
-        return 0
-    kept = 0
-    for version in sorted(p for p in folder.iterdir() if p.name.endswith(".parquet")):
-        stamp = pd.Timestamp(version.name.removeprefix("materialized=").removesuffix(".parquet"), tz="UTC")
-        if stamp < pd.Timestamp(cutoff):
-            version.unlink()
-        else:
-            kept += 1
-    return kept
+    return drop_history_before(object_store, partition_key, cutoff)
 
 
 @monthly_asset(

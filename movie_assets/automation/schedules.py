@@ -4,8 +4,6 @@ import datetime as dt
 
 import dagster as dg
 
-from movie_assets.jobs.retention import prune_history
-
 refresh_recent_months_job = dg.define_asset_job(
     "refresh_recent_months",
     selection=dg.AssetSelection.assets("movies_raw", "movies_raw_backup"),
@@ -27,7 +25,7 @@ def daily_recent_months(context: dg.ScheduleEvaluationContext):
         yield dg.RunRequest(run_key=f"{day}:{key}", partition_key=key)
 
 
-@dg.schedule(job=prune_history, cron_schedule="30 5 * * *", default_status=dg.DefaultScheduleStatus.RUNNING)
+@dg.schedule(job_name="prune_history", cron_schedule="30 5 * * *", default_status=dg.DefaultScheduleStatus.RUNNING)
 def daily_history_pruning(context: dg.ScheduleEvaluationContext):
     """Daily at 05:30 UTC: every growing store back to its retention window (jobs/retention.py)."""
     return dg.RunRequest(run_key=f"prune-{context.scheduled_execution_time:%Y-%m-%d}")

@@ -8,31 +8,26 @@ A platform that runs for years then holds its window, not its whole past:
 - MLflow runs of the experiment older than MOVIE_MLFLOW_RUN_DAYS (400), except runs behind a
   registered model version. MLflow deletes them softly (its lifecycle); `mlflow gc` purges.
 
-The feature history has its own window (MOVIE_FEATURE_HISTORY_DAYS, applied by `movie_features`).
+- Superseded feature rows (`features_history`, the months' `history/` Parquet) past
+  MOVIE_FEATURE_HISTORY_DAYS (400): `movie_features` applies it to the months it writes, this job
+  to the months no run touches.
 Redis holds one hash per existing movie: the change sync deletes removed movies, nothing expires.
 """
 
 import datetime as dt
-import os
-from collections.abc import Mapping
 
 import dagster as dg
 from psycopg import sql
 from pydantic import Field
 
+from movie_assets.checks import days_setting, history_window
 from movie_assets.domain import clock
+from movie_assets.partitions import release_month_partitions
 from movie_assets.resources.mlflow import MlflowTracking
+from movie_assets.resources.object_store import ObjectStore, drop_history_before
 from movie_assets.resources.postgres import PostgresDatabase, existing_tables
 
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
-
-
-def days_setting(name: str, default: int, environ: Mapping[str, str] = os.environ) -> int:
-    """A retention window in whole days from the environment; 0 keeps nothing older than now."""
-    raw = (environ.get(name) or str(default)).strip()
-    if not raw.isdigit():
-        raise ValueError(f"{name} must be a whole number of days, got {raw!r}")
-    return int(raw)
 
 
 class RetentionConfig(dg.Config):
@@ -55,6 +50,22 @@ def prune_eda_history(database: PostgresDatabase, before: dt.datetime) -> int:
             sql.SQL("delete from {} where computed_at < %s").format(database.ident("eda_stats_history")), (before,)
         )
         return deleted.rowcount
+
+
+def prune_feature_history(database: PostgresDatabase, object_store: ObjectStore, before: dt.datetime) -> int:
+    """Superseded feature rows whose successor has held since before `before`, in every month; rows deleted."""
+    deleted = 0
+    with database.connect("pruning features_history") as conn:
+        if existing_tables(conn, database.db_schema, ["features_history"]):
+            deleted = conn.execute(
+                sql.SQL("delete from {} where coalesce(superseded_at, event_timestamp) < %s").format(
+                    database.ident("features_history")
+                ),
+                (before,),
+            ).rowcount
+    for month in release_month_partitions.get_partition_keys():
+        drop_history_before(object_store, month, before)
+    return deleted
 
 
 def runs_behind_current_materializations(instance: dg.DagsterInstance) -> set[str]:
@@ -108,22 +119,29 @@ def prune_mlflow_runs(tracking: MlflowTracking, before: dt.datetime) -> tuple[in
 
 @dg.op(description="Deletes what is older than each store's retention window (eda history, Dagster runs, MLflow runs).")
 def prune_old_history(
-    context: dg.OpExecutionContext, config: RetentionConfig, database: PostgresDatabase, mlflow_tracking: MlflowTracking
+    context: dg.OpExecutionContext,
+    config: RetentionConfig,
+    database: PostgresDatabase,
+    object_store: ObjectStore,
+    mlflow_tracking: MlflowTracking,
 ) -> dg.Output:
     now = clock.now()
     eda = prune_eda_history(database, now - dt.timedelta(days=config.eda_history_days))
+    features = prune_feature_history(database, object_store, now - history_window())
     runs, runs_kept = prune_dagster_runs(
         context.instance, now - dt.timedelta(days=config.run_history_days), context.run_id
     )
     mlflow_runs, mlflow_kept = prune_mlflow_runs(mlflow_tracking, now - dt.timedelta(days=config.mlflow_run_days))
     context.log.info(
-        f"pruned {eda} eda_stats_history rows, {runs} Dagster runs ({runs_kept} older kept: they hold a current "
+        f"pruned {eda} eda_stats_history rows, {features} features_history rows, {runs} Dagster runs "
+        f"({runs_kept} older kept: they hold a current "
         f"materialization), {mlflow_runs} MLflow runs ({mlflow_kept} older kept: registered versions)"
     )
     return dg.Output(
         None,
         metadata={
             "eda_history_rows_deleted": eda,
+            "feature_history_rows_deleted": features,
             "dagster_runs_deleted": runs,
             "dagster_runs_kept_for_current_materializations": runs_kept,
             "mlflow_runs_deleted": mlflow_runs,

@@ -279,3 +279,25 @@ def _deserialize(data: bytes, template: str):
     if template.endswith(".parquet"):
         return pq.read_table(pa.BufferReader(data)).to_pandas()
     return data
+
+
+def drop_history_before(object_store: ObjectStore, partition_key: str, cutoff) -> int:
+    """Delete the month's feature history objects superseded before `cutoff`; returns how many it keeps.
+
+    An object is named by the time its rows were superseded (`history/materialized=<UTC>.parquet`).
+    """
+    import pandas as pd
+
+    from movie_assets.object_layout import FEATURES_HISTORY_PATH
+
+    folder = object_store.path_for(FEATURES_HISTORY_PATH.replace("{materialized}", "x"), partition_key).parent
+    if not folder.exists():
+        return 0
+    kept = 0
+    for version in sorted(p for p in folder.iterdir() if p.name.endswith(".parquet")):
+        stamp = pd.Timestamp(version.name.removeprefix("materialized=").removesuffix(".parquet"), tz="UTC")
+        if stamp < pd.Timestamp(cutoff):
+            version.unlink()
+        else:
+            kept += 1
+    return kept

@@ -35,6 +35,7 @@ CONTRACT_VARS = {  # the design contract's configuration table
     "MOVIE_PARTITION_START",
     "ALERT_WEBHOOK_URL",
     "MOVIE_AUTOMATION",
+    "MOVIE_AUTOMATION_MAX_ATTEMPTS",
     "MOVIE_TRAINING_CRON",
 }
 PLATFORM_SERVICES = {

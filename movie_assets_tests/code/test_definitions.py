@@ -45,6 +45,7 @@ def test_crawl_shares_the_tmdb_api_pool_and_has_checks():
     checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys if key.asset_key == spec.key}
     assert checks == {
         "unique_movie_ids",
+        "source_verified_recently",
         "release_dates_inside_partition",
         "ids_and_titles_present",
         "rows_for_past_months",

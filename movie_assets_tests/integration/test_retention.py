@@ -53,7 +53,51 @@ def two_mlflow_runs(tracking: MlflowTracking) -> tuple[str, str]:
     return registered.info.run_id, plain.info.run_id
 
 
-def test_pruning_keeps_each_window_and_what_is_still_read(database, tracking):
+def seed_feature_history(database, object_store, later: dt.datetime) -> None:
+    """A superseded row of 2024-01 from 500 days before `later` and one from 10 days before, in both stores."""
+    from movie_assets.assets.features import FEATURE_HISTORY_COLUMNS
+    from movie_assets.object_layout import FEATURES_HISTORY_PATH
+
+    template = {name: None for name in FEATURE_HISTORY_COLUMNS}
+    rows = pd.DataFrame(
+        [
+            {
+                **template,
+                "movie_id": 1,
+                "release_month": dt.date(2024, 1, 1),
+                "event_timestamp": later - 600 * DAY,
+                "superseded_at": later - 500 * DAY,
+                "run_id": "old",
+            },
+            {
+                **template,
+                "movie_id": 2,
+                "release_month": dt.date(2024, 1, 1),
+                "event_timestamp": later - 600 * DAY,
+                "superseded_at": later - 10 * DAY,
+                "run_id": "new",
+            },
+        ]
+    )
+    with database.connect("seeding feature history") as conn:
+        database.ensure_table(conn, "features_history", FEATURE_HISTORY_COLUMNS, "release_month")
+        copy_frame(conn, database.ident("features_history"), FEATURE_HISTORY_COLUMNS, rows)
+    for age in (500, 10):
+        name = f"{pd.Timestamp(later - age * DAY):%Y%m%dT%H%M%SZ}"
+        object_store.write(FEATURES_HISTORY_PATH.replace("{materialized}", name), "2024-01-01", b"superseded rows")
+
+
+def history_left(database, object_store) -> tuple[set, int]:
+    from movie_assets.object_layout import FEATURES_HISTORY_PATH
+
+    with database.connect("reading feature history") as conn:
+        table = database.ident("features_history")
+        rows = {r[0] for r in conn.execute(sql.SQL("select run_id from {}").format(table))}
+    folder = object_store.path_for(FEATURES_HISTORY_PATH.replace("{materialized}", "x"), "2024-01-01").parent
+    return rows, len(list(folder.glob("*.parquet")))
+
+
+def test_pruning_keeps_each_window_and_what_is_still_read(database, object_store, tracking):
     from movie_assets.assets.prepare import EDA_HISTORY_COLUMNS
 
     now = clock.now()
@@ -69,12 +113,13 @@ def test_pruning_keeps_each_window_and_what_is_still_read(database, tracking):
         )
         copy_frame(conn, database.ident("eda_stats_history"), EDA_HISTORY_COLUMNS, rows)
     registered, plain = two_mlflow_runs(tracking)
+    seed_feature_history(database, object_store, later)
 
     with dg.instance_for_test() as instance:
         first_a = dg.materialize([counted], partition_key="a", instance=instance).run_id
         newest_a = dg.materialize([counted], partition_key="a", instance=instance).run_id
         only_b = dg.materialize([counted], partition_key="b", instance=instance).run_id
-        resources = {"database": database, "mlflow_tracking": tracking}
+        resources = {"database": database, "object_store": object_store, "mlflow_tracking": tracking}
         with clock.clock_at(later):
             result = prune_history.execute_in_process(resources=resources, instance=instance)
         assert result.success
@@ -90,6 +135,7 @@ def test_pruning_keeps_each_window_and_what_is_still_read(database, tracking):
         table = database.ident("eda_stats_history")
         eda_left = {r[0] for r in conn.execute(sql.SQL("select run_id from {}").format(table))}
     assert "old" not in eda_left and "new" in eda_left
+    assert history_left(database, object_store) == ({"new"}, 1), "superseded feature rows past 400 days go"
     client = tracking.client()
     assert client.get_run(plain).info.lifecycle_stage == "deleted"
     assert client.get_run(registered).info.lifecycle_stage == "active"
