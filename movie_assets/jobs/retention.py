@@ -15,6 +15,7 @@ Redis holds one hash per existing movie: the change sync deletes removed movies,
 """
 
 import datetime as dt
+from collections.abc import Callable
 
 import dagster as dg
 from psycopg import sql
@@ -85,18 +86,21 @@ def runs_behind_current_materializations(instance: dg.DagsterInstance) -> set[st
     return keep
 
 
+def delete_all_but(run_ids: list[str], keep: set[str], delete: Callable[[str], object]) -> tuple[int, int]:
+    """(deleted, kept): `delete` every run id not in `keep`."""
+    doomed = [run_id for run_id in run_ids if run_id not in keep]
+    for run_id in doomed:
+        delete(run_id)
+    return len(doomed), len(run_ids) - len(doomed)
+
+
 def prune_dagster_runs(instance: dg.DagsterInstance, before: dt.datetime, current_run: str) -> tuple[int, int]:
     """(deleted, kept because they hold a current materialization) among the finished runs ended before `before`."""
     old = instance.get_run_records(filters=dg.RunsFilter(statuses=FINISHED, updated_before=before))
     if not old:
         return 0, 0
     keep = runs_behind_current_materializations(instance) | {current_run}
-    deleted = 0
-    for record in old:
-        if record.dagster_run.run_id not in keep:
-            instance.delete_run(record.dagster_run.run_id)
-            deleted += 1
-    return deleted, len(old) - deleted
+    return delete_all_but([r.dagster_run.run_id for r in old], keep, instance.delete_run)
 
 
 def prune_mlflow_runs(tracking: MlflowTracking, before: dt.datetime) -> tuple[int, int]:
@@ -109,12 +113,7 @@ def prune_mlflow_runs(tracking: MlflowTracking, before: dt.datetime) -> tuple[in
     old = client.search_runs(
         [experiment.experiment_id], filter_string=f"attributes.start_time < {int(before.timestamp() * 1000)}"
     )
-    deleted = 0
-    for run in old:
-        if run.info.run_id not in registered:
-            client.delete_run(run.info.run_id)
-            deleted += 1
-    return deleted, len(old) - deleted
+    return delete_all_but([run.info.run_id for run in old], registered, client.delete_run)
 
 
 @dg.op(description="Deletes what is older than each store's retention window (eda history, Dagster runs, MLflow runs).")
