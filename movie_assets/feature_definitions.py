@@ -79,3 +79,18 @@ def definitions_version() -> str:
         "service_views": sorted(p.name for p in service.feature_view_projections),
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# Bump when build_features computes a feature differently under the same name and type.
+FEATURE_LOGIC_VERSION = 2  # 2: release_days replaced age_days (time-invariant features, issue 26)
+
+
+def feature_rows_version() -> str:
+    """`movie_features`' code version: the feature names, their types and the logic version.
+
+    A month stored under another version is rebuilt by automation (a new feature would be
+    missing from its Parquet, and Feast and online_features read every month).
+    """
+    view = build_definitions("file:///version")["movie_features"]
+    spec = {"logic": FEATURE_LOGIC_VERSION, "features": [(f.name, str(f.dtype)) for f in view.features]}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]

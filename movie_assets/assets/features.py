@@ -18,7 +18,7 @@ from movie_assets.domain.feature_engineering import (
     build_features,
     carry_unchanged,
 )
-from movie_assets.feature_definitions import FEATURE_SERVICE, definitions_version
+from movie_assets.feature_definitions import FEATURE_SERVICE, definitions_version, feature_rows_version
 from movie_assets.object_layout import FEATURES_HISTORY_PATH, FEATURES_OBJECT_PATH
 from movie_assets.partitions import monthly_asset, months_in, partition_window
 from movie_assets.resources.feast import FIRST_MATERIALIZATION_START, FeastStore
@@ -102,6 +102,7 @@ def archive_superseded(
     group_name="features",
     kinds={"s3", "parquet", "pandas"},
     metadata={"object_path": FEATURES_OBJECT_PATH},
+    code_version=feature_rows_version(),
 )
 def movie_features(
     context: dg.AssetExecutionContext,

@@ -19,7 +19,13 @@ import os
 
 import dagster as dg
 
-from movie_assets.automation.staleness import CodeVersionDiffers, FailedTooOften, InputsNewer, NotBuiltSinceCronTick
+from movie_assets.automation.staleness import (
+    CodeVersionDiffers,
+    FailedTooOften,
+    InputRequestedThisTick,
+    InputsNewer,
+    NotBuiltSinceCronTick,
+)
 
 AC = dg.AutomationCondition
 DEFAULT_TRAINING_CRON = "0 4 * * 1"  # Mondays 04:00 UTC; MOVIE_TRAINING_CRON overrides it
@@ -34,9 +40,7 @@ def not_running() -> dg.AutomationCondition:
     A monthly input requested this tick is not a reason to wait: Dagster puts the month's
     requests in one run, which materializes the input first.
     """
-    monthly = dg.AssetSelection.all().materializable() - UNPARTITIONED
-    unpartitioned_inputs_requested = AC.any_deps_match(AC.will_be_requested()).ignore(monthly)
-    return (~AC.in_progress() & ~AC.any_deps_in_progress() & ~unpartitioned_inputs_requested).with_label(
+    return (~AC.in_progress() & ~AC.any_deps_in_progress() & ~InputRequestedThisTick(True)).with_label(
         "nothing_in_progress"
     )
 
@@ -47,14 +51,14 @@ def out_of_date() -> dg.AutomationCondition:
 
 
 def follows_parent_months() -> dg.AutomationCondition:
-    """A month re-runs when its input months are newer than it, or are requested this tick (same run).
+    """A month re-runs when its input months are newer than it, or are requested this tick (same run), or
+    its code version (movie_features: the feature set) differs from the one it was built with.
 
     Months whose inputs are missing (and not requested) wait.
     """
     inputs_requested = AC.any_deps_match(AC.will_be_requested()).ignore(UNPARTITIONED)
-    return ((out_of_date() | inputs_requested) & ~AC.any_deps_missing() & not_running()).with_label(
-        "follows_parent_months"
-    )
+    rebuild = out_of_date() | inputs_requested | (CodeVersionDiffers() & ~FailedTooOften())
+    return (rebuild & ~AC.any_deps_missing() & not_running()).with_label("follows_parent_months")
 
 
 def after_new_parent_data() -> dg.AutomationCondition:
@@ -68,7 +72,8 @@ def after_new_parent_data() -> dg.AutomationCondition:
 
 
 def inputs_requested() -> dg.AutomationCondition:
-    return AC.any_deps_match(AC.will_be_requested())
+    """Any input requested this tick, whatever run it goes to (not only inputs that could share this run)."""
+    return InputRequestedThisTick(False)
 
 
 def unpartitioned_parent_missing() -> dg.AutomationCondition:

@@ -208,7 +208,7 @@ class FailedTooOften(StoredStateCondition):
 
 
 class CodeVersionDiffers(StoredStateCondition):
-    """The asset's code version differs from the one its newest materialization was built with."""
+    """The asset's code version differs from the one a partition's newest materialization was built with."""
 
     @property
     def name(self) -> str:
@@ -216,17 +216,68 @@ class CodeVersionDiffers(StoredStateCondition):
 
     @property
     def description(self) -> str:
-        return "the asset's code version is not the one its newest materialization recorded"
+        return "the asset's code version is not the one this partition's newest materialization recorded"
 
     def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
         current = context.asset_graph.get(context.key).code_version
-        records = context.asset_graph_view.instance.get_asset_records([context.key])
-        event = records[0].asset_entry.last_materialization if records else None
-        materialization = event.asset_materialization if event is not None else None
-        stored = (materialization.tags or {}).get(CODE_VERSION_TAG) if materialization is not None else None
-        differs = materialization is not None and current is not None and stored != current
+        if current is None:
+            return dg.AutomationResult(context=context, true_subset=context.get_empty_subset())
+        state = StorageState(context)
+        built_with = code_versions(state.instance, context.key, state.materialized)
+        differs = [p for p in candidate_partitions(context) if p in built_with and built_with[p] != current]
+        return dg.AutomationResult(context=context, true_subset=state.subset(context, differs))
+
+
+def code_versions(instance: dg.DagsterInstance, key: dg.AssetKey, newest: Mapping) -> dict:
+    """Partition -> the code version its newest materialization recorded (None: none recorded)."""
+    by_id = {storage_id: partition for partition, storage_id in newest.items()}
+    ids = sorted(by_id)
+    found: dict = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, storage_ids=chunk), limit=len(chunk)
+        ).records
+        for record in records:
+            materialization = record.asset_materialization
+            tags = (materialization.tags or {}) if materialization is not None else {}
+            found[by_id[record.storage_id]] = tags.get(CODE_VERSION_TAG)
+    return found
+
+
+class InputRequestedThisTick(StoredStateCondition):
+    """An input is requested on this tick, in a run that this one cannot join: wait for it to land.
+
+    Dagster's `will_be_requested` is true only for inputs executable in the same run (a month and
+    its month), so an unpartitioned input (a new model) or a monthly input of an unpartitioned
+    asset would not hold the asset back, and it would run on what is being replaced.
+    """
+
+    def __init__(self, unpartitioned_inputs_only: bool):
+        self._unpartitioned_only = unpartitioned_inputs_only
+
+    @property
+    def name(self) -> str:
+        which = "an_unpartitioned_input" if self._unpartitioned_only else "an_input"
+        return f"{which}_requested_this_tick"
+
+    @property
+    def description(self) -> str:
+        return "an input is requested on this tick, in another run: this waits until it has landed"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        graph = context.asset_graph
+        inputs = [
+            parent
+            for parent in graph.get(context.key).parent_entity_keys
+            if graph.has(parent) and not (self._unpartitioned_only and graph.get(parent).partitions_def is not None)
+        ]
+        requested = any(
+            subset is not None and not subset.is_empty
+            for subset in (context.request_subsets_by_key.get(parent) for parent in inputs)
+        )
         return dg.AutomationResult(
-            context=context, true_subset=context.candidate_subset if differs else context.get_empty_subset()
+            context=context, true_subset=context.candidate_subset if requested else context.get_empty_subset()
         )
 
 

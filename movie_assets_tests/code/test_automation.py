@@ -174,6 +174,20 @@ def test_a_daemon_down_for_hours_catches_up_once_and_runs_by_hand_count(settled)
     assert counts[("movie_rating_predictions", "2023-09-01")] == 1  # the hand run's features, scored
 
 
+def test_months_built_with_another_feature_set_are_rebuilt(settled):
+    """An upgrade that changes the features: the months whose Parquet lacks them are rebuilt, then go online."""
+    instance, cursor = settled
+    for month in ("2023-04-01", "2024-08-01"):  # written by the code before the upgrade
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization("movie_features", partition=month, tags={"dagster/code_version": "before"})
+        )
+    result = tick(instance, cursor)
+    assert requested(result)["movie_features"] == {"2023-04-01", "2024-08-01"}, requested(result)
+    run_requested(instance, result)
+    ticks, _ = converge(instance, result.cursor, minutes=3)
+    assert ticks == [{"online_features": {None}}], requested(result)
+
+
 def test_a_converged_platform_asks_for_nothing_tick_after_tick(settled):
     instance, cursor = settled
     for minutes in range(2, 8):
@@ -234,6 +248,21 @@ def test_the_model_retrains_on_its_weekly_cron(settled):
         defs=defs, instance=instance, cursor=before.cursor, evaluation_time=monday
     )
     assert requested(after) == {"movie_rating_model": {None}}
+
+
+def test_scores_wait_for_a_model_requested_on_the_same_tick(settled):
+    """New feature rows and the training cron on one tick: the month is scored once, by the new model.
+
+    Dagster's will_be_requested only sees inputs that could share the run, and a model cannot share a
+    month's run: scoring now would use the old champion, and the new one would score the month again.
+    """
+    instance, cursor = settled
+    report(instance, "movie_features", ["2024-05-01"])
+    days_to_monday = 7 - NOW.weekday()
+    monday = (NOW + dt.timedelta(days=days_to_monday)).replace(hour=4, minute=1)
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor, evaluation_time=monday)
+    assert requested(result) == {"movie_rating_model": {None}, "online_features": {None}}
+    # Once the model has landed, every month is scored by it (see test_a_new_model_rescores_the_months...).
 
 
 def test_changed_feast_definitions_are_applied_again(settled):
