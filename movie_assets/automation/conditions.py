@@ -32,10 +32,15 @@ DEFAULT_TRAINING_CRON = "0 4 * * 1"  # Mondays 04:00 UTC; MOVIE_TRAINING_CRON ov
 SENSOR_NAME = "default_automation_condition_sensor"
 DEFAULT_AUTOMATION_INTERVAL_S = 30
 UNPARTITIONED = dg.AssetSelection.assets("feast_definitions", "movie_rating_model")
+SUBSET_PLANS = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"  # staleness.py reads one plan per partition
 
 
 def not_running() -> dg.AutomationCondition:
     """Neither it nor an input is running, and no unpartitioned input is requested this tick.
+
+    It comes first in every condition: Dagster evaluates an AND's operands in order, so a run that
+    ends between this check and the event-log reads after it shows up there as materialized, never
+    as a plan without a result that would be asked for again.
 
     A monthly input requested this tick is not a reason to wait: Dagster puts the month's
     requests in one run, which materializes the input first.
@@ -58,7 +63,7 @@ def follows_parent_months() -> dg.AutomationCondition:
     """
     inputs_requested = AC.any_deps_match(AC.will_be_requested()).ignore(UNPARTITIONED)
     rebuild = out_of_date() | inputs_requested | (CodeVersionDiffers() & ~FailedTooOften())
-    return (rebuild & ~AC.any_deps_missing() & not_running()).with_label("follows_parent_months")
+    return (not_running() & ~AC.any_deps_missing() & rebuild).with_label("follows_parent_months")
 
 
 def after_new_parent_data() -> dg.AutomationCondition:
@@ -66,7 +71,7 @@ def after_new_parent_data() -> dg.AutomationCondition:
 
     It waits while an input month is requested this tick: that run has not written yet.
     """
-    return (out_of_date() & ~unpartitioned_parent_missing() & ~inputs_requested() & not_running()).with_label(
+    return (not_running() & ~inputs_requested() & ~unpartitioned_parent_missing() & out_of_date()).with_label(
         "after_new_parent_data"
     )
 
@@ -87,7 +92,7 @@ def when_definitions_change() -> dg.AutomationCondition:
     and the first time feature rows exist (before that there is nothing to serve)."""
     first_rows = AC.missing() & InputsNewer()
     changed = CodeVersionDiffers() | first_rows
-    return (changed & ~AC.in_progress() & ~FailedTooOften()).with_label("when_definitions_change")
+    return (~AC.in_progress() & changed & ~FailedTooOften()).with_label("when_definitions_change")
 
 
 def on_training_cron(cron: str | None = None) -> dg.AutomationCondition:
@@ -96,8 +101,8 @@ def on_training_cron(cron: str | None = None) -> dg.AutomationCondition:
     Level-triggered like the rest: a tick missed while the daemon was down is caught up on its next evaluation.
     """
     schedule = cron or os.environ.get("MOVIE_TRAINING_CRON") or DEFAULT_TRAINING_CRON
-    due = NotBuiltSinceCronTick(schedule) & ~FailedTooOften()
-    return (due & ~unpartitioned_parent_missing() & ~inputs_requested() & not_running()).with_label(
+    due = NotBuiltSinceCronTick(schedule) & ~FailedTooOften(schedule)
+    return (not_running() & ~inputs_requested() & ~unpartitioned_parent_missing() & due).with_label(
         f"on_training_cron({schedule})"
     )
 
@@ -119,6 +124,12 @@ def conditions() -> dict[str, dg.AutomationCondition]:
 
 def automation_sensor(environ=os.environ) -> dg.AutomationConditionSensorDefinition:
     """Dagster's automation sensor, running by default; MOVIE_AUTOMATION=off ships it stopped."""
+    if environ.get(SUBSET_PLANS):
+        raise ValueError(
+            f"{SUBSET_PLANS} is set: Dagster then plans a run's partitions in one event without a partition, and "
+            "the automation (movie_assets/automation/staleness.py) could no longer tell when a month's run started "
+            "or count its failures. Unset it."
+        )
     off = (environ.get("MOVIE_AUTOMATION") or "on").lower() in ("off", "0", "false", "no")
     return dg.AutomationConditionSensorDefinition(
         SENSOR_NAME,

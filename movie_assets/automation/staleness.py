@@ -86,11 +86,32 @@ class StorageState:
         planned = latest_ids(self.instance, self.key, partitioned, PLANNED)
         self.materialized, self.planned = materialized, planned
         self.as_of = {p: as_of(materialized.get(p), planned.get(p)) for p in materialized}
+        failed_since = [p for p, m in materialized.items() if planned.get(p, 0) > m]
+        self.as_of.update(self.plans_of_materializing_runs(failed_since))
         self.parents = {
             parent: latest_ids(self.instance, parent, self.graph.get(parent).partitions_def is not None, MATERIALIZED)
             for parent in self.graph.get(self.key).parent_entity_keys
             if self.graph.has(parent) and self.graph.get(parent).is_materializable
         }
+
+    def plans_of_materializing_runs(self, partitions: list) -> dict:
+        """Partition -> the plan of the run that wrote its newest materialization, where a later run failed.
+
+        The newest plan then belongs to the failed run; the stored value reflects the earlier run's plan.
+        """
+        if not partitions:
+            return {}
+        writers = run_ids(self.instance, self.key, [self.materialized[p] for p in partitions])
+        plan_of: dict = {}
+        for run in set(writers.values()):
+            for record in self.instance.get_asset_event_summary_records(PLANNED, asset_key=self.key, run_id=run):
+                plan_of[(run, record.partition)] = record.storage_id
+        found = {}
+        for partition in partitions:
+            plan_id = plan_of.get((writers.get(self.materialized[partition]), partition))
+            if plan_id is not None and plan_id < self.materialized[partition]:
+                found[partition] = plan_id
+        return found
 
     def input_ids(self, partition: str | None) -> list[tuple[dg.AssetKey, int]]:
         """(input, storage id of its newest materialization) for each input of `partition` that has one."""
@@ -137,15 +158,29 @@ class StorageState:
                 stale[partition] = max(news)
         return stale
 
-    def failed_attempts(self, partition: str | None) -> int:
-        """Failed runs of `partition` since both its newest materialization and its newest input landed."""
-        materialized = self.materialized.get(partition) or 0
-        if (self.planned.get(partition) or 0) <= materialized:
-            return 0  # its newest run materialized it: nothing failed since
-        after = max(materialized, self.newest_input(partition) or 0)
-        # Every run planned since then left no materialization: each one failed (or is the one running now).
-        plans = self.instance.get_asset_event_summary_records(PLANNED, asset_key=self.key, after_storage_id=after)
-        return len({plan.run_id for plan in plans if plan.partition == partition})
+    def failed_attempts(self, partitions, since: float | None = None) -> dict:
+        """Partition -> failed runs since both its newest materialization and its newest input landed.
+
+        Every run planned after those that left no materialization failed (or is the one running now).
+        One query per asset: the plans after the earliest such point, counted per partition. `since`
+        (a timestamp) also ignores plans before it: the training cron's newest tick.
+        """
+        after = {}
+        for partition in partitions:
+            materialized = self.materialized.get(partition) or 0
+            if (self.planned.get(partition) or 0) > materialized:
+                after[partition] = max(materialized, self.newest_input(partition) or 0)
+        if not after:
+            return {}
+        plans = self.instance.get_asset_event_summary_records(
+            PLANNED, asset_key=self.key, after_storage_id=min(after.values())
+        )
+        runs: dict = {}
+        for plan in plans:
+            if plan.partition in after and plan.storage_id > after[plan.partition]:
+                if since is None or plan.timestamp >= since:
+                    runs.setdefault(plan.partition, set()).add(plan.run_id)
+        return {partition: len(ids) for partition, ids in runs.items()}
 
     def subset(self, context: dg.AutomationContext, partitions) -> dg.EntitySubset:
         if self.partitions_def is None:
@@ -153,6 +188,20 @@ class StorageState:
         keys = {p for p in partitions if p is not None}
         found = context.asset_graph_view.get_subset_from_partition_keys(self.key, self.partitions_def, keys)
         return context.candidate_subset.compute_intersection(found)
+
+
+_states: dict = {}
+
+
+def storage_state(context: dg.AutomationContext) -> StorageState:
+    """One StorageState per asset and evaluation, shared by its operands: one snapshot, queried once."""
+    view = context.asset_graph_view
+    if _states.get("view") is not view:  # a new evaluation (the view is held, so its id is not reused)
+        _states.clear()
+        _states["view"] = view
+    if context.key not in _states:
+        _states[context.key] = StorageState(context)
+    return _states[context.key]
 
 
 def candidate_partitions(context: dg.AutomationContext) -> list[str | None]:
@@ -182,28 +231,41 @@ class InputsNewer(StoredStateCondition):
         return "an input partition was materialized after this partition's last run started (or it was never built)"
 
     def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
-        state = StorageState(context)
+        state = storage_state(context)
         stale = state.out_of_date(candidate_partitions(context))
         return dg.AutomationResult(context=context, true_subset=state.subset(context, stale))
 
 
 class FailedTooOften(StoredStateCondition):
-    """Its runs failed MOVIE_AUTOMATION_MAX_ATTEMPTS times since its newest input and value landed: wait for a fix."""
+    """Its runs failed MOVIE_AUTOMATION_MAX_ATTEMPTS times since its newest input and value landed: wait for a fix.
+
+    With a cron (the training schedule), only failures since its newest tick count: next week tries again.
+    """
+
+    def __init__(self, cron: str | None = None):
+        self._cron = cron
 
     @property
     def name(self) -> str:
-        return f"failed_{max_attempts()}_times_since_inputs_changed"
+        since = "cron_tick" if self._cron else "inputs_changed"
+        return f"failed_{max_attempts()}_times_since_{since}"
 
     @property
     def description(self) -> str:
+        since = "the newest tick of its cron" if self._cron else "its newest input landed"
         return (
-            f"its runs failed {max_attempts()} times since its newest input landed; automation asks again after the "
-            "next input change or a successful run by hand (MOVIE_AUTOMATION_MAX_ATTEMPTS)"
+            f"its runs failed {max_attempts()} times since {since}; automation asks again after the next change "
+            "(or tick) or a successful run by hand (MOVIE_AUTOMATION_MAX_ATTEMPTS)"
         )
 
     def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
-        state, limit = StorageState(context), max_attempts()
-        given_up = [p for p in candidate_partitions(context) if state.failed_attempts(p) >= limit]
+        state, limit = storage_state(context), max_attempts()
+        since = None
+        if self._cron:
+            view = context.asset_graph_view
+            since = view.compute_previous_cron_tick(cron_schedule=self._cron, cron_timezone="UTC").timestamp()
+        failed = state.failed_attempts(candidate_partitions(context), since)
+        given_up = [p for p, count in failed.items() if count >= limit]
         return dg.AutomationResult(context=context, true_subset=state.subset(context, given_up))
 
 
@@ -222,7 +284,7 @@ class CodeVersionDiffers(StoredStateCondition):
         current = context.asset_graph.get(context.key).code_version
         if current is None:
             return dg.AutomationResult(context=context, true_subset=context.get_empty_subset())
-        state = StorageState(context)
+        state = storage_state(context)
         built_with = code_versions(state.instance, context.key, state.materialized)
         differs = [p for p in candidate_partitions(context) if p in built_with and built_with[p] != current]
         return dg.AutomationResult(context=context, true_subset=state.subset(context, differs))

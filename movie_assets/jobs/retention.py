@@ -28,6 +28,7 @@ from movie_assets.resources.mlflow import MlflowTracking
 from movie_assets.resources.object_store import ObjectStore, drop_history_before
 from movie_assets.resources.postgres import PostgresDatabase, existing_tables
 
+PAGE = 500
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 
 
@@ -95,12 +96,25 @@ def delete_all_but(run_ids: list[str], keep: set[str], delete: Callable[[str], o
 
 
 def prune_dagster_runs(instance: dg.DagsterInstance, before: dt.datetime, current_run: str) -> tuple[int, int]:
-    """(deleted, kept because they hold a current materialization) among the finished runs ended before `before`."""
-    old = instance.get_run_records(filters=dg.RunsFilter(statuses=FINISHED, updated_before=before))
+    """(deleted, kept because they hold a current materialization) among the finished runs ended before `before`.
+
+    The ids are listed a page at a time first (the first pruning of a long-lived instance meets tens of
+    thousands of runs), then deleted: a deleted run cannot serve as the next page's cursor.
+    """
+    old: list[str] = []
+    cursor = None
+    while True:
+        page = instance.get_run_records(
+            filters=dg.RunsFilter(statuses=FINISHED, updated_before=before), limit=PAGE, cursor=cursor
+        )
+        old += [record.dagster_run.run_id for record in page]
+        if len(page) < PAGE:
+            break
+        cursor = page[-1].dagster_run.run_id
     if not old:
         return 0, 0
     keep = runs_behind_current_materializations(instance) | {current_run}
-    return delete_all_but([r.dagster_run.run_id for r in old], keep, instance.delete_run)
+    return delete_all_but(old, keep, instance.delete_run)
 
 
 def prune_mlflow_runs(tracking: MlflowTracking, before: dt.datetime) -> tuple[int, int]:
@@ -110,10 +124,18 @@ def prune_mlflow_runs(tracking: MlflowTracking, before: dt.datetime) -> tuple[in
     if experiment is None:
         return 0, 0
     registered = {v.run_id for v in client.search_model_versions(f"name='{tracking.registered_model}'")}
-    old = client.search_runs(
-        [experiment.experiment_id], filter_string=f"attributes.start_time < {int(before.timestamp() * 1000)}"
-    )
-    return delete_all_but([run.info.run_id for run in old], registered, client.delete_run)
+    old_runs = f"attributes.start_time < {int(before.timestamp() * 1000)}"
+    deleted = kept = 0
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment.experiment_id], filter_string=old_runs, max_results=PAGE, page_token=token
+        )
+        gone, stayed = delete_all_but([run.info.run_id for run in page], registered, client.delete_run)
+        deleted, kept = deleted + gone, kept + stayed
+        token = page.token
+        if not token:
+            return deleted, kept
 
 
 @dg.op(description="Deletes what is older than each store's retention window (eda history, Dagster runs, MLflow runs).")

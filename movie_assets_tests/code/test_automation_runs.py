@@ -116,6 +116,23 @@ def test_a_parent_update_while_the_child_runs_is_not_lost(instance):
     assert asked(instance) == set()
 
 
+def test_a_failed_retry_of_a_mid_run_update_is_asked_for_again(instance):
+    """The input landed while the month's run read; the retry fails: the month is still behind that input.
+
+    The newest plan is then the failed run's; the stored value is as old as the plan of the run that wrote it.
+    """
+    run(instance, movies_raw)
+    during_clean.append(
+        lambda inst: inst.report_runless_asset_event(dg.AssetMaterialization("movies_raw", partition=MONTH))
+    )
+    assert run(instance, movies_clean)
+    during_clean.clear()
+    assert asked(instance) == {MONTH}
+    failures["left"] = 1
+    assert not run(instance, movies_clean)
+    assert asked(instance) == {MONTH}, "one failed retry left the month behind its input for good"
+
+
 def test_a_failing_partition_is_retried_a_bounded_number_of_times_with_the_reason_shown(instance):
     limit = max_attempts()
     failures["left"] = 100

@@ -97,8 +97,10 @@ def history_left(database, object_store) -> tuple[set, int]:
     return rows, len(list(folder.glob("*.parquet")))
 
 
-def test_pruning_keeps_each_window_and_what_is_still_read(database, object_store, tracking):
+def test_pruning_keeps_each_window_and_what_is_still_read(database, object_store, tracking, monkeypatch):
     from movie_assets.assets.prepare import EDA_HISTORY_COLUMNS
+
+    monkeypatch.setattr("movie_assets.jobs.retention.PAGE", 1)  # every listing goes through its pages
 
     now = clock.now()
     later = now + 540 * DAY  # a year and a half on: every run is past 90 days, the MLflow runs past 400
