@@ -86,6 +86,7 @@ def test_range_materializes_in_one_run_from_the_sample(database, object_store):
         "release_dates_inside_partition": True,
         "ids_and_titles_present": True,
         "rows_for_past_months": True,
+        "source_verified_recently": True,  # fetched just now
     }
 
 

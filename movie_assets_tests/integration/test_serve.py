@@ -31,14 +31,14 @@ from movie_assets_tests.integration.test_online_store import WINDOW, feature_row
 from movie_assets_tests.integration.test_stack_ownership import STACK_VARS, free_ports
 
 ONLINE = list(range(1, 13))
-STALE, UNKNOWN = 99, 424242
+OLD, UNKNOWN = 99, 424242
 POLL_SECONDS = 0.5
-STALE_EVENT = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(days=100)
+OLD_EVENT = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(days=100)
 
 
 @pytest.fixture(scope="module")
 def feast(stack_env, tmp_path_factory):
-    """Own project: ids 1..12 materialized (yesterday's rows), id 99 a copy of 1 stamped 100 days ago."""
+    """Own project: ids 1..12 materialized (yesterday's rows), id 99 a copy of 1 stamped 100 days ago (old TTL: 90)."""
     from google.protobuf.timestamp_pb2 import Timestamp
 
     objects = ObjectStore(storage_url=(tmp_path_factory.mktemp("serve") / "objects").as_uri())
@@ -49,10 +49,10 @@ def feast(stack_env, tmp_path_factory):
     materialize_parallel(feast, *WINDOW, workers=1)
     layout = layout_of(feast)
     client = redis.Redis.from_url(stack_env["MOVIE_REDIS_URL"])
-    source, stale = layout.keys(np.array([1, STALE]))
+    source, old = layout.keys(np.array([1, OLD]))
     stamp = Timestamp()
-    stamp.FromDatetime(STALE_EVENT)
-    client.hset(stale, mapping={**client.hgetall(source), layout.ts_field: stamp.SerializeToString()})
+    stamp.FromDatetime(OLD_EVENT)
+    client.hset(old, mapping={**client.hgetall(source), layout.ts_field: stamp.SerializeToString()})
     return feast
 
 
@@ -160,23 +160,21 @@ def test_predictions_are_the_champions_own(server, feast, tracking):
     assert scores_of(response) == pytest.approx(own_scores(tracking, feast, version, [1, 2, 5]), abs=1e-6)
 
 
-def test_unknown_stale_and_bad_requests_are_named(server, feast):
+def test_unknown_old_and_bad_requests_are_named(server, feast):
+    """An id with no key is named not_online; a row 100 days old is served: features never expire (issue 26)."""
     url, _, _ = server
     unknown = requests.get(f"{url}/features", params={"movie_id": [UNKNOWN]}, timeout=10)
     assert unknown.status_code == 404 and unknown.json()["not_online"] == [UNKNOWN]
     assert str(UNKNOWN) in unknown.json()["error"]
 
-    since = (STALE_EVENT + dt.timedelta(days=90)).strftime("%Y-%m-%dT%H:%M:%S")
-    stale = predict(url, [STALE])
-    assert stale.status_code == 404, stale.text
-    ((entry,),) = [stale.json()["stale"]]
-    assert entry["movie_id"] == STALE and entry["stale_since"].startswith(since), entry
-    assert f"{STALE} since {since}" in stale.json()["error"]
+    old = predict(url, [OLD])
+    assert old.status_code == 200, old.text
+    assert list(scores_of(old)) == [OLD] and old.json()["stale"] == []
 
-    mixed = predict(url, [2, UNKNOWN, STALE])
+    mixed = predict(url, [2, UNKNOWN, OLD])
     assert mixed.status_code == 200, mixed.text
-    assert list(scores_of(mixed)) == [2]
-    assert mixed.json()["not_online"] == [UNKNOWN] and [s["movie_id"] for s in mixed.json()["stale"]] == [STALE]
+    assert list(scores_of(mixed)) == [2, OLD]
+    assert mixed.json()["not_online"] == [UNKNOWN] and mixed.json()["stale"] == []
 
     for bad in (
         requests.get(f"{url}/features", params={"movie_id": "abc"}, timeout=10),

@@ -18,10 +18,7 @@ check is on the name.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import signal
 import time
 
 import dagster as dg
@@ -30,11 +27,9 @@ import pytest
 from movie_assets.automation.staleness import InputsNewer, max_attempts
 from movie_assets.partitions import release_month_partitions
 from movie_assets.resources.tmdb_sample import sample_months
-from movie_assets_tests.conftest import stop_process_group, wait_for
+from movie_assets_tests.conftest import wait_for
 from movie_assets_tests.integration.dagster_instance import own_instance_home
-from movie_assets_tests.integration.test_dead_runs import free_port
-from movie_platform.browser import dismiss_welcome, launch_chromium, start_dagster_ui
-from movie_platform.local_stack import tail
+from movie_assets_tests.ui.dagster_dev import chromium_page, dagster_dev_env, running_dagster_dev, shown_on_failure
 
 VIEWPORT = {"width": 1800, "height": 1300}
 CLEAN = dg.AssetKey("movies_clean")
@@ -76,58 +71,17 @@ def ui(stack_env, database, object_store, tmp_path):
                 report(instance, asset, month)
         report(instance, "movies_raw", stale)  # newer than stale's movies_clean: that month alone is out of date
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "DAGSTER_", "TMDB_"))}
+        instance.dispose()
+        env = dagster_dev_env(home, database, object_store, MOVIE_AUTOMATION_INTERVAL_SECONDS="5")
         env.pop("MOVIE_AUTOMATION", None)  # on, its default
-        env.update(
-            DAGSTER_HOME=str(home),
-            MOVIE_DB_URL=database.url,
-            MOVIE_DB_SCHEMA=database.db_schema,
-            MOVIE_STORAGE_URL=object_store.storage_url,
-            TMDB_SOURCE="sample",
-            MOVIE_AUTOMATION_INTERVAL_SECONDS="5",
-            MOVIE_SYNC_INTERVAL_SECONDS="off",
-            MOVIE_RETRAIN_SHARE="off",
-        )
-        port, log_file = free_port(), tmp_path / "dagster_dev.log"
-        started = time.monotonic()
-        server = start_dagster_ui(port, env, log_file, cwd=tmp_path)
-        print(f"dagster dev answered after {time.monotonic() - started:.1f}s")
-        try:
-            yield {
-                "url": f"http://127.0.0.1:{port}",
-                "instance": instance,
-                "log": log_file,
-                "stale": stale,
-                "current": current,
-            }
-        finally:
-            instance.dispose()
-            stop_process_group(server, signal.SIGTERM)
+        with running_dagster_dev(env, home, tmp_path) as ui:
+            yield {**ui, "stale": stale, "current": current}
 
 
 @pytest.fixture
 def page(tmp_path):
-    """A page in Debian's headless Chromium; a screenshot of it is kept if the test fails."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = launch_chromium(pw)
-        page = browser.new_page(viewport=VIEWPORT)
-        page.set_default_timeout(30_000)
-        dismiss_welcome(page)
+    with chromium_page(tmp_path, VIEWPORT) as page:
         yield page
-        page.screenshot(path=str(tmp_path / "last_page.png"))
-        browser.close()
-
-
-@contextlib.contextmanager
-def shown_on_failure(page, ui: dict, step: str):
-    try:
-        yield
-    except Exception as error:
-        raise AssertionError(
-            f"{step} failed at {page.url}: {error}\n--- dagster dev log ---\n{tail(ui['log'], 25)}"
-        ) from error
 
 
 def wait_for_requesting_evaluation(instance: dg.DagsterInstance, log_file) -> None:

@@ -13,9 +13,7 @@ real source: no network, the same catalogue the fake TMDB server serves). The br
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,12 +27,10 @@ from movie_assets.assets.prepare import eda_stats, movies_clean
 from movie_assets.definitions import defs
 from movie_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, release_month_partitions
 from movie_assets.resources.tmdb_sample import TmdbSampleSource, sample_months
-from movie_assets_tests.conftest import platform_resources, stop_process_group, wait_for
+from movie_assets_tests.conftest import platform_resources, wait_for
 from movie_assets_tests.integration.dagster_instance import own_instance_home
-from movie_assets_tests.integration.test_dead_runs import free_port
 from movie_assets_tests.integration.test_ingest_assets import expected_rows
-from movie_platform.browser import dismiss_welcome, launch_chromium, start_dagster_ui
-from movie_platform.local_stack import tail
+from movie_assets_tests.ui.dagster_dev import chromium_page, dagster_dev_env, running_dagster_dev, shown_on_failure
 
 BACKFILL_TIMEOUT_S = 240
 # Wide enough that the lineage's zoom-to-fit draws full asset nodes (full names, not "movie…_predictions").
@@ -54,53 +50,16 @@ def three_sample_months() -> list[str]:
 def ui(stack_env, database, object_store, tmp_path):
     """`dagster dev` on a DAGSTER_HOME and schema of the test's own; stopped (SIGTERM, then SIGKILL) afterwards."""
     with own_instance_home(stack_env["MOVIE_DB_URL"], tmp_path / "dagster_home", "dagster_ui") as home:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "DAGSTER_", "TMDB_"))}
-        env.update(
-            DAGSTER_HOME=str(home),
-            MOVIE_DB_URL=database.url,
-            MOVIE_DB_SCHEMA=database.db_schema,
-            MOVIE_STORAGE_URL=object_store.storage_url,
-            TMDB_SOURCE="sample",
-            # Only what the test launches runs: no automation, change sync or retraining on their own.
-            MOVIE_AUTOMATION="off",
-            MOVIE_SYNC_INTERVAL_SECONDS="off",
-            MOVIE_RETRAIN_SHARE="off",
-        )
-        port, log_file = free_port(), tmp_path / "dagster_dev.log"
-        started = time.monotonic()
-        server = start_dagster_ui(port, env, log_file, cwd=tmp_path)
-        print(f"dagster dev answered after {time.monotonic() - started:.1f}s")
-        instance = dg.DagsterInstance.from_config(str(home))
-        try:
-            yield {"url": f"http://127.0.0.1:{port}", "instance": instance, "log": log_file, "server": server}
-        finally:
-            instance.dispose()
-            stop_process_group(server, signal.SIGTERM)
+        # Only what the test launches runs: no automation, change sync or retraining on their own.
+        env = dagster_dev_env(home, database, object_store, MOVIE_AUTOMATION="off")
+        with running_dagster_dev(env, home, tmp_path) as ui:
+            yield ui
 
 
 @pytest.fixture
 def page(tmp_path):
-    """A page in Debian's headless Chromium; a screenshot of it is kept if the test fails."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = launch_chromium(pw)
-        page = browser.new_page(viewport=VIEWPORT)
-        page.set_default_timeout(30_000)
-        dismiss_welcome(page)
+    with chromium_page(tmp_path, VIEWPORT) as page:
         yield page
-        page.screenshot(path=str(tmp_path / "last_page.png"))
-        browser.close()
-
-
-@contextlib.contextmanager
-def shown_on_failure(page, ui: dict, step: str):
-    """Name the step, the page's URL and the server's log tail when a step fails."""
-    try:
-        yield
-    except Exception as error:
-        log = tail(ui["log"], 25)
-        raise AssertionError(f"{step} failed at {page.url}: {error}\n--- dagster dev log ---\n{log}") from error
 
 
 def check_lineage(page, ui: dict) -> None:
