@@ -753,8 +753,10 @@ def _terminate(pid: int, timeout: float = 15) -> None:
     if not _alive(pid):
         return
     try:
-        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-        if os.getpgid(pid) == pid:
+        leader = psutil.Process(pid)
+        procs = [leader, *leader.children(recursive=True)]
+        leads_group, born = os.getpgid(pid) == pid, leader.create_time()
+        if leads_group:
             os.killpg(pid, signal.SIGTERM)
         else:
             for proc in procs:
@@ -762,12 +764,26 @@ def _terminate(pid: int, timeout: float = 15) -> None:
     except (ProcessLookupError, psutil.Error):
         return
     _, alive = psutil.wait_procs(procs, timeout=timeout)
+    if leads_group:  # members born while it stopped (a code server respawned on shutdown) got no SIGTERM
+        alive += [proc for proc in group_members(pid, born) if proc not in alive]
     for proc in alive:
         try:
             proc.kill()
         except psutil.Error:
             pass
     psutil.wait_procs(alive, timeout=5)
+
+
+def group_members(pgid: int, born: float) -> list[psutil.Process]:
+    """Live processes of group `pgid` created after its leader was (so descendants of ours, not a reused id)."""
+    members = []
+    for proc in psutil.process_iter(["create_time"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["create_time"] >= born:
+                members.append(proc)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return members
 
 
 def _port_open(port: int, host: str = "127.0.0.1") -> bool:
