@@ -190,6 +190,7 @@ def movie_rating_model(
         metadata={
             **{name: round(value, 4) for name, value in scores.items()},
             "model_version": version,
+            clock.BUILT_AT: dg.MetadataValue.timestamp(labels_as_of),  # what the training cron compares with
             "champion_decision": decision,
             "linear_baseline_beats_xgboost": not linear.xgboost_wins,
             "versus_linear_baseline": linear.summary(),

@@ -19,6 +19,8 @@ from typing import Final
 
 import dagster as dg
 
+from movie_assets.domain import clock
+
 PLANNED: Final = dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
 MATERIALIZED: Final = dg.DagsterEventType.ASSET_MATERIALIZATION
 CODE_VERSION_TAG = "dagster/code_version"  # Dagster stamps each materialization with its asset's code version
@@ -343,6 +345,17 @@ class InputRequestedThisTick(StoredStateCondition):
         )
 
 
+def built_at(record: dg.EventLogRecord) -> float:
+    """When the platform's clock (domain/clock.py) read as the value was computed: its `built_at` metadata.
+
+    Dagster stamps events with the wall clock; the tick is computed at the evaluation time, which a
+    simulation moves. Materializations without the entry (older ones) fall back to the event's time.
+    """
+    materialization = record.asset_materialization
+    entry = materialization.metadata.get(clock.BUILT_AT) if materialization is not None else None
+    return float(entry.value) if isinstance(entry, dg.TimestampMetadataValue) else record.timestamp
+
+
 class NotBuiltSinceCronTick(StoredStateCondition):
     """The newest tick of MOVIE_TRAINING_CRON (or the given schedule) came after the newest materialization."""
 
@@ -361,7 +374,7 @@ class NotBuiltSinceCronTick(StoredStateCondition):
         tick = context.asset_graph_view.compute_previous_cron_tick(cron_schedule=self._cron, cron_timezone="UTC")
         records = context.asset_graph_view.instance.get_asset_records([context.key])
         record = records[0].asset_entry.last_materialization_record if records else None
-        due = record is None or record.timestamp < tick.timestamp()
+        due = record is None or built_at(record) < tick.timestamp()
         return dg.AutomationResult(
             context=context, true_subset=context.candidate_subset if due else context.get_empty_subset()
         )

@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 from collections.abc import Iterator
 
+BUILT_AT = "built_at"  # materialization metadata: when, by this clock, the value was computed
 _set_to: dt.datetime | None = None
 
 

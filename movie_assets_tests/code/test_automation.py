@@ -18,6 +18,7 @@ import pytest
 
 from movie_assets.automation.conditions import automation_sensor
 from movie_assets.definitions import defs
+from movie_assets.domain import clock
 from movie_assets.partitions import release_month_partitions
 from movie_assets.resources.tmdb_sample import sample_months
 from movie_assets.settings import Settings
@@ -248,6 +249,25 @@ def test_the_model_retrains_on_its_weekly_cron(settled):
         defs=defs, instance=instance, cursor=before.cursor, evaluation_time=monday
     )
     assert requested(after) == {"movie_rating_model": {None}}
+
+
+def test_the_training_cron_compares_the_platform_clock_not_the_event_time(settled):
+    """A simulated year moves the evaluation time; Dagster stamps events with the wall clock.
+
+    A model the platform's clock built after the tick is current; the wall-clock time of its event,
+    long before that simulated tick, must not make it due again (it did, every day after the first week).
+    """
+    instance, cursor = settled
+    monday = (NOW + dt.timedelta(days=7 * 52 - NOW.weekday())).replace(hour=4, minute=1)
+    built = dg.AssetMaterialization("movie_rating_model", metadata={clock.BUILT_AT: dg.MetadataValue.timestamp(monday)})
+    instance.report_runless_asset_event(built)
+    later = monday + dt.timedelta(hours=1)
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor, evaluation_time=later)
+    assert "movie_rating_model" not in requested(result)  # the months are scored by the new model, nothing more
+    next_week = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, cursor=result.cursor, evaluation_time=later + dt.timedelta(days=7)
+    )
+    assert requested(next_week) == {"movie_rating_model": {None}}
 
 
 def test_scores_wait_for_a_model_requested_on_the_same_tick(settled):
