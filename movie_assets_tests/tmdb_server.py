@@ -109,15 +109,25 @@ class FakeTmdb:
 
         The id is listed under `day` in /movie/changes, as TMDB lists every edit per UTC day.
         """
+        self.change_many(day, {movie_id: details})
+
+    def change_many(self, day: dt.date, changes: dict[int, dict | None]) -> None:
+        """Many changes of one day, indexed once (a simulated day has a hundred)."""
         with self._lock:
-            if details is None:
-                self._by_id.pop(movie_id, None)
-            else:
-                old = self._by_id.get(movie_id)
-                item = {k: details.get(k) for k in (old.list_item if old else details) if k in details}
-                self._by_id[movie_id] = SampleMovie(list_item=item or dict(details), details=details)
-            self._changes.setdefault(day.isoformat(), set()).add(movie_id)
+            for movie_id, details in changes.items():
+                if details is None:
+                    self._by_id.pop(movie_id, None)
+                else:
+                    old = self._by_id.get(movie_id)
+                    item = {k: details.get(k) for k in (old.list_item if old else details) if k in details}
+                    self._by_id[movie_id] = SampleMovie(list_item=item or dict(details), details=details)
+                self._changes.setdefault(day.isoformat(), set()).add(movie_id)
             self._index()
+
+    def catalogue(self) -> dict[int, dict]:
+        """Every movie TMDB has now: id -> its details."""
+        with self._lock:
+            return {m.details["id"]: m.details for m in self._by_id.values()}
 
     def truth(self, movie_id: int) -> dict | None:
         movie = self._by_id.get(movie_id)

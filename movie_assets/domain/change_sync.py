@@ -31,6 +31,7 @@ class ChangePlan:
 
     rows: list[dict] = field(default_factory=list)
     delete_ids: list[int] = field(default_factory=list)
+    moved_ids: list[int] = field(default_factory=list)  # stored in another release month before
     removed: list[dict] = field(default_factory=list)
     rejects: list[dict] = field(default_factory=list)
     fetched_ids: list[int] = field(default_factory=list)
@@ -132,6 +133,7 @@ def plan_changes(
             plan.months[month]["changed"] += 1
         else:
             plan.delete_ids.append(movie_id)
+            plan.moved_ids.append(movie_id)
             plan.months[old_month]["moved_out"] += 1
             plan.months[month]["moved_in"] += 1
     return plan

@@ -39,6 +39,11 @@ CURSOR_NAME = "movie_changes"
 # fetches yesterday's ids once more (their later edits of that day). Older days are dropped.
 FETCHED_TABLE = "tmdb_sync_fetched"
 FETCHED_COLUMNS = {"movie_id": "bigint", "day": "date", "fetched_at": "timestamp with time zone"}  # one row an id
+# Tables movies_clean rebuilds from a month's raw rows. A moved movie leaves its old month in them with the
+# raw row; otherwise a run of its new month (apart from the old month's, when the months are not adjacent)
+# would find it stored twice and its blocking unique_movie_ids check would fail. Features and scores keep
+# serving the old values until the new month's run replaces them.
+REBUILT_FROM_RAW_MONTH = ["movies_clean", "movie_genres", "movies_clean_dropped"]
 # Where a removed movie is deleted besides movies_raw: everything below it that holds movie rows.
 DOWNSTREAM_TABLES = [
     "movies_clean",
@@ -186,6 +191,12 @@ def apply_plan(
             raw = database.ident("movies_raw")
             conn.execute(sql.SQL("delete from {} where movie_id = any(%s)").format(raw), (plan.delete_ids,))
             copy_frame(conn, raw, RAW_COLUMNS, to_frame(plan.rows, RAW_COLUMNS))
+            if plan.moved_ids:  # their old month's derived rows are stale: a movie lives in one month
+                for table in existing_tables(conn, database.db_schema, REBUILT_FROM_RAW_MONTH):
+                    conn.execute(
+                        sql.SQL("delete from {} where movie_id = any(%s)").format(database.ident(table)),
+                        (plan.moved_ids,),
+                    )
             if removed_ids:
                 for table in existing_tables(conn, database.db_schema, DOWNSTREAM_TABLES):
                     conn.execute(

@@ -42,6 +42,7 @@ def test_a_moved_release_date_leaves_the_old_month_and_enters_the_new_one():
     plan = plan_changes({1: {"release_month": MARCH, "vote_average": 6.5}}, {1: doc(1, "2024-04-02")}, RANGE, NOW)
     assert plan.delete_ids == [1] and plan.rows[0]["release_month"] == APRIL
     assert dict(plan.months) == {MARCH: {"moved_out": 1}, APRIL: {"moved_in": 1}}
+    assert plan.moved_ids == [1]
 
 
 def test_a_new_movie_inside_the_range_joins_its_month_and_one_outside_is_counted_and_skipped():

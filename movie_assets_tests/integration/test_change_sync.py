@@ -140,6 +140,12 @@ def test_a_sync_makes_every_touched_movie_the_servers_truth_and_removes_deleted_
         month = dt.date.fromisoformat(truth["release_date"]).replace(day=1)
         assert by_id.get(movie_id) == [(month, int(truth["vote_count"]))], movie_id
 
+    # A moved movie leaves its old month's clean rows with its raw row: a run of the new month alone
+    # (the months of a tick need not be adjacent) must not find it stored twice.
+    moved_rows = query(
+        database, "select movie_id from {schema}.movies_clean where movie_id = any(%s)", (touched["moved"],)
+    )
+    assert moved_rows == []
     deleted = touched["deleted"]
     for table in ("movies_raw", "movies_clean", "movie_genres", "features", "predictions"):
         left = query(database, f"select movie_id from {{schema}}.{table} where movie_id = any(%s)", (deleted,))
