@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 CHROMIUM := $(VENV)/.chromium
 
-.PHONY: install lint demo test dev lab serve airflow down status doctor clean bench ui-screenshots
+.PHONY: install lint demo test test-year dev lab serve airflow down status doctor clean bench ui-screenshots
 
 $(INSTALLED): setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ lint: install
 ## make test: lint, then the whole suite against real services (embedded, or the ones the env vars name) and Debian's Chromium
 test: lint $(CHROMIUM)
 	$(BIN)/python -m pytest
+
+## make test-year: the simulated year in full (365 days on the local TMDB server, about 75 minutes on 2 cores); `make test` runs its first 21 days
+test-year: install
+	MOVIE_SIMULATED_DAYS=365 $(BIN)/python -m pytest -s -p no:logging --timeout=10800 movie_assets_tests/integration/test_simulated_year.py
 
 ## make dev: embedded stack + Dagster UI on http://127.0.0.1:3000 (Ctrl-C or `make down` stops it, also when backgrounded)
 dev: install

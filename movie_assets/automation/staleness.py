@@ -91,10 +91,18 @@ class StorageState:
         failed_since = [p for p, m in materialized.items() if planned.get(p, 0) > m]
         self.as_of.update(self.plans_of_materializing_runs(failed_since))
         self.parents = {
-            parent: latest_ids(self.instance, parent, self.graph.get(parent).partitions_def is not None, MATERIALIZED)
+            parent: self.materialized_ids(parent)
             for parent in self.graph.get(self.key).parent_entity_keys
             if self.graph.has(parent) and self.graph.get(parent).is_materializable
         }
+
+    def materialized_ids(self, parent: dg.AssetKey) -> dict[str | None, int]:
+        """A parent's newest materialization ids: from its own state when this evaluation has one
+        (parents are evaluated first), else queried."""
+        state = _states.get(parent)
+        if isinstance(state, StorageState):
+            return state.materialized
+        return latest_ids(self.instance, parent, self.graph.get(parent).partitions_def is not None, MATERIALIZED)
 
     def plans_of_materializing_runs(self, partitions: list) -> dict:
         """Partition -> the plan of the run that wrote its newest materialization, where a later run failed.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,17 @@ CLASSIC_ML = "custom_model_development"
 ML_VIEW = "workflowType=machine_learning"
 # How long a run waits for another run's champion decision (a model load and one holdout prediction).
 CHAMPION_LOCK_TIMEOUT_S = 600
+
+
+@functools.lru_cache(maxsize=4)
+def _download_xgboost(tracking_uri: str, name: str, version: str, created: int):
+    """The model of `name` version `version` (downloaded to a temp dir that is removed after); read-only."""
+    import mlflow
+
+    del created  # part of the cache key only
+    mlflow.set_tracking_uri(tracking_uri)
+    with tempfile.TemporaryDirectory() as folder:
+        return mlflow.xgboost.load_model(f"models:/{name}/{version}", dst_path=folder)
 
 
 class MlflowTracking(dg.ConfigurableResource):
@@ -85,12 +97,13 @@ class MlflowTracking(dg.ConfigurableResource):
             return None
 
     def load_xgboost(self, version: str):
-        """The XGBoost model of a registered version (downloaded to a temp dir that is removed after)."""
-        import mlflow
+        """The XGBoost model of a registered version, downloaded once per process.
 
-        mlflow.set_tracking_uri(self.tracking_uri)
-        with tempfile.TemporaryDirectory() as folder:
-            return mlflow.xgboost.load_model(f"models:/{self.registered_model}/{version}", dst_path=folder)
+        A version's model never changes, so it is kept (the newest few) keyed by the version's creation
+        time as well: a registered model deleted and created again reuses version numbers.
+        """
+        created = self.client().get_model_version(self.registered_model, str(version)).creation_timestamp
+        return _download_xgboost(self.tracking_uri, self.registered_model, str(version), created)
 
     def promote(self, version: str) -> None:
         self.client().set_registered_model_alias(self.registered_model, CHAMPION, version)
