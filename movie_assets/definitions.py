@@ -5,6 +5,7 @@ import dagster as dg
 from movie_assets.airflow_bridge import map_airflow_tasks, scheduled_by_airflow, with_airflow
 from movie_assets.assets import features, ingest, prepare, training
 from movie_assets.automation.conditions import automation_sensor
+from movie_assets.automation.executor import movie_executor
 from movie_assets.automation.freshness import current_months_fresh, online_store_fresh
 from movie_assets.automation.policies import with_policies
 from movie_assets.automation.retrain import retrain_sensors
@@ -33,5 +34,6 @@ defs = with_airflow(
         schedules=[daily_recent_months, daily_history_pruning],
         sensors=[automation_sensor(), tmdb_changes_sensor, *retrain_sensors(), *alert_sensors()],
         resources=build_resources(),
+        executor=movie_executor,
     )
 )

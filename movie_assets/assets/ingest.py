@@ -1,18 +1,21 @@
 """Ingestion: crawl TMDB per release month into PostgreSQL, and back the raw data up to the object store."""
 
 import collections
+import datetime as dt
 import gzip
 import time
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
 from movie_assets.domain import clock
 from movie_assets.domain.movie_records import RAW_COLUMNS, REJECT_COLUMNS, payload_json, to_frame, validate_month
 from movie_assets.domain.progress import Progress
 from movie_assets.object_layout import RAW_BACKUP_PATH
 from movie_assets.partitions import monthly_asset, months_in, partition_window
-from movie_assets.resources.postgres import TableRows, WithSideTables, table_schema
+from movie_assets.resources import crawl_ledger
+from movie_assets.resources.postgres import PostgresDatabase, TableRows, table_metadata, table_schema
 from movie_assets.resources.tmdb import CrawlStats, TmdbAuthError, TmdbSource
 
 RAW_DESCRIPTIONS = {
@@ -23,10 +26,21 @@ RAW_DESCRIPTIONS = {
 }
 
 
+class CrawlConfig(dg.Config):
+    """How a crawl treats months an interrupted crawl of the same range already stored."""
+
+    resume: bool = Field(
+        default=True,
+        description="skip the months an unfinished crawl of the same range (killed, failed, or this step's "
+        "earlier attempt) stored since it started; false crawls every month again",
+    )
+    resume_within_days: int = Field(default=7, gt=0, description="resume only crawls started this recently")
+
+
 @monthly_asset(
     pool="tmdb_api",
     retry_policy=dg.RetryPolicy(max_retries=2, delay=20, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
-    io_manager_key="postgres_io_manager",
+    io_manager_key="postgres_io_manager",  # it writes each month itself; downstream steps load through it
     group_name="ingestion",
     kinds={"postgres", "python"},
     metadata={
@@ -34,48 +48,79 @@ RAW_DESCRIPTIONS = {
         "partition_expr": "release_month",
     },
 )
-def movies_raw(context: dg.AssetExecutionContext, tmdb: TmdbSource):
+def movies_raw(
+    context: dg.AssetExecutionContext, config: CrawlConfig, tmdb: TmdbSource, database: PostgresDatabase
+) -> dg.MaterializeResult:
     """Movies released in the partition's month(s), crawled from TMDB: typed columns plus the raw payload.
 
-    Records still invalid after merging list item and details go to `movies_rejected`
-    with their reason, so nothing is dropped silently.
+    Each month is stored as soon as it is crawled, with its rejects (records still invalid after
+    merging list item and details, in `movies_rejected` with their reason) in the same transaction:
+    a kill or a failure keeps every finished month, and running the same range again resumes
+    (`crawl_ledger.py`). Memory holds one month at a time.
     """
     window = partition_window(context)
     started = time.monotonic()
     fetched_at = clock.now()
-    rows, rejects, totals = [], [], CrawlStats()
+    run_id = context.run.run_id
     months = months_in(window)
+    attempt = crawl_ledger.start(
+        database, run_id, window, fetched_at, config.resume, dt.timedelta(days=config.resume_within_days)
+    )
+    if attempt.resumed_run is not None:
+        context.log.info(
+            f"resuming the unfinished crawl of this range by run {attempt.resumed_run} (started "
+            f"{attempt.since:%Y-%m-%d %H:%M} UTC): {len(attempt.done)} of {len(months)} months stored since then "
+            "are skipped (config resume: false crawls them again)"
+        )
+    totals, reasons = CrawlStats(), collections.Counter[str]()
+    crawled, movies, rejected_count, preview = 0, 0, 0, None
     progress = Progress("release months crawled", len(months), context.log.info, every_s=0)
     for month in months:
+        if month[0] in attempt.done:
+            progress.advance()
+            continue
         try:
             crawl = tmdb.crawl(month, log=context.log.info)
         except TmdbAuthError as exc:
             # Retrying a 401 only repeats it: fail once, with the variable to set.
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         validated = validate_month(crawl.pairs, month, fetched_at)
-        rows += validated.rows
-        rejects += validated.rejects
+        frame, rejected = to_frame(validated.rows, RAW_COLUMNS), to_frame(validated.rejects, REJECT_COLUMNS)
+        ledger = crawl_ledger.month_row(month[0], run_id, clock.now(), len(frame), len(rejected), crawl.stats.requests)
+        # Rows, rejects and ledger row of the month in one transaction: a kill keeps a month whole or not at all.
+        database.replace_tables(
+            [
+                TableRows("movies_raw", RAW_COLUMNS, frame),
+                TableRows("movies_rejected", REJECT_COLUMNS, rejected),
+                ledger,
+            ],
+            "release_month",
+            month,
+        )
         totals.add(**crawl.stats.as_dict())
-        context.log.info(f"{month[0]:%Y-%m}: {len(validated.rows)} movies, {len(validated.rejects)} rejected")
+        reasons.update(r["reason"].split(":")[0] for r in validated.rejects)
+        crawled, movies, rejected_count = crawled + 1, movies + len(frame), rejected_count + len(rejected)
+        if preview is None and len(frame):
+            preview = frame.drop(columns=["payload", "overview"]).head(10).to_markdown(index=False)
+        context.log.info(f"{month[0]:%Y-%m}: {len(frame)} movies, {len(rejected)} rejected, stored")
         progress.advance()
-
-    frame = to_frame(rows, RAW_COLUMNS)
-    rejected = to_frame(rejects, REJECT_COLUMNS)
-    reasons = collections.Counter(r["reason"].split(":")[0] for r in rejects)
-    yield dg.Output(
-        # The month's rejects are replaced in the same transaction as its rows: a failed write keeps both.
-        WithSideTables(frame, [TableRows("movies_rejected", REJECT_COLUMNS, rejected)]),
+    crawl_ledger.finish(database, run_id, window, clock.now())
+    stored = database.count_rows_in("movies_raw", "release_month", window)
+    return dg.MaterializeResult(
         metadata={
+            **table_metadata(database, "movies_raw", RAW_COLUMNS, stored),
             "source": tmdb.description,
-            "months": len(months_in(window)),
-            "rows": len(frame),
-            "rejected": len(rejected),
+            "months": len(months),
+            "months_crawled": crawled,
+            "months_resumed": len(months) - crawled,
+            "resumed_from_run": attempt.resumed_run or "none",
+            "rows": stored,
+            "crawled_movies": movies,
+            "rejected": rejected_count,
             "reject_reasons": dg.MetadataValue.md(_counts_table(reasons, "reason")) if reasons else "none",
             **{name: value for name, value in totals.as_dict().items()},
             "duration_s": round(time.monotonic() - started, 2),
-            "preview": dg.MetadataValue.md(
-                frame.drop(columns=["payload", "overview"]).head(10).to_markdown(index=False)
-            ),
+            "preview": dg.MetadataValue.md(preview or "no movies crawled in this run"),
         },
     )
 

@@ -20,7 +20,11 @@ running: a live run is never failed on a guess.
 from __future__ import annotations
 
 import json
+import os
+import socket
+import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -38,6 +42,8 @@ CODE_SERVER_ID_TAG = "movie/code_server_id"
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 ASK_TIMEOUT_S = 10
 WORKER_STARTED = "Started process for run"
+# Where a run executed outside a code server was orchestrated: host (with boot id), pid and start time.
+ORCHESTRATOR_TAG = "movie/orchestrator"
 
 
 class RunWorkerCheckingLauncher(DefaultRunLauncher):
@@ -66,9 +72,7 @@ def run_worker_health(instance: Any, run: DagsterRun) -> CheckRunHealthResult:
     """RUNNING, or FAILED with the reason; see the module docstring for what is asked where."""
     info = grpc_info(run)
     if info is None:
-        return CheckRunHealthResult(
-            WorkerStatus.RUNNING, "not launched through a code server (executed in process): not checked"
-        )
+        return orchestrator_health(run)
     where = describe(info)
     pid, started_at = worker_pid(instance, run.run_id)
     if pid is not None and is_local(info):
@@ -81,6 +85,42 @@ def run_worker_health(instance: Any, run: DagsterRun) -> CheckRunHealthResult:
             "are freed. Re-launch the run.",
         )
     return ask_code_server(run, info, where)
+
+
+def this_host() -> str:
+    """This machine as one boot of it: a pid is only meaningful on the host and boot that issued it."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = "unknown-boot"
+    return f"{socket.gethostname()}/{boot}"
+
+
+def orchestrator_tag() -> dict[str, str]:
+    """The tag a run executed by this process carries (automation/executor.py sets it at the run's start)."""
+    return {ORCHESTRATOR_TAG: json.dumps({"host": this_host(), "pid": os.getpid(), "started_at": time.time()})}
+
+
+def orchestrator_health(run: DagsterRun) -> CheckRunHealthResult:
+    """A run executed outside a code server (the dagster CLI): its orchestrating process, if on this host.
+
+    Without our tag, or on another host (another container, another machine), nothing can be told: RUNNING.
+    """
+    raw = run.tags.get(ORCHESTRATOR_TAG)
+    where = json.loads(raw) if raw else None
+    if not where or where.get("host") != this_host():
+        return CheckRunHealthResult(
+            WorkerStatus.RUNNING, "executed outside a code server on another host (or untagged): not checked"
+        )
+    pid = int(where["pid"])
+    if worker_alive(pid, float(where["started_at"])):
+        return CheckRunHealthResult(WorkerStatus.RUNNING, f"its process (pid {pid}) on this host runs")
+    return CheckRunHealthResult(
+        WorkerStatus.FAILED,
+        f"The process that executed this run (pid {pid}, the dagster CLI on this host) has exited without "
+        "reporting an end (killed): marked failed so that its pool slots are freed. Run the same command "
+        "again: a crawl resumes where it stopped.",
+    )
 
 
 def ask_code_server(run: DagsterRun, info: Mapping[str, Any], where: str) -> CheckRunHealthResult:

@@ -248,6 +248,17 @@ class PostgresDatabase(dg.ConfigurableResource):
         for month in sorted(set(numbers)):
             conn.execute("select pg_advisory_xact_lock(hashtext(%s), %s)", (f"{self.db_schema}.{table}", month))
 
+    def count_rows_in(self, table: str, partition_column: str, window: tuple[dt.date, dt.date]) -> int:
+        """Rows of the window (0 when the table does not exist yet)."""
+        with self.connect(f"counting {table} {window[0]}..{window[1]}") as conn:
+            if not existing_tables(conn, self.db_schema, [table]):
+                return 0
+            query = sql.SQL("select count(*) from {} where {col} >= %s and {col} < %s").format(
+                self.ident(table), col=sql.Identifier(partition_column)
+            )
+            row = conn.execute(query, window).fetchone()
+        return int(row[0]) if row else 0
+
     def count_rows(self, table: str) -> int:
         """Rows in the whole table (`dagster/row_count`); the written window's rows are `partition_row_count`."""
         with self.connect(f"counting {table}") as conn:
@@ -440,15 +451,9 @@ class PostgresIOManager(dg.ConfigurableIOManager):
         written = self.database.replace_tables([TableRows(table, columns, frame), *sides], partition_column, window)
         rows = written[table]
         seconds = (dt.datetime.now() - started).total_seconds()
-        table_metadata = TableMetadataSet(
-            table_name=f"{self.database.db_schema}.{table}",
-            column_schema=table_schema(columns),
-            row_count=self.database.count_rows(table),
-            partition_row_count=rows if window else None,
-        )
         context.add_output_metadata(
             {
-                **table_metadata,
+                **table_metadata(self.database, table, columns, rows if window else None),
                 **({"side_tables": ", ".join(f"{t}: {n}" for t, n in written.items() if t != table)} if sides else {}),
                 "rows_per_second": round(rows / seconds) if seconds > 0 else rows,
             }
@@ -492,6 +497,18 @@ class PostgresIOManager(dg.ConfigurableIOManager):
             time_window = (input_context or output).asset_partitions_time_window
             window = (time_window.start.date(), time_window.end.date())
         return table, columns, partition_column, window
+
+
+def table_metadata(
+    database: PostgresDatabase, table: str, columns: Mapping[str, str], partition_rows: int | None
+) -> TableMetadataSet:
+    """Dagster's table metadata of a write: qualified name, column schema, the table's rows, the window's rows."""
+    return TableMetadataSet(
+        table_name=f"{database.db_schema}.{table}",
+        column_schema=table_schema(columns),
+        row_count=database.count_rows(table),
+        partition_row_count=partition_rows,
+    )
 
 
 def _refuse_a_reversed_run_range(context: dg.InputContext | dg.OutputContext) -> None:
