@@ -192,9 +192,10 @@ def check_dagster_runs(dagster_home: str | None) -> CheckResult:
         "dagster",
         False,
         f"{len(stuck)} run(s) STARTED whose worker is gone, holding their pool slots (later crawls wait on "
-        f"tmdb_api): {listed} -> start the daemon (`make dev`, or `dagster-daemon run` with this DAGSTER_HOME): "
-        f"run monitoring marks them failed and frees their slots within a minute; or delete each one with its "
-        f"history: `dagster run delete -f {first}`",
+        f"tmdb_api): {listed} -> run the same command again (every run of this code location first fails the "
+        "dead runs of this host and frees their slots, and a crawl resumes), or start the daemon (`make dev`, or "
+        "`dagster-daemon run` with this DAGSTER_HOME): run monitoring marks them failed within a minute; or delete "
+        f"each one with its history: `dagster run delete -f {first}`",
     )
 
 

@@ -4,8 +4,9 @@ No daemon runs. The backfill is `dagster asset materialize` over 24 months of th
 in its own process group, SIGKILLed (the whole group, which the test started) once the server has
 answered about half of the requests a full crawl makes. Then the same command again:
 
-- it does not wait for the `tmdb_api` slot the dead run holds (the executor fails that run, naming
-  its process, and frees the slot);
+- `movie-platform doctor` names the dead run that holds the `tmdb_api` slot;
+- the command does not wait for that slot (the executor fails the dead run, naming its process, and
+  frees the slot);
 - it skips the months the killed run had stored (each month was committed as it was crawled);
 - every movie is stored once, and it asks the server at most 1.1x the requests that were left.
 """
@@ -24,6 +25,7 @@ import dagster as dg
 import pytest
 
 from movie_assets.resources.tmdb_sample import movies_for_month, sample_months
+from movie_assets_tests.conftest import movie_platform_cli
 from movie_assets_tests.integration.dagster_instance import daemon_env, own_instance_home
 from movie_assets_tests.integration.test_change_sync import query
 from movie_assets_tests.tmdb_server import FakeTmdb, TmdbTestServer
@@ -85,6 +87,11 @@ def test_a_killed_cli_backfill_resumes_with_the_same_command(
         stored_at_kill = query(database, "select count(*) from {schema}.movies_raw")[0][0]
         print(f"killed after {before_kill} of {total} requests, {stored_at_kill} movies stored")
         assert stored_at_kill > 0, "the killed run committed no month"
+        with dg.DagsterInstance.from_config(str(instance_home)) as instance:
+            (killed_run,) = instance.get_runs()
+        report = movie_platform_cli("doctor", env=env)
+        line = next(line for line in report.stdout.splitlines() if " dagster " in line)
+        assert line.startswith("FAIL") and killed_run.run_id in line and "run the same command again" in line, line
 
         fake.requests.clear()
         rerun = backfill(env, log_file)
