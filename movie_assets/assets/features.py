@@ -22,7 +22,7 @@ from movie_assets.feature_definitions import FEATURE_SERVICE, definitions_versio
 from movie_assets.object_layout import FEATURES_HISTORY_PATH, FEATURES_OBJECT_PATH
 from movie_assets.partitions import monthly_asset, months_in, partition_window
 from movie_assets.resources.feast import FIRST_MATERIALIZATION_START, FeastStore
-from movie_assets.resources.object_store import ObjectStore, drop_history_before
+from movie_assets.resources.object_store import ObjectStore, current_feature_rows, drop_history_before
 from movie_assets.resources.online_materialize import materialize_parallel
 from movie_assets.resources.online_writer import OnlineReader, persist_keys
 from movie_assets.resources.postgres import PostgresDatabase, copy_frame
@@ -34,19 +34,6 @@ OVERLAP = dt.timedelta(hours=6)
 
 # A history row is a superseded version: valid from `event_timestamp` until `superseded_at`.
 FEATURE_HISTORY_COLUMNS = {**FEATURE_TABLE_COLUMNS, "superseded_at": "timestamp with time zone", "run_id": "text"}
-
-
-def current_rows(object_store: ObjectStore, partition_keys: list[str]) -> pd.DataFrame:
-    """The months' current Parquet rows (what Feast serves now), with their `release_month` as a date."""
-    frames = [
-        pd.read_parquet(io.BytesIO(object_store.read(FEATURES_OBJECT_PATH, key))).assign(
-            release_month=dt.date.fromisoformat(key)
-        )
-        for key in partition_keys
-        if object_store.path_for(FEATURES_OBJECT_PATH, key).exists()
-    ]
-    frames = [frame for frame in frames if len(frame)]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["movie_id", "release_month"])
 
 
 def record_history(database: PostgresDatabase, superseded: pd.DataFrame, window, cutoff: dt.datetime) -> None:
@@ -85,14 +72,20 @@ def record_history(database: PostgresDatabase, superseded: pd.DataFrame, window,
 def archive_superseded(
     object_store: ObjectStore, partition_key: str, superseded: pd.DataFrame, at: dt.datetime, cutoff: dt.datetime
 ) -> int:
-    """Write the month's superseded rows to `history/materialized=<at>.parquet`; drop those superseded before `cutoff`.
+    """Add the month's superseded rows to the history object of `at`'s calendar month; drop old ones.
 
-    An object holds only rows that changed or left the month, never a full copy. Returns how
-    many history objects the month keeps.
+    One object per release month and month of supersession (`history/materialized=YYYY-MM.parquet`),
+    rewritten with the new rows, never a full copy: storage grows with changes and the objects a
+    point-in-time join opens stay few (one per run made thousands a year). A retried run adds
+    nothing twice. Returns how many history objects the month keeps.
     """
     if len(superseded):
-        name = f"{pd.Timestamp(at):%Y%m%dT%H%M%SZ}"
-        path = FEATURES_HISTORY_PATH.replace("{materialized}", name)
+        path = FEATURES_HISTORY_PATH.replace("{materialized}", f"{pd.Timestamp(at):%Y-%m}")
+        if object_store.path_for(path, partition_key).exists():
+            earlier = pd.read_parquet(io.BytesIO(object_store.read(path, partition_key)))
+            superseded = pd.concat([earlier, superseded], ignore_index=True).drop_duplicates(
+                ["movie_id", "event_timestamp"]
+            )
         object_store.write(path, partition_key, superseded.to_parquet(index=False))
     return drop_history_before(object_store, partition_key, cutoff)
 
@@ -122,7 +115,7 @@ def movie_features(
     window = partition_window(context)
     event_time = clock.now().replace(microsecond=0)
     fresh = build_features(movies_clean, event_time)
-    features, superseded = carry_unchanged(fresh, current_rows(object_store, context.partition_keys))
+    features, superseded = carry_unchanged(fresh, current_feature_rows(object_store, context.partition_keys))
     release = pd.to_datetime(movies_clean["release_month"])
     months = release.dt.strftime("%Y-%m-01").to_numpy() if len(movies_clean) else np.array([])
     table = features.assign(release_month=release.dt.date.to_numpy() if len(movies_clean) else [])

@@ -13,11 +13,13 @@ from movie_assets.domain import clock
 from movie_assets.domain.movie_records import RAW_COLUMNS, REJECT_COLUMNS, payload_json, to_frame, validate_month
 from movie_assets.domain.progress import Progress
 from movie_assets.object_layout import RAW_BACKUP_PATH
-from movie_assets.partitions import monthly_asset, months_in, partition_window
+from movie_assets.partitions import month_window, monthly_asset, months_in, partition_window
 from movie_assets.resources import crawl_ledger
+from movie_assets.resources.object_store import ObjectStore
 from movie_assets.resources.postgres import PostgresDatabase, TableRows, table_metadata, table_schema
 from movie_assets.resources.tmdb import CrawlStats, TmdbAuthError, TmdbSource
 
+BACKUP_COLUMNS = {name: RAW_COLUMNS[name] for name in ("movie_id", "fetched_at", "payload")}
 RAW_DESCRIPTIONS = {
     "movie_id": "TMDB movie id",
     "release_month": "first day of the release month: the partition key",
@@ -126,22 +128,31 @@ def movies_raw(
 
 
 @monthly_asset(
+    deps=[movies_raw],
     io_manager_key="object_store_io_manager",
     group_name="ingestion",
     kinds={"s3", "python"},
     metadata={"object_path": RAW_BACKUP_PATH},
 )
-def movies_raw_backup(context: dg.AssetExecutionContext, movies_raw: pd.DataFrame) -> dict[str, bytes]:
-    """The raw partition as gzip JSON Lines in the object store: what `restore_movies_raw_from_backup` reads."""
-    months = (
-        pd.to_datetime(movies_raw["release_month"]).dt.strftime("%Y-%m-01") if len(movies_raw) else pd.Series(dtype=str)
-    )
-    objects = {}
+def movies_raw_backup(
+    context: dg.AssetExecutionContext, database: PostgresDatabase, object_store: ObjectStore
+) -> dg.MaterializeResult:
+    """The raw partition as gzip JSON Lines in the object store: what `restore_movies_raw_from_backup` reads.
+
+    Month by month (read, compress, write), so a backfill of any length holds one month in memory.
+    """
+    written, total, movies = [], 0, 0
     for key in context.partition_keys:
-        part = movies_raw[months == key]
-        objects[key] = backup_bytes(part)
-    context.log.info(f"backing up {len(movies_raw)} movies in {len(objects)} monthly objects")
-    return objects
+        month = dt.date.fromisoformat(key)
+        part = database.read_rows("movies_raw", BACKUP_COLUMNS, "release_month", month_window(month))
+        data = backup_bytes(part)
+        written.append(str(object_store.write(RAW_BACKUP_PATH, key, data)))
+        total, movies = total + len(data), movies + len(part)
+    context.log.info(f"backed up {movies} movies in {len(written)} monthly objects")
+    path = written[0] if len(written) == 1 else str(object_store.path_for(RAW_BACKUP_PATH, None).parent.parent)
+    return dg.MaterializeResult(
+        metadata={"objects": len(written), "bytes": total, "movies": movies, "path": dg.MetadataValue.path(path)}
+    )
 
 
 def backup_bytes(frame: pd.DataFrame) -> bytes:

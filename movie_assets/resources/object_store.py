@@ -6,6 +6,8 @@ and `file:///folder` behave the same to every caller.
 
 from __future__ import annotations
 
+import datetime as dt
+import io
 import os
 import uuid
 from contextlib import contextmanager
@@ -18,6 +20,7 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field
 from upath import UPath
 
+from movie_assets.object_layout import FEATURES_HISTORY_PATH, FEATURES_OBJECT_PATH
 from movie_assets.settings import Settings, redact_url
 
 
@@ -281,22 +284,35 @@ def _deserialize(data: bytes, template: str):
     return data
 
 
+def current_feature_rows(object_store: ObjectStore, partition_keys: list[str]) -> pd.DataFrame:
+    """The months' current feature Parquet rows (what Feast serves now), with their `release_month` as a date."""
+    frames = [
+        pd.read_parquet(io.BytesIO(object_store.read(FEATURES_OBJECT_PATH, key))).assign(
+            release_month=dt.date.fromisoformat(key)
+        )
+        for key in partition_keys
+        if object_store.path_for(FEATURES_OBJECT_PATH, key).exists()
+    ]
+    frames = [frame for frame in frames if len(frame)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["movie_id", "release_month"])
+
+
 def drop_history_before(object_store: ObjectStore, partition_key: str, cutoff) -> int:
     """Delete the month's feature history objects superseded before `cutoff`; returns how many it keeps.
 
-    An object is named by the time its rows were superseded (`history/materialized=<UTC>.parquet`).
+    An object is named by when its rows were superseded: a calendar month (`materialized=YYYY-MM`,
+    rows superseded during it: gone once the month ended before `cutoff`) or, in the older layout, the
+    run's time (`materialized=<UTC>`).
     """
-    import pandas as pd
-
-    from movie_assets.object_layout import FEATURES_HISTORY_PATH
-
     folder = object_store.path_for(FEATURES_HISTORY_PATH.replace("{materialized}", "x"), partition_key).parent
     if not folder.exists():
         return 0
     kept = 0
     for version in sorted(p for p in folder.iterdir() if p.name.endswith(".parquet")):
-        stamp = pd.Timestamp(version.name.removeprefix("materialized=").removesuffix(".parquet"), tz="UTC")
-        if stamp < pd.Timestamp(cutoff):
+        name = version.name.removeprefix("materialized=").removesuffix(".parquet")
+        stamp = pd.Timestamp(name, tz="UTC")
+        superseded_by = stamp + pd.DateOffset(months=1) if len(name) == 7 else stamp  # end of a month's bucket
+        if superseded_by <= pd.Timestamp(cutoff):
             version.unlink()
         else:
             kept += 1

@@ -22,23 +22,33 @@ def history_names(store: ObjectStore) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
-def test_an_object_per_change_and_none_for_an_unchanged_month(tmp_path):
+def test_one_object_per_month_of_changes_and_none_for_an_unchanged_month(tmp_path):
     store = ObjectStore(storage_url=tmp_path.as_uri())
     for day in range(3):  # nothing superseded: nothing written, however often the month is materialized
         assert archive_superseded(store, MONTH, rows(), T0 + dt.timedelta(days=day), T0 - WINDOW) == 0
     assert history_names(store) == []
     assert archive_superseded(store, MONTH, rows(7), T0, T0 - WINDOW) == 1
-    assert history_names(store) == ["materialized=20261202T080000Z.parquet"]
+    # Later runs of the same calendar month add their rows to that object (a retry adds nothing twice):
+    # a point-in-time join opens a few objects a month, not one per run.
+    for day in (3, 3, 9):
+        assert archive_superseded(store, MONTH, rows(day), T0 + dt.timedelta(days=day), T0 - WINDOW) == 1
+    assert history_names(store) == ["materialized=2026-12.parquet"]
     path = store.path_for(FEATURES_OBJECT_PATH, MONTH).parent / "history" / history_names(store)[0]
-    assert pd.read_parquet(path.open("rb"))["movie_id"].tolist() == [7], "only the superseded row, no full copy"
+    stored = pd.read_parquet(path.open("rb"))["movie_id"].tolist()
+    assert stored == [7, 3, 9], "only the superseded rows, each once, no full copy"
 
 
-def test_an_object_goes_once_its_successor_has_held_longer_than_the_window(tmp_path):
+def test_an_object_goes_once_its_rows_successors_have_held_longer_than_the_window(tmp_path):
     store = ObjectStore(storage_url=tmp_path.as_uri())
-    archive_superseded(store, MONTH, rows(7), T0, T0 - WINDOW)
-    archive_superseded(store, MONTH, rows(8), T0 + dt.timedelta(days=10), T0 - WINDOW)
-    inside = T0 + WINDOW - dt.timedelta(seconds=1)
-    assert archive_superseded(store, MONTH, rows(), inside, inside - WINDOW) == 2
-    past = T0 + WINDOW + dt.timedelta(days=1)
+    older = store.path_for(FEATURES_OBJECT_PATH, MONTH).parent / "history" / "materialized=20261130T080000Z.parquet"
+    older.parent.mkdir(parents=True)
+    rows(6).to_parquet(older.path)  # the earlier layout: one object per run, named by its time
+    archive_superseded(store, MONTH, rows(7), T0, T0 - WINDOW)  # December's object
+    archive_superseded(store, MONTH, rows(8), T0 + dt.timedelta(days=40), T0 - WINDOW)  # January's
+    assert len(history_names(store)) == 3
+    december_ends = dt.datetime(2027, 1, 1, tzinfo=dt.timezone.utc)
+    inside = december_ends + WINDOW - dt.timedelta(seconds=1)  # a row superseded on Dec 31 still counts
+    assert archive_superseded(store, MONTH, rows(), inside, inside - WINDOW) == 2, "the run-named object has gone"
+    past = december_ends + WINDOW
     assert archive_superseded(store, MONTH, rows(), past, past - WINDOW) == 1
-    assert history_names(store) == ["materialized=20261212T080000Z.parquet"]
+    assert history_names(store) == ["materialized=2027-01.parquet"]

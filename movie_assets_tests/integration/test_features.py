@@ -301,12 +301,17 @@ def test_history_grows_by_change_and_is_kept_by_time(stack_env, database, object
     assert before[changed] == np.log1p(old_votes) and not np.isnan(before[other])
     assert joined(t1 + dt.timedelta(days=1))[changed] == np.log1p(old_votes + 5000)
 
-    # Inside the window the old row stays; past it (its successor held > 400 days) it goes, and joins inside
-    # the window are still right (the new value; the unchanged movie's t0 row however old).
+    # Inside the window the old row stays; past it (its successor held > 400 days) it goes from the table, and
+    # from the offline store once every row of its object is past (objects hold a calendar month of changes).
+    # Joins inside the window are still right (the new value; the unchanged movie's t0 row however old).
     materialize(t1 + dt.timedelta(days=399))
     assert len(history_objects()) == 1 and rows("select count(*) from {schema}.features_history") == [(1,)]
-    late = t1 + dt.timedelta(days=401)
+    materialize(t1 + dt.timedelta(days=401))
+    assert rows("select count(*) from {schema}.features_history") == [(0,)]
+    month_after = (t1.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+    assert len(history_objects()) == (1 if month_after + dt.timedelta(days=400) > t1 + dt.timedelta(days=401) else 0)
+    late = month_after + dt.timedelta(days=401)
     materialize(late)
-    assert history_objects() == [] and rows("select count(*) from {schema}.features_history") == [(0,)]
+    assert history_objects() == []
     inside = joined(late - dt.timedelta(days=399))
     assert inside[changed] == np.log1p(old_votes + 5000) and inside[other] == before[other]
