@@ -7,6 +7,7 @@ session if the session started it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -176,6 +177,20 @@ def own_feast_project(stack_env: dict, storage_url: str, redis_url: str | None =
         storage_url=storage_url,
         project=f"{prefix}{uuid.uuid4().hex[:10]}",
     )
+
+
+@contextlib.contextmanager
+def own_tracking(stack_env: dict, prefix: str):
+    """An MLflow experiment and registered model of the test's own; the model is deleted afterwards."""
+    from mlflow.tracking import MlflowClient
+
+    from movie_assets.resources.mlflow import MlflowTracking
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    yield MlflowTracking(tracking_uri=stack_env["MLFLOW_TRACKING_URI"], experiment=name, registered_model=name)
+    client = MlflowClient(stack_env["MLFLOW_TRACKING_URI"])
+    if client.search_registered_models(f"name = '{name}'"):
+        client.delete_registered_model(name)
 
 
 def s3_client(env: dict):

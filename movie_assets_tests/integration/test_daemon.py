@@ -16,11 +16,9 @@ import math
 import os
 import signal
 import time
-import uuid
 
 import dagster as dg
 import pytest
-from mlflow.tracking import MlflowClient
 
 from movie_assets.assets.features import feast_definitions, movie_features, online_features
 from movie_assets.assets.ingest import movies_raw
@@ -29,11 +27,10 @@ from movie_assets.assets.training import movie_rating_model, movie_rating_predic
 from movie_assets.domain.feature_engineering import FEATURE_NAMES
 from movie_assets.jobs.sync_tmdb_changes import sync_tmdb_changes
 from movie_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, release_month_partitions
-from movie_assets.resources.mlflow import MlflowTracking
 from movie_assets.resources.serving import online_feature_rows
 from movie_assets.resources.tmdb import TmdbApiClient
 from movie_assets.resources.tmdb_sample import movies_for_month
-from movie_assets_tests.conftest import own_feast_project, platform_resources, stop_process_group
+from movie_assets_tests.conftest import own_feast_project, own_tracking, platform_resources, stop_process_group
 from movie_assets_tests.integration.dagster_instance import daemon_env, own_instance_home, start_daemon
 from movie_assets_tests.integration.test_change_sync import (
     MONTHS,
@@ -59,10 +56,8 @@ def instance_home(stack_env, tmp_path):
 
 @pytest.fixture
 def tracking(stack_env):
-    name = f"daemon_{uuid.uuid4().hex[:8]}"
-    tracking = MlflowTracking(tracking_uri=stack_env["MLFLOW_TRACKING_URI"], experiment=name, registered_model=name)
-    yield tracking
-    MlflowClient(tracking.tracking_uri).delete_registered_model(name)
+    with own_tracking(stack_env, "daemon") as tracking:
+        yield tracking
 
 
 def first_day(resources: dict, instance: dg.DagsterInstance) -> None:

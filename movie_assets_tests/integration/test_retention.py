@@ -5,30 +5,25 @@ windows instead of waiting for them.
 """
 
 import datetime as dt
-import uuid
 
 import dagster as dg
 import pandas as pd
 import pytest
-from mlflow.tracking import MlflowClient
 from psycopg import sql
 
 from movie_assets.domain import clock
 from movie_assets.jobs.retention import prune_history
 from movie_assets.resources.mlflow import MlflowTracking
 from movie_assets.resources.postgres import copy_frame
+from movie_assets_tests.conftest import own_tracking
 
 DAY = dt.timedelta(days=1)
 
 
 @pytest.fixture
 def tracking(stack_env):
-    name = f"retention_{uuid.uuid4().hex[:8]}"
-    tracking = MlflowTracking(tracking_uri=stack_env["MLFLOW_TRACKING_URI"], experiment=name, registered_model=name)
-    yield tracking
-    client = MlflowClient(tracking.tracking_uri)
-    if client.search_model_versions(f"name='{name}'"):
-        client.delete_registered_model(name)
+    with own_tracking(stack_env, "retention") as tracking:
+        yield tracking
 
 
 @dg.asset(partitions_def=dg.StaticPartitionsDefinition(["a", "b"]))

@@ -22,7 +22,6 @@ import datetime as dt
 import math
 import os
 import time
-import uuid
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -30,7 +29,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import redis
-from mlflow.tracking import MlflowClient
 from psycopg import sql
 
 from movie_assets.assets import features, ingest, prepare, training
@@ -41,12 +39,11 @@ from movie_assets.domain.feature_engineering import FEATURE_NAMES
 from movie_assets.jobs.sync_tmdb_changes import sync_tmdb_changes
 from movie_assets.object_layout import FEATURES_OBJECT_PATH
 from movie_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, release_month_partitions
-from movie_assets.resources.mlflow import MlflowTracking
 from movie_assets.resources.online_writer import FeastRedisLayout
 from movie_assets.resources.serving import online_feature_rows
 from movie_assets.resources.tmdb import TmdbApiClient
 from movie_assets.resources.tmdb_sample import movies_for_month, sample_months
-from movie_assets_tests.conftest import own_feast_project, platform_resources
+from movie_assets_tests.conftest import own_feast_project, own_tracking, platform_resources
 from movie_assets_tests.integration.dagster_instance import own_instance_home
 from movie_assets_tests.integration.test_daemon import same
 from movie_assets_tests.tmdb_server import FakeTmdb, TmdbTestServer
@@ -105,12 +102,8 @@ def instance(stack_env, tmp_path):
 
 @pytest.fixture
 def tracking(stack_env):
-    name = f"year_{uuid.uuid4().hex[:8]}"
-    tracking = MlflowTracking(tracking_uri=stack_env["MLFLOW_TRACKING_URI"], experiment=name, registered_model=name)
-    yield tracking
-    client = MlflowClient(tracking.tracking_uri)
-    if client.search_registered_models(f"name = '{name}'"):
-        client.delete_registered_model(name)
+    with own_tracking(stack_env, "year") as tracking:
+        yield tracking
 
 
 @pytest.fixture(autouse=True)
