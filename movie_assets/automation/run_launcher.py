@@ -88,12 +88,13 @@ def run_worker_health(instance: Any, run: DagsterRun) -> CheckRunHealthResult:
 
 
 def this_host() -> str:
-    """This machine as one boot of it: a pid is only meaningful on the host and boot that issued it."""
+    """Where a pid means something: this host, this boot and this pid namespace (containers have their own)."""
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
     except OSError:
-        boot = "unknown-boot"
-    return f"{socket.gethostname()}/{boot}"
+        boot, namespace = "unknown-boot", 0
+    return f"{socket.gethostname()}/{boot}/{namespace}"
 
 
 def orchestrator_tag() -> dict[str, str]:

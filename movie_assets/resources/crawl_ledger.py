@@ -71,7 +71,7 @@ def start(
                 (window[0], window[1], now - max_age),
             ).fetchone()
             resumed_run, since = (found[0], found[1]) if resume and found else (None, now)
-            if resumed_run is not None:
+            if found:  # resumed or crawled again in full: either way no later crawl resumes those attempts
                 conn.execute(
                     sql.SQL(
                         "update {} set finished_at = %s, resumed_by = %s "
