@@ -1,6 +1,6 @@
 """A CLI backfill killed at about half resumes: the same command completes, each movie once, little repeated.
 
-No daemon runs. The backfill is `dagster asset materialize` over 24 months of the local TMDB server,
+No daemon runs. The backfill is `dg launch` (as the README teaches it) over 24 months of the local TMDB server,
 in its own process group, SIGKILLed (the whole group, which the test started) once the server has
 answered about half of the requests a full crawl makes. Then the same command again:
 
@@ -54,10 +54,10 @@ def full_crawl_requests(fake: FakeTmdb, months: int) -> int:
 
 def backfill(env: dict, log_file: Path) -> subprocess.Popen:
     first, last = sample_months()[0].isoformat(), sample_months()[-1].isoformat()
-    command = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "movie_assets"]
+    command = [str(Path(sys.executable).with_name("dg")), "launch", "-m", "movie_assets"]  # as the README says
     with open(log_file, "ab") as out:
         return subprocess.Popen(
-            [*command, "--select", "movies_raw", "--partition-range", f"{first}...{last}"],
+            [*command, "--assets", "movies_raw", "--partition-range", f"{first}...{last}"],
             env=env,
             cwd=REPO_ROOT,
             stdout=out,
