@@ -401,5 +401,5 @@ def assert_bounded(year: Year) -> None:
     days = [b["day"] - a["day"] for a, b in zip(year.rows, year.rows[1:], strict=False)]
     rates = [rows / n for rows, n in zip(window, days, strict=True)]
     assert len(rates) >= 2, "the growth table needs two windows (MOVIE_SIMULATED_DAYS of 14 or more)"
-    baseline = rates[1] if len(rates) > 2 else rates[0]  # the first window also holds the first start
+    baseline = rates[1] if len(rates) > 2 else rates[0]  # past the first window where there are three
     assert rates[-1] <= 1.5 * baseline, f"event-log rows per day: {rates}"
