@@ -197,7 +197,9 @@ def a_day_of_changes(year: Year, day: dt.date) -> None:
     for movie_id in voted:
         truth = catalogue[movie_id]
         votes = int(truth["vote_count"]) + int(year.rng.integers(1, 40))
-        average = float(np.clip(float(truth["vote_average"]) + year.rng.normal(0, 0.15), 0, 10))
+        # A first vote gives a movie its first average; later ones move it a little.
+        before = float(truth["vote_average"]) if int(truth["vote_count"]) else float(year.rng.uniform(4, 8))
+        average = float(np.clip(before + year.rng.normal(0, 0.15), 0, 10))
         changes[movie_id] = {**truth, "vote_count": votes, "vote_average": round(average, 3)}
     for movie_id in moved:
         month = months[int(year.rng.integers(len(months)))]
@@ -212,8 +214,8 @@ def a_day_of_changes(year: Year, day: dt.date) -> None:
             "imdb_id": f"tt{movie_id}",
             "title": f"New {movie_id}",
             "release_date": month.replace(day=int(year.rng.integers(1, 28))).isoformat(),
-            "vote_count": int(year.rng.integers(0, 500)),
-            "vote_average": round(float(year.rng.uniform(3, 9)), 3),
+            # a remake of the template: its votes and average, give or take (the features can explain it)
+            "vote_average": round(float(np.clip(float(template["vote_average"]) + year.rng.normal(0, 0.3), 0, 10)), 3),
         }
     for movie_id in deleted:
         changes[movie_id] = None
