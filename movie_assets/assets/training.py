@@ -302,6 +302,8 @@ def movie_rating_predictions(
     model = mlflow_tracking.load_xgboost(champion.version)
     scored_at = clock.now()
     current = current_feature_rows(object_store, context.partition_keys)
+    if len(current):  # a movie moved between two months of the range is in both until the old one is rebuilt
+        current = current.sort_values("event_timestamp").drop_duplicates("movie_id", keep="last")
     features = current.reindex(columns=["movie_id", *FEATURE_NAMES]).astype({"movie_id": "int64"})
     months = movies_clean[["movie_id", "release_month"]].astype({"movie_id": "int64"})
     scored = months.merge(features, on="movie_id")  # no feature row yet: unscored, not guessed

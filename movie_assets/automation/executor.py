@@ -30,7 +30,10 @@ def free_dead_runs(instance: dg.DagsterInstance, exclude: str) -> list[str]:
         health = orchestrator_health(run)
         if health.status != WorkerStatus.FAILED:
             continue
-        instance.report_run_failed(run, str(health.msg))
+        current = instance.get_run_by_id(run.run_id)  # it may have ended between the listing and the check
+        if current is None or current.status != dg.DagsterRunStatus.STARTED:
+            continue
+        instance.report_run_failed(current, str(health.msg))
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         freed.append(f"run {run.run_id} ({run.job_name}): {health.msg}")
     return freed
@@ -52,7 +55,7 @@ class FreeingDeadRuns(dg.Executor):
 
     def execute(self, plan_context, execution_plan) -> Iterator:
         instance, run_id = plan_context.instance, plan_context.dagster_run.run_id
-        instance.add_run_tags(run_id, orchestrator_tag())
+        instance.add_run_tags(run_id, orchestrator_tag(run_id))
         for freed in free_dead_runs(instance, exclude=run_id):
             plan_context.log.warning(f"freed the pool slots of a dead {freed}")
         yield from self._inner.execute(plan_context, execution_plan)

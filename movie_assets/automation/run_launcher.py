@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -97,24 +96,34 @@ def this_host() -> str:
     return f"{socket.gethostname()}/{boot}/{namespace}"
 
 
-def orchestrator_tag() -> dict[str, str]:
-    """The tag a run executed by this process carries (automation/executor.py sets it at the run's start)."""
-    return {ORCHESTRATOR_TAG: json.dumps({"host": this_host(), "pid": os.getpid(), "started_at": time.time()})}
+def orchestrator_tag(run_id: str) -> dict[str, str]:
+    """The tag a run executed by this process carries (automation/executor.py sets it at the run's start).
+
+    It names the run (a re-executed run copies its parent's tags; a tag of another run says nothing) and
+    the process by pid and creation time, which a clock step does not move and a reused pid does not share.
+    """
+    import psutil
+
+    created = psutil.Process(os.getpid()).create_time()
+    return {
+        ORCHESTRATOR_TAG: json.dumps({"run_id": run_id, "host": this_host(), "pid": os.getpid(), "created": created})
+    }
 
 
 def orchestrator_health(run: DagsterRun) -> CheckRunHealthResult:
     """A run executed outside a code server (the dagster CLI): its orchestrating process, if on this host.
 
-    Without our tag, or on another host (another container, another machine), nothing can be told: RUNNING.
+    Without our tag for this run, or on another host (another container, another machine), nothing can be
+    told: RUNNING.
     """
     raw = run.tags.get(ORCHESTRATOR_TAG)
     where = json.loads(raw) if raw else None
-    if not where or where.get("host") != this_host():
+    if not where or where.get("run_id") != run.run_id or where.get("host") != this_host():
         return CheckRunHealthResult(
             WorkerStatus.RUNNING, "executed outside a code server on another host (or untagged): not checked"
         )
     pid = int(where["pid"])
-    if worker_alive(pid, float(where["started_at"])):
+    if process_alive(pid, float(where["created"])):
         return CheckRunHealthResult(WorkerStatus.RUNNING, f"its process (pid {pid}) on this host runs")
     return CheckRunHealthResult(
         WorkerStatus.FAILED,
@@ -122,6 +131,19 @@ def orchestrator_health(run: DagsterRun) -> CheckRunHealthResult:
         "reporting an end (killed): marked failed so that its pool slots are freed. Run the same command "
         "again: a crawl resumes where it stopped.",
     )
+
+
+def process_alive(pid: int, created: float) -> bool:
+    """The process `pid` created at `created` still runs (not a zombie); one we may not inspect counts as alive."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and abs(proc.create_time() - created) < 0.05
+    except psutil.AccessDenied:
+        return True
+    except psutil.Error:
+        return False
 
 
 def ask_code_server(run: DagsterRun, info: Mapping[str, Any], where: str) -> CheckRunHealthResult:

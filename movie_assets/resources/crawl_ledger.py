@@ -66,11 +66,13 @@ def start(
             found = conn.execute(
                 sql.SQL(
                     "select run_id, since from {} where range_start = %s and range_end = %s "
-                    "and finished_at is null and started_at >= %s order by started_at desc limit 1"
+                    "and finished_at is null and since >= %s order by started_at desc limit 1"
                 ).format(attempts),
                 (window[0], window[1], now - max_age),
             ).fetchone()
-            resumed_run, since = (found[0], found[1]) if resume and found else (None, now)
+            # The chain counts from its first attempt: months older than max_age are crawled again. The run's own
+            # earlier attempt (a step retry) is resumed even with resume: false.
+            resumed_run, since = (found[0], found[1]) if found and (resume or found[0] == run_id) else (None, now)
             if found:  # resumed or crawled again in full: either way no later crawl resumes those attempts
                 conn.execute(
                     sql.SQL(

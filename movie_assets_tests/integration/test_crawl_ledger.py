@@ -48,3 +48,20 @@ def test_another_range_an_old_attempt_or_resume_false_crawl_in_full(database):
     # the newest unfinished attempt of the range is run-4's (resume: false closed run-1's): run-5 resumes it
     soon = crawl_ledger.start(database, "run-5", RANGE, T0 + dt.timedelta(days=8, hours=1))
     assert soon.resumed_run == "run-4"
+
+
+def test_a_chain_of_daily_resumes_does_not_keep_a_month_older_than_the_resume_window(database):
+    crawl_ledger.start(database, "day-0", RANGE, T0)
+    store(database, JAN, "day-0", T0 + dt.timedelta(minutes=1))  # killed; every day's rerun is killed too
+    for day in range(1, 8):
+        resumed = crawl_ledger.start(database, f"day-{day}", RANGE, T0 + dt.timedelta(days=day))
+        assert resumed.done == {JAN}
+    week_later = crawl_ledger.start(database, "day-8", RANGE, T0 + dt.timedelta(days=8), max_age=dt.timedelta(days=7))
+    assert week_later.resumed_run is None and week_later.done == frozenset(), "January is 8 days old: crawled again"
+
+
+def test_a_step_retry_resumes_its_own_run_even_with_resume_false(database):
+    crawl_ledger.start(database, "run-1", RANGE, T0, resume=False)
+    store(database, JAN, "run-1", T0 + dt.timedelta(minutes=1))  # the step fails; Dagster retries it in run-1
+    retry = crawl_ledger.start(database, "run-1", RANGE, T0 + dt.timedelta(minutes=2), resume=False)
+    assert retry.resumed_run == "run-1" and retry.done == {JAN}
