@@ -206,9 +206,15 @@ def asked_twice_for_one_change(instance: dg.DagsterInstance, since: float) -> li
 
     def inputs_landed(key: dg.AssetKey) -> list[tuple[str | None, float]]:
         if key not in landed:
-            records = instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=key, after_timestamp=since), limit=100_000
-            ).records
+            records, cursor = [], None
+            while True:  # Dagster returns at most 10,000 records a call
+                page = instance.fetch_materializations(
+                    dg.AssetRecordsFilter(asset_key=key, after_timestamp=since), limit=10_000, cursor=cursor
+                )
+                records += page.records
+                if not page.has_more:
+                    break
+                cursor = page.cursor
             landed[key] = [(r.partition_key, r.timestamp) for r in records]
         return landed[key]
 
