@@ -23,6 +23,7 @@ from movie_assets.domain import clock
 
 PLANNED: Final = dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
 MATERIALIZED: Final = dg.DagsterEventType.ASSET_MATERIALIZATION
+STEP_STARTED: Final = dg.DagsterEventType.STEP_START
 CODE_VERSION_TAG = "dagster/code_version"  # Dagster stamps each materialization with its asset's code version
 DEFAULT_MAX_ATTEMPTS = 3
 
@@ -74,6 +75,19 @@ def run_ids(instance: dg.DagsterInstance, key: dg.AssetKey, storage_ids: list[in
     return found
 
 
+def step_starts(instance: dg.DagsterInstance, run_id: str, step_key: str) -> list[int]:
+    """Storage ids of the step's starts in the run (a retried step starts more than once), ascending.
+
+    A run's starts are read once per evaluation: the steps of one run (a month's clean, features and
+    scores) share them.
+    """
+    cache_key = ("step_starts", run_id)
+    if cache_key not in _states:
+        records = instance.get_records_for_run(run_id, of_type=STEP_STARTED).records
+        _states[cache_key] = [(record.event_log_entry.step_key, record.storage_id) for record in records]
+    return sorted(storage_id for key, storage_id in _states[cache_key] if key == step_key)
+
+
 class StorageState:
     """One asset's stored state and its inputs', queried once per evaluation."""
 
@@ -87,9 +101,7 @@ class StorageState:
         materialized = latest_ids(self.instance, self.key, partitioned, MATERIALIZED)
         planned = latest_ids(self.instance, self.key, partitioned, PLANNED)
         self.materialized, self.planned = materialized, planned
-        self.as_of = {p: as_of(materialized.get(p), planned.get(p)) for p in materialized}
-        failed_since = [p for p, m in materialized.items() if planned.get(p, 0) > m]
-        self.as_of.update(self.plans_of_materializing_runs(failed_since))
+        self.as_of = self.read_as_of()
         self.parents = {
             parent: self.materialized_ids(parent)
             for parent in self.graph.get(self.key).parent_entity_keys
@@ -121,6 +133,28 @@ class StorageState:
             plan_id = plan_of.get((writers.get(self.materialized[partition]), partition))
             if plan_id is not None and plan_id < self.materialized[partition]:
                 found[partition] = plan_id
+        return found
+
+    def read_as_of(self) -> dict[str | None, int | None]:
+        """Partition -> the event-log position its stored value reflects: the start of the step that wrote it.
+
+        The step reads its inputs after it starts, so an input materialized while it ran counts as newer
+        (not lost), and one materialized before it started, even after its run was created (a queued run,
+        a run a restarted daemon submitted), was read. A runless report reflects itself. On run-sharded
+        storage (SQLite), whose per-run ids are not comparable with the index's, the run's plan stands in
+        for its start: an input landing between a run's creation and its start then counts as newer.
+        """
+        if self.instance.event_log_storage.is_run_sharded:  # SQLite: a run's event ids are its own, not global
+            found = {p: as_of(m, self.planned.get(p)) for p, m in self.materialized.items()}
+            later = [p for p, m in self.materialized.items() if self.planned.get(p, 0) > m]
+            return {**found, **self.plans_of_materializing_runs(later)}
+        writers = run_ids(self.instance, self.key, list(self.materialized.values()))
+        step = self.key.to_python_identifier()
+        found = {}
+        for partition, materialized in self.materialized.items():
+            starts = step_starts(self.instance, writers[materialized], step) if materialized in writers else []
+            before = [storage_id for storage_id in starts if storage_id < materialized]
+            found[partition] = before[-1] if before else materialized
         return found
 
     def input_ids(self, partition: str | None) -> list[tuple[dg.AssetKey, int]]:

@@ -74,9 +74,11 @@ def clean_hooks():
     failures["left"] = 0
 
 
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as instance:
+@pytest.fixture(params=["sqlite", "ephemeral"])
+def instance(request):
+    """Both comparisons: a run-sharded SQLite instance (stored values date from their run's plan) and one
+    with global event ids, like PostgreSQL (they date from the start of the step that wrote them)."""
+    with dg.instance_for_test() if request.param == "sqlite" else dg.DagsterInstance.ephemeral() as instance:
         run(instance, movies_raw)
         run(instance, movies_clean)
         run(instance, movie_features)
