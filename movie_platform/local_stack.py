@@ -520,6 +520,7 @@ class Stack:
         svc = service_entry("redis", f"redis://:{quote(password, safe='')}@127.0.0.1:{port}/0", pid, log_file)
         on_spawn(svc)
         _wait_port(port, "redis", log_file, pid=pid)
+        _wait_loaded(svc["url"], log_file)
         return svc
 
     def _start_s3(self, on_spawn: Callable[[dict], None]) -> dict:
@@ -801,6 +802,21 @@ def _wait_port(port: int, name: str, log_file: Path, pid: int | None = None) -> 
             break
         time.sleep(0.2)
     raise StackError(f"{name} did not start listening on 127.0.0.1:{port}; see {log_file}:\n{tail(log_file)}")
+
+
+def _wait_loaded(url: str, log_file: Path) -> None:
+    """Redis listens before it has read its dump and answers LOADING until then: `up` returns once it serves."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            client.ping()
+            return
+        except redis.exceptions.BusyLoadingError:
+            time.sleep(0.2)
+    raise StackError(f"redis is still loading its dataset after {START_TIMEOUT_S}s; see {log_file}:\n{tail(log_file)}")
 
 
 def _ensure_databases(url: str, names: list[str]) -> None:
