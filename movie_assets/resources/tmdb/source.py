@@ -1,0 +1,108 @@
+"""What every TMDB source shares: the `TmdbSource` interface, its results, its errors and TMDB's limits.
+
+Assets ask for `TmdbSource.crawl(window)` and never learn which source they got: the API
+client (`client.py`) or the offline sample (`resources/tmdb_sample.py`). Both return
+(discover list item, details document) pairs; `movie_records` turns them into rows, so the
+sample walks the same parsing and validation path as the API.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+PAGE_SIZE = 20
+MAX_PAGES = 500  # TMDB refuses pages past 500: at most 10,000 results per discover query
+MAX_RESULTS = PAGE_SIZE * MAX_PAGES
+CHANGES_MAX_DAYS = 14  # /movie/changes answers 422 for a longer range
+CHANGES_PAGE_SIZE = 100
+
+Window = tuple[dt.date, dt.date]  # [start, end): end is exclusive
+Pair = tuple[dict, dict | None]
+
+
+class TmdbError(RuntimeError):
+    """TMDB answered with an error we cannot retry away."""
+
+
+class TmdbAuthError(TmdbError):
+    """401: the key or token is missing or wrong."""
+
+
+class TmdbUnreadableError(TmdbError):
+    """A 200 whose body never arrived whole inside the deadline, or never parsed, on every attempt.
+
+    It concerns one document: a crawl lets that movie's list item stand in for its details
+    (up to `max_missing_details`); the change sync fails instead, since a missing document
+    there would read as a deleted movie.
+    """
+
+
+@dataclass
+class CrawlStats:
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    pages: int = 0
+    windows: int = 0
+    listed: int = 0
+    duplicates: int = 0
+    details_missing: int = 0
+    missing_listings: int = 0
+    unreadable: int = 0  # details documents given up on: never parsed as JSON, or never finished in the deadline
+    timed_out: int = 0  # attempts that ran past the request deadline
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+
+@dataclass
+class Crawl:
+    pairs: list[Pair]
+    stats: CrawlStats
+
+
+@dataclass
+class Changes:
+    """Ids TMDB lists as changed in a range of days, and what listing them cost."""
+
+    ids: list[int]
+    stats: CrawlStats
+
+
+@dataclass
+class Details:
+    """Details documents by id; None where TMDB answers 404 (the movie was deleted)."""
+
+    documents: dict[int, dict | None]
+    stats: CrawlStats
+
+
+class TmdbSource(dg.ConfigurableResource, ABC):
+    """Where movies come from. `crawl` returns every movie released in [start, end); `changed_ids` and
+    `movie_details` are the change sync's two calls."""
+
+    @abstractmethod
+    def crawl(self, window: Window, log: Callable[[str], None] = print) -> Crawl: ...
+
+    @abstractmethod
+    def changed_ids(self, first_day: dt.date, last_day: dt.date, log: Callable[[str], None] = print) -> Changes:
+        """Ids changed on the UTC days [first_day, last_day] (both included, as TMDB's change list counts)."""
+
+    @abstractmethod
+    def movie_details(self, movie_ids: list[int], log: Callable[[str], None] = print) -> Details: ...
+
+    @property
+    def description(self) -> str:
+        return type(self).__name__
