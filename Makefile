@@ -37,7 +37,7 @@ lint: install
 test: lint $(CHROMIUM)
 	$(BIN)/python -m pytest
 
-## make test-year: the simulated year in full (365 days on the local TMDB server, about 75 minutes on 2 cores); `make test` runs its first 14 days
+## make test-year: the simulated year in full (365 days on the local TMDB server, about 78 minutes on 2 cores); `make test` runs its first 14 days
 test-year: install
 	MOVIE_SIMULATED_DAYS=365 $(BIN)/python -m pytest -s -p no:logging --timeout=10800 movie_assets_tests/integration/test_simulated_year.py
 

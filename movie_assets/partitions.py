@@ -46,6 +46,17 @@ def months_in(window: tuple[dt.date, dt.date]) -> list[tuple[dt.date, dt.date]]:
     return months
 
 
+def consecutive(windows: list[tuple[dt.date, dt.date]]) -> list[list[tuple[dt.date, dt.date]]]:
+    """Month windows grouped into stretches that follow each other without a gap."""
+    stretches: list[list[tuple[dt.date, dt.date]]] = []
+    for window in windows:
+        if stretches and stretches[-1][-1][1] == window[0]:
+            stretches[-1].append(window)
+        else:
+            stretches.append([window])
+    return stretches
+
+
 def refuse_reversed_range(start: str, end: str) -> None:
     """Refuse a partition range whose end comes before its start, at once and without retries.
 

@@ -4,6 +4,7 @@ import collections
 import datetime as dt
 import gzip
 import time
+from collections.abc import Iterator
 
 import dagster as dg
 import pandas as pd
@@ -13,11 +14,11 @@ from movie_assets.domain import clock
 from movie_assets.domain.movie_records import RAW_COLUMNS, REJECT_COLUMNS, payload_json, to_frame, validate_month
 from movie_assets.domain.progress import Progress
 from movie_assets.object_layout import RAW_BACKUP_PATH
-from movie_assets.partitions import month_window, monthly_asset, months_in, partition_window
+from movie_assets.partitions import consecutive, month_window, monthly_asset, months_in, partition_window
 from movie_assets.resources import crawl_ledger
 from movie_assets.resources.object_store import ObjectStore
 from movie_assets.resources.postgres import PostgresDatabase, TableRows, table_metadata, table_schema
-from movie_assets.resources.tmdb import CrawlStats, TmdbAuthError, TmdbSource
+from movie_assets.resources.tmdb import PAGE_SIZE, CrawlStats, TmdbAuthError, TmdbError, TmdbSource
 
 BACKUP_COLUMNS = {name: RAW_COLUMNS[name] for name in ("movie_id", "fetched_at", "payload")}
 RAW_DESCRIPTIONS = {
@@ -52,13 +53,15 @@ class CrawlConfig(dg.Config):
 )
 def movies_raw(
     context: dg.AssetExecutionContext, config: CrawlConfig, tmdb: TmdbSource, database: PostgresDatabase
-) -> dg.MaterializeResult:
+) -> Iterator[dg.AssetMaterialization | dg.MaterializeResult]:
     """Movies released in the partition's month(s), crawled from TMDB: typed columns plus the raw payload.
 
     Each month is stored as soon as it is crawled, with its rejects (records still invalid after
     merging list item and details, in `movies_rejected` with their reason) in the same transaction:
     a kill or a failure keeps every finished month, and running the same range again resumes
-    (`crawl_ledger.py`). Memory holds one month at a time.
+    (`crawl_ledger.py`). Memory holds one month at a time. A range run reports each month as a
+    materialization when it is stored (the UI fills in while it runs), with progress and ETA
+    counted in requests, not months: old months hold a few movies, new ones thousands.
     """
     window = partition_window(context)
     started = time.monotonic()
@@ -74,13 +77,12 @@ def movies_raw(
             f"{attempt.since:%Y-%m-%d %H:%M} UTC): {len(attempt.done)} of {len(months)} months stored since then "
             "are skipped (config resume: false crawls them again)"
         )
+    pending = [month for month in months if month[0] not in attempt.done]
+    # A single month needs no estimate: its details progress already counts requests.
+    progress = _request_progress(context, tmdb, pending) if len(pending) > 1 else None
     totals, reasons = CrawlStats(), collections.Counter[str]()
     crawled, movies, rejected_count, preview = 0, 0, 0, None
-    progress = Progress("release months crawled", len(months), context.log.info, every_s=0)
-    for month in months:
-        if month[0] in attempt.done:
-            progress.advance()
-            continue
+    for month in pending:
         try:
             crawl = tmdb.crawl(month, log=context.log.info)
         except TmdbAuthError as exc:
@@ -105,10 +107,12 @@ def movies_raw(
         if preview is None and len(frame):
             preview = frame.drop(columns=["payload", "overview"]).head(10).to_markdown(index=False)
         context.log.info(f"{month[0]:%Y-%m}: {len(frame)} movies, {len(rejected)} rejected, stored")
-        progress.advance()
+        if progress is not None:
+            progress.advance(crawl.stats.requests)
+            yield _month_stored(context, month, len(frame), len(rejected), crawl.stats.requests, progress)
     crawl_ledger.finish(database, run_id, window, clock.now())
     stored = database.count_rows_in("movies_raw", "release_month", window)
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             **table_metadata(database, "movies_raw", RAW_COLUMNS, stored),
             "source": tmdb.description,
@@ -121,8 +125,60 @@ def movies_raw(
             "rejected": rejected_count,
             "reject_reasons": dg.MetadataValue.md(_counts_table(reasons, "reason")) if reasons else "none",
             **{name: value for name, value in totals.as_dict().items()},
+            **({"requests_estimated": progress.total} if progress is not None and progress.total else {}),
             "duration_s": round(time.monotonic() - started, 2),
             "preview": dg.MetadataValue.md(preview or "no movies crawled in this run"),
+        },
+    )
+
+
+def _request_progress(
+    context: dg.AssetExecutionContext, tmdb: TmdbSource, pending: list[tuple[dt.date, dt.date]]
+) -> Progress:
+    """Progress of a crawl of several months in requests, estimated from TMDB's own counts.
+
+    One discover request per stretch of consecutive months gives the movies listed in it (`total_results`);
+    each costs a details request, and each month's listing one page per 20 movies. Without the count (TMDB
+    failing for it), the crawl goes on and progress shows requests done against no estimate.
+    """
+    try:
+        listed = sum(tmdb.count_listed((stretch[0][0], stretch[-1][1])) for stretch in consecutive(pending))
+    except TmdbAuthError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except TmdbError as exc:
+        context.log.warning(f"no request estimate for the range ({exc}); crawling without an ETA")
+        return Progress("TMDB requests of the range (no estimate)", 0, context.log.info)
+    estimate = listed + listed // PAGE_SIZE + len(pending)  # each month's pages: at most one more than n/20
+    context.log.info(
+        f"TMDB lists {listed:,} movies in the {len(pending)} months to crawl: about {estimate:,} requests "
+        "(one per movie, one per page of 20); progress and ETA below count requests"
+    )
+    return Progress("TMDB requests of the range", estimate, context.log.info)
+
+
+def _month_stored(
+    context: dg.AssetExecutionContext,
+    month: tuple[dt.date, dt.date],
+    rows: int,
+    rejected: int,
+    requests: int,
+    progress: Progress,
+) -> dg.AssetMaterialization:
+    """The month as stored, while the range still runs: its rows, what it cost, and where the range stands."""
+    return dg.AssetMaterialization(
+        asset_key=context.asset_key,
+        partition=month[0].isoformat(),
+        description="stored by a range crawl that is still running",
+        metadata={
+            "dagster/partition_row_count": rows,
+            "rejected": rejected,
+            "requests": requests,
+            "range_requests_done": progress.done,
+            **(
+                {"range_requests_estimated": progress.total, "range_eta_s": round(progress.eta_s())}
+                if progress.total
+                else {}
+            ),
         },
     )
 

@@ -1,4 +1,5 @@
-"""The code location's executor: Dagster's `multi_or_in_process_executor`, freeing dead runs' pool slots first.
+"""The code location's executor: Dagster's `multi_or_in_process_executor`, freeing dead runs' pool slots first,
+with steps forked from a preloaded server by default.
 
 Why: a run of the dagster CLI (`dagster asset materialize`, `dg launch`) that is killed stays STARTED
 and keeps its `tmdb_api` slot, and without a daemon nothing frees it: the next crawl waits forever.
@@ -11,7 +12,7 @@ process is signalled.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import dagster as dg
 from dagster._core.launcher import WorkerStatus
@@ -19,6 +20,11 @@ from dagster._core.launcher import WorkerStatus
 from movie_assets.automation.run_launcher import orchestrator_health, orchestrator_tag
 
 INNER = dg.multi_or_in_process_executor
+# Steps fork from a server that imported the code location once, instead of each starting an interpreter
+# that imports it again (seconds and hundreds of MB per step on 2 cores): `benchmarks/step_overhead.py`.
+# It is the start method of every multiprocess run whose config names none; run config that names one
+# (`start_method: {spawn: {}}`) or `in_process` still chooses.
+FORKSERVER = {"forkserver": {"preload_modules": ["movie_assets.definitions"]}}
 
 
 def free_dead_runs(instance: dg.DagsterInstance, exclude: str) -> list[str]:
@@ -69,4 +75,12 @@ class FreeingDeadRuns(dg.Executor):
 def movie_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
     create = INNER.executor_creation_fn
     assert create is not None, "Dagster's multi_or_in_process_executor creates its executor"
-    return FreeingDeadRuns(create(init_context))
+    return FreeingDeadRuns(create(init_context._replace(executor_config=with_forkserver(init_context.executor_config))))
+
+
+def with_forkserver(config: Mapping[str, object]) -> Mapping[str, object]:
+    """The executor config, with the forkserver start method where a multiprocess config names none."""
+    multiprocess = config.get("multiprocess")
+    if not isinstance(multiprocess, Mapping) or multiprocess.get("start_method"):
+        return config
+    return {**config, "multiprocess": {**multiprocess, "start_method": FORKSERVER}}

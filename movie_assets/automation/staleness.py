@@ -194,13 +194,62 @@ class StorageState:
             for parent, storage_id in found:
                 wanted.setdefault(parent, []).append(storage_id)
         input_runs = {parent: run_ids(self.instance, parent, ids) for parent, ids in wanted.items()}
-        stale = {}
+        candidates: dict[str | None, list[tuple[dg.AssetKey, int]]] = {}
         for partition, found in newer.items():
             own_run = own_runs.get(self.materialized.get(partition, -1))
-            news = [i for parent, i in found if not own_run or input_runs[parent].get(i) != own_run]
+            news = [(parent, i) for parent, i in found if not own_run or input_runs[parent].get(i) != own_run]
             if news:
-                stale[partition] = max(news)
+                candidates[partition] = news
+        restated = self.restatements(candidates, input_runs)
+        stale = {}
+        for partition, news in candidates.items():
+            left = [i for parent, i in news if (parent, partition) not in restated]
+            if left:
+                stale[partition] = max(left)
         return stale
+
+    def restatements(
+        self, candidates: Mapping[str | None, list[tuple[dg.AssetKey, int]]], input_runs: Mapping
+    ) -> set[tuple[dg.AssetKey, str | None]]:
+        """(input, month) pairs whose newest input materialization restates one the month's stored value read.
+
+        A range crawl reports each month as soon as it is stored, then once more with the range's result
+        (`assets/ingest.py`). A month built from the first report is current: the same run materialized
+        the same month before this month's step started, and no other run materialized it in between.
+        """
+        groups: dict[tuple[dg.AssetKey, str], list[str]] = {}
+        for partition, news in candidates.items():
+            for parent, storage_id in news:
+                run = input_runs[parent].get(storage_id)
+                if partition is not None and run and self.as_of.get(partition) is not None:
+                    groups.setdefault((parent, run), []).append(partition)
+        found: set[tuple[dg.AssetKey, str | None]] = set()
+        for (parent, run), partitions in groups.items():
+            by_run: dict[str | None, list[int]] = {}
+            for record in self.instance.get_asset_event_summary_records(MATERIALIZED, asset_key=parent, run_id=run):
+                by_run.setdefault(record.partition, []).append(record.storage_id)
+            read: dict[str, tuple[int, int]] = {}  # month -> (the report its stored value read, the restatement)
+            for partition in partitions:
+                own, newest = self.as_of[partition], self.parents[parent][partition]
+                earlier = [i for i in by_run.get(partition, []) if i < newest and own is not None and i < own]
+                if earlier:
+                    read[partition] = (max(earlier), newest)
+            if not read:
+                continue
+            others = {
+                record.partition
+                for record in self.instance.get_asset_event_summary_records(
+                    MATERIALIZED,
+                    asset_key=parent,
+                    after_storage_id=min(first for first, _ in read.values()),
+                    before_storage_id=max(last for _, last in read.values()),
+                )
+                if record.run_id != run
+                and record.partition in read
+                and read[record.partition][0] < record.storage_id < read[record.partition][1]
+            }
+            found |= {(parent, partition) for partition in read if partition not in others}
+        return found
 
     def failed_attempts(self, partitions, since: float | None = None) -> dict:
         """Partition -> failed runs since both its newest materialization and its newest input landed.

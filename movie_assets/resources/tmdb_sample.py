@@ -265,13 +265,7 @@ class TmdbSampleSource(TmdbSource):
 
     def crawl(self, window: Window, log: Callable[[str], None] = print) -> Crawl:
         start, end = window
-        months = [first for first, _ in months_in((start.replace(day=1), end))]
-        movies = [
-            m
-            for month in months
-            for m in movies_for_month(month, self.movies_per_month)
-            if start.isoformat() <= m.details["release_date"] < end.isoformat()
-        ]
+        movies = self._released_in(window)
         pairs: list[Pair] = []
         stats = CrawlStats(windows=1)
         for number, first in enumerate(range(0, len(movies), PAGE_SIZE)):
@@ -282,9 +276,23 @@ class TmdbSampleSource(TmdbSource):
                 stats.add(duplicates=1)
             pairs += [(m.list_item, m.details) for m in page]
             stats.add(pages=1)
-        stats.add(listed=len(pairs))
+        # What the API would have asked: every page and one details document per movie.
+        stats.add(listed=len(pairs), requests=stats.pages + len(movies))
         log(f"TMDB sample {start}..{end}: {len(movies)} movies in {stats.pages} pages")
         return Crawl(pairs, stats)
+
+    def count_listed(self, window: Window) -> int:
+        return len(self._released_in(window))
+
+    def _released_in(self, window: Window) -> list[SampleMovie]:
+        start, end = window
+        months = [first for first, _ in months_in((start.replace(day=1), end))]
+        return [
+            m
+            for month in months
+            for m in movies_for_month(month, self.movies_per_month)
+            if start.isoformat() <= m.details["release_date"] < end.isoformat()
+        ]
 
     def changed_ids(self, first_day: dt.date, last_day: dt.date, log: Callable[[str], None] = print) -> Changes:
         ids = changed_between(first_day, last_day, self.movies_per_month)

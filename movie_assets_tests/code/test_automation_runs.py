@@ -17,12 +17,17 @@ from movie_assets.partitions import release_month_partitions
 
 MONTH = "2024-03-01"
 during_clean: list = []  # callables a movies_clean step runs on the instance it runs in
+during_raw: list = []  # callables a movies_raw step runs after reporting its month as stored, as a range crawl does
 failures = {"left": 0}
 
 
 @dg.asset(partitions_def=release_month_partitions)
-def movies_raw() -> dg.MaterializeResult:
-    return dg.MaterializeResult()
+def movies_raw(context: dg.AssetExecutionContext):
+    if during_raw:
+        yield dg.AssetMaterialization(context.asset_key, partition=context.partition_key)
+        for hook in during_raw:
+            hook(context.instance)
+    yield dg.MaterializeResult()
 
 
 @dg.asset(partitions_def=release_month_partitions, deps=[movies_raw], automation_condition=follows_parent_months())
@@ -68,9 +73,11 @@ def run(instance: dg.DagsterInstance, key, month: str = MONTH) -> bool:
 @pytest.fixture(autouse=True)
 def clean_hooks():
     during_clean.clear()
+    during_raw.clear()
     failures["left"] = 0
     yield
     during_clean.clear()
+    during_raw.clear()
     failures["left"] = 0
 
 
@@ -116,6 +123,33 @@ def test_a_parent_update_while_the_child_runs_is_not_lost(instance):
     assert asked(instance) == {MONTH}, "the second sync's rows would wait for the month's next change"
     assert run(instance, movies_clean)
     assert asked(instance) == set()
+
+
+def test_a_month_a_range_crawl_reported_as_stored_runs_once(instance):
+    """A range crawl reports each month when it is stored and again with the range's result at the end.
+
+    The month runs from the first report while the crawl goes on; the restatement is not news.
+    """
+    seen_while_crawling = []
+
+    def build_from_the_report(inst):
+        seen_while_crawling.append(asked(inst))
+        assert run(inst, movies_clean)
+
+    during_raw.append(build_from_the_report)
+    assert run(instance, movies_raw)
+    assert seen_while_crawling == [{MONTH}], "a stored month waited for the whole range"
+    assert asked(instance) == set(), "the range's result asked for the month again"
+
+
+def test_a_sync_between_a_crawl_report_and_its_restatement_is_news(instance):
+    def build_then_sync(inst):
+        assert run(inst, movies_clean)
+        inst.report_runless_asset_event(dg.AssetMaterialization("movies_raw", partition=MONTH))
+
+    during_raw.append(build_then_sync)
+    assert run(instance, movies_raw)
+    assert asked(instance) == {MONTH}, "the sync's rows would wait for the month's next change"
 
 
 def test_a_failed_retry_of_a_mid_run_update_is_asked_for_again(instance):

@@ -67,3 +67,16 @@ def test_free_dead_runs_fails_the_dead_one_and_frees_its_slot():
         assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
         assert instance.get_run_by_id(live.run_id).status == dg.DagsterRunStatus.STARTED
         assert instance.event_log_storage.claim_concurrency_slot("tmdb_api", "next", "movies_raw").is_claimed
+
+
+def test_steps_fork_from_a_preloaded_server_unless_the_run_config_chooses():
+    from movie_assets.automation.executor import FORKSERVER, with_forkserver
+
+    assert with_forkserver({"multiprocess": {}}) == {"multiprocess": {"start_method": FORKSERVER}}
+    assert with_forkserver({"multiprocess": {"max_concurrent": 2}})["multiprocess"] == {
+        "max_concurrent": 2,
+        "start_method": FORKSERVER,
+    }
+    spawn = {"multiprocess": {"start_method": {"spawn": {}}}}
+    assert with_forkserver(spawn) == spawn and with_forkserver({"in_process": {}}) == {"in_process": {}}
+    assert FORKSERVER["forkserver"]["preload_modules"] == ["movie_assets.definitions"]

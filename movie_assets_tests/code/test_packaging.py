@@ -68,3 +68,13 @@ def test_progress_logs_rate_and_eta():
     for _ in range(4):
         progress.advance()
     assert len(lines) == 4 and lines[-1].startswith("details: 4/4 (") and "ETA 0s" in lines[-1]
+
+
+def test_progress_past_an_estimate_says_eta_0s_and_reads_hours():
+    from movie_assets.domain.progress import Progress, duration
+
+    lines = []
+    progress = Progress("requests", 3, lines.append, every_s=0)
+    progress.advance(5)  # retries: more requests than estimated
+    assert progress.eta_s() == 0 and lines[-1].startswith("requests: 5/3 (") and "ETA 0s" in lines[-1]
+    assert [duration(s) for s in (12.4, 185, 27_650)] == ["12s", "3m05s", "7h40m"]

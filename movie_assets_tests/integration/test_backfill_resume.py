@@ -7,6 +7,8 @@ answered about half of the requests a full crawl makes. Then the same command ag
 - `movie-platform doctor` names the dead run that holds the `tmdb_api` slot;
 - the command does not wait for that slot (the executor fails the dead run, naming its process, and
   frees the slot);
+- while the killed run ran, each month it stored showed up as materialized, with progress in requests
+  against an estimate from TMDB's own count;
 - it skips the months the killed run had stored (each month was committed as it was crawled);
 - every movie is stored once, and it asks the server at most 1.1x the requests that were left.
 """
@@ -87,8 +89,21 @@ def test_a_killed_cli_backfill_resumes_with_the_same_command(
         stored_at_kill = query(database, "select count(*) from {schema}.movies_raw")[0][0]
         print(f"killed after {before_kill} of {total} requests, {stored_at_kill} movies stored")
         assert stored_at_kill > 0, "the killed run committed no month"
+        stored_months = {str(r[0]) for r in query(database, "select distinct release_month from {schema}.movies_raw")}
         with dg.DagsterInstance.from_config(str(instance_home)) as instance:
             (killed_run,) = instance.get_runs()
+            records = instance.fetch_materializations(dg.AssetKey("movies_raw"), limit=1000).records
+            messages = [e.message or "" for e in instance.all_logs(killed_run.run_id)]
+        # The UI filled in while the run ran: each stored month is materialized (the last one may have been
+        # committed a moment before the kill and before its event), with the range's progress in requests.
+        shown = {r.partition_key for r in records}
+        assert shown <= stored_months and len(shown) >= len(stored_months) - 1, (shown, stored_months)
+        estimate = next(m for m in messages if m.startswith("TMDB lists "))
+        listed = len(fake.catalogue())
+        assert f"TMDB lists {listed:,} movies in the {len(sample_months())} months" in estimate, estimate
+        last = max(records, key=lambda r: r.storage_id).asset_materialization.metadata
+        assert 0 < last["range_requests_done"].value < last["range_requests_estimated"].value
+        assert abs(last["range_requests_estimated"].value - total) <= 0.05 * total, (last, total)
         report = movie_platform_cli("doctor", env=env)
         line = next(line for line in report.stdout.splitlines() if " dagster " in line)
         assert line.startswith("FAIL") and killed_run.run_id in line and "run the same command again" in line, line

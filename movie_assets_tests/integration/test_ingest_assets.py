@@ -63,10 +63,18 @@ def expected_rows(months: list[str]) -> tuple[set[int], int]:
 def test_range_materializes_in_one_run_from_the_sample(database, object_store):
     result = materialize(platform_resources(database, object_store, TmdbSampleSource()))
     assert result.success
-    # One run materialized every partition of the range, for both assets.
-    for node in ("movies_raw", "movies_raw_backup"):
-        partitions = sorted(m.partition for m in result.asset_materializations_for_node(node))
-        assert partitions == ["2024-01-01", "2024-02-01", "2024-03-01"], node
+    # One run materialized every partition of the range, for both assets. The crawl also reported each
+    # month as it was stored, before the range's result, with progress counted in requests.
+    months = ["2024-01-01", "2024-02-01", "2024-03-01"]
+    assert sorted(m.partition for m in result.asset_materializations_for_node("movies_raw_backup")) == months
+    raw = result.asset_materializations_for_node("movies_raw")
+    as_stored, of_the_range = raw[:3], raw[3:]
+    assert [m.partition for m in as_stored] == months and sorted(m.partition for m in of_the_range) == months
+    done = [m.metadata["range_requests_done"].value for m in as_stored]
+    estimated = as_stored[0].metadata["range_requests_estimated"].value
+    assert done == sorted(done) and done[-1] == sum(m.metadata["requests"].value for m in as_stored), done
+    # The estimate (TMDB's count of movies, plus pages) is within 10% of what the crawl asked.
+    assert abs(done[-1] - estimated) <= 0.1 * done[-1], (done, estimated)
     want_ids, want_rejects = expected_rows(["2024-01-01", "2024-02-01", "2024-03-01"])
     with database.connect() as conn:
         ids = [r[0] for r in conn.execute(sql.SQL("select movie_id from {}").format(database.ident("movies_raw")))]
@@ -77,7 +85,7 @@ def test_range_materializes_in_one_run_from_the_sample(database, object_store):
     assert rejected[0] == want_rejects > 0
     for key in ("2024-01-01", "2024-02-01", "2024-03-01"):
         assert object_store.path_for(RAW_BACKUP_PATH, key).exists()
-    materialization = result.asset_materializations_for_node("movies_raw")[0]
+    materialization = of_the_range[0]
     for field in ("rows", "rejected", "pages", "requests", "retries", "duration_s", "reject_reasons", "preview"):
         assert field in materialization.metadata, field
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}

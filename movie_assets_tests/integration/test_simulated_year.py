@@ -1,7 +1,7 @@
 """A simulated year: every day TMDB changes, the sync runs, and the automation alone carries it everywhere.
 
 `make test` runs its first two weeks (two weekly retrains, about 3 minutes); `make test-year`
-runs all 365 days (MOVIE_SIMULATED_DAYS=365, about 75 minutes here: each simulated day is a real sync,
+runs all 365 days (MOVIE_SIMULATED_DAYS=365, about 78 minutes here: each simulated day is a real sync,
 three automation evaluations and the runs they ask for, at about 10 s a day on two cores).
 
 The catalogue is the 24 sample months at 215 movies a month (5,070) on the local TMDB

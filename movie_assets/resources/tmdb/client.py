@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pydantic import Field
 
 from movie_assets.resources.tmdb.changes import changed_ids
-from movie_assets.resources.tmdb.crawl import crawl_window
+from movie_assets.resources.tmdb.crawl import count_listed, crawl_window
 from movie_assets.resources.tmdb.details import fetch_details
 from movie_assets.resources.tmdb.http import TmdbHttp, request_pool
 from movie_assets.resources.tmdb.source import Changes, Crawl, Details, TmdbAuthError, TmdbSource, Window
@@ -69,6 +69,12 @@ class TmdbApiClient(TmdbSource):
         http = self._http()
         with http.session, request_pool(self.max_workers) as pool:
             return crawl_window(http, pool, window, log, self.max_missing_details)
+
+    def count_listed(self, window: Window) -> int:
+        """One discover request for the whole window: TMDB's `total_results`."""
+        http = self._http()
+        with http.session:
+            return count_listed(http, window)
 
     def changed_ids(self, first_day: dt.date, last_day: dt.date, log: Callable[[str], None] = print) -> Changes:
         """GET /movie/changes for each piece of at most 14 days, every page; ids once each."""

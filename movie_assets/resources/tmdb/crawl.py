@@ -47,13 +47,7 @@ def crawl_window(
 def discover(http: TmdbHttp, pool: ThreadPoolExecutor, window: Window, log: Callable[[str], None]) -> list[dict]:
     """All list items of the window; windows over TMDB's 10,000-result cap are split, never truncated."""
     start, end = window
-    params = {
-        "primary_release_date.gte": start.isoformat(),
-        "primary_release_date.lte": (end - dt.timedelta(days=1)).isoformat(),
-        "sort_by": "primary_release_date.asc",
-        "include_adult": "false",
-        "include_video": "false",
-    }
+    params = discover_params(window)
     first = http.get_json("/discover/movie", {**params, "page": 1})
     http.stats.add(pages=1, windows=1)
     total_results = int(first.get("total_results") or 0)
@@ -88,6 +82,24 @@ def discover(http: TmdbHttp, pool: ThreadPoolExecutor, window: Window, log: Call
             "the listing"
         )
     return [item for page in pages for item in results(page)]
+
+
+def count_listed(http: TmdbHttp, window: Window) -> int:
+    """How many movies TMDB lists for the window, from one discover page (its `total_results`)."""
+    first = http.get_json("/discover/movie", {**discover_params(window), "page": 1})
+    http.stats.add(pages=1)
+    return int(first.get("total_results") or 0)
+
+
+def discover_params(window: Window) -> dict[str, str]:
+    start, end = window
+    return {
+        "primary_release_date.gte": start.isoformat(),
+        "primary_release_date.lte": (end - dt.timedelta(days=1)).isoformat(),
+        "sort_by": "primary_release_date.asc",
+        "include_adult": "false",
+        "include_video": "false",
+    }
 
 
 def results(page: dict) -> list[dict]:

@@ -97,6 +97,10 @@ class TmdbSource(dg.ConfigurableResource, ABC):
     def crawl(self, window: Window, log: Callable[[str], None] = print) -> Crawl: ...
 
     @abstractmethod
+    def count_listed(self, window: Window) -> int:
+        """How many movies TMDB lists as released in [start, end): one cheap call, for a crawl's progress and ETA."""
+
+    @abstractmethod
     def changed_ids(self, first_day: dt.date, last_day: dt.date, log: Callable[[str], None] = print) -> Changes:
         """Ids changed on the UTC days [first_day, last_day] (both included, as TMDB's change list counts)."""
 
