@@ -83,6 +83,7 @@ bench: install
 	$(BIN)/python benchmarks/change_sync.py --goals $(GOALS)
 	$(BIN)/python benchmarks/event_log.py --goals $(GOALS)
 	$(BIN)/python benchmarks/backfill_overhead.py --goals $(GOALS) 2>/dev/null
+	$(BIN)/python benchmarks/step_overhead.py --goals $(GOALS) 2>/dev/null
 	$(BIN)/python benchmarks/scale.py --goals $(GOALS)
 	$(BIN)/python benchmarks/goal_table.py $(GOALS) $(if $(RESULTS),--results $(RESULTS))
 

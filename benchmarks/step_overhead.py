@@ -129,6 +129,7 @@ def main() -> None:
     stack_env = Stack().env()
     if not stack_env.get("MOVIE_DB_URL"):
         raise SystemExit("start the embedded stack first: .venv/bin/movie-platform up")
+    os.environ.update(stack_env)  # the instances' dagster.yaml read their password from it
     names = list(METHODS)
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="bench-steps-") as scratch:
