@@ -221,7 +221,8 @@ class StorageState:
         for partition, news in candidates.items():
             for parent, storage_id in news:
                 run = input_runs[parent].get(storage_id)
-                if partition is not None and run and self.as_of.get(partition) is not None:
+                monthly = self.graph.get(parent).partitions_def is not None  # a model above the months restates nothing
+                if partition is not None and monthly and run and self.as_of.get(partition) is not None:
                     groups.setdefault((parent, run), []).append(partition)
         found: set[tuple[dg.AssetKey, str | None]] = set()
         for (parent, run), partitions in groups.items():
