@@ -32,26 +32,11 @@ from movie_assets.resources.tmdb import TmdbApiClient
 from movie_platform.local_stack import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT))  # the local TMDB server lives with the tests
-from movie_assets_tests.tmdb_server import FakeTmdb, Faults, TmdbTestServer, crowded_month  # noqa: E402
+from movie_assets_tests.tmdb_server import FakeTmdb, Faults, TmdbTestServer, months_of_movies  # noqa: E402
 
 LIMIT = 40
 LATENCY_S = (0.02, 0.03)
 FIRST_MONTH = dt.date(2024, 1, 1)
-
-
-def corpus(months: int, movies: int) -> tuple[list, list[tuple[dt.date, dt.date]]]:
-    """`movies` movies in each of `months` consecutive months, ids distinct across months."""
-    windows, everything = [], []
-    start = FIRST_MONTH
-    for number in range(months):
-        end = (start + dt.timedelta(days=32)).replace(day=1)
-        for movie in crowded_month(start, movies):
-            movie_id = movie.details["id"] + number * 1_000_000
-            movie.details["id"] = movie.list_item["id"] = movie_id
-            everything.append(movie)
-        windows.append((start, end))
-        start = end
-    return everything, windows
 
 
 def faults(mix: str, stray_429_every: int) -> Faults:
@@ -62,7 +47,7 @@ def faults(mix: str, stray_429_every: int) -> Faults:
 
 
 def crawl_once(mix: str, months: int, movies: int, stray_429_every: int, max_workers: int = 8) -> dict:
-    everything, windows = corpus(months, movies)
+    everything, windows = months_of_movies(FIRST_MONTH, [movies] * months)
     fake = FakeTmdb(everything, api_key="bench", faults=faults(mix, stray_429_every))
     with TmdbTestServer(fake) as server:
         client = TmdbApiClient(base_url=server.base_url, api_key="bench", max_workers=max_workers)

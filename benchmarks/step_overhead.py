@@ -21,26 +21,17 @@ processes share once; RSS counts it in each). Medians (min..max) of the interlea
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 import tempfile
-import threading
 import time
-import uuid
 from pathlib import Path
 
 import dagster as dg
-import psutil
-import psycopg
+from dagster_runs import dg_launch, scratch_instance, stack_env, start
 from harness import MIN_ROUNDS, Samples, add_goals_argument, goal_from, ratio, record_goals
-from psycopg import sql
 
 from movie_assets.partitions import add_months
 from movie_assets.resources.tmdb_sample import sample_months
-from movie_platform.dagster_home import write_dagster_home
-from movie_platform.local_stack import REPO_ROOT, Stack
+from movie_platform.local_stack import tail
 
 METHODS = {
     "spawn": {"multiprocess": {"start_method": {"spawn": {}}}},
@@ -50,72 +41,33 @@ METHODS = {
 CRAWL_STEP = "movies_raw"
 
 
-def tree_memory(root: int, stop: threading.Event, peaks: dict[str, int]) -> None:
-    """Every 50 ms, the RSS and PSS summed over `root` and its descendants; keep the peaks."""
-    while not stop.is_set():
-        rss = pss = 0
-        try:
-            processes = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return
-        for process in processes:
-            try:
-                full = process.memory_full_info()
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-            rss, pss = rss + full.rss, pss + full.pss
-        peaks["rss"], peaks["pss"] = max(peaks.get("rss", 0), rss), max(peaks.get("pss", 0), pss)
-        stop.wait(0.05)
-
-
-def launch(method: str, months: int, stack_env: dict[str, str], scratch: Path) -> dict[str, float]:
+def launch(method: str, months: int, stack: dict[str, str], scratch: Path) -> dict[str, float]:
     """One run on its own schema, folder and instance database; its timings and memory peaks."""
-    name = f"bench_steps_{uuid.uuid4().hex[:8]}"
-    db_url = stack_env["MOVIE_DB_URL"]
-    home, folder = scratch / name / "dagster_home", scratch / name / "objects"
-    folder.mkdir(parents=True)
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    write_dagster_home(home, db_url, database=name)
     last = sample_months()[-1]
     first = add_months(last, -(months - 1))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "DAGSTER_", "TMDB_"))}
-    env.update(
-        stack_env,
-        DAGSTER_HOME=str(home),
-        MOVIE_DB_SCHEMA=name,
-        MOVIE_STORAGE_URL=folder.as_uri(),
-        TMDB_SOURCE="sample",
-        MOVIE_PARTITION_START=first.isoformat(),
-    )
-    command = [str(Path(sys.executable).with_name("dg")), "launch", "-m", "movie_assets"]
-    command += ["--assets", "movies_raw,movies_raw_backup", "--partition-range", f"{first}...{last}"]
-    command += ["--config-json", json.dumps({"execution": {"config": METHODS[method]}})]
-    peaks: dict[str, int] = {}
-    stop = threading.Event()
-    try:
+    variables = {"TMDB_SOURCE": "sample", "MOVIE_PARTITION_START": first.isoformat()}
+    with scratch_instance(stack, scratch, "bench_steps", **variables) as run:
+        command = dg_launch(
+            "movies_raw,movies_raw_backup",
+            first.isoformat(),
+            last.isoformat(),
+            {"execution": {"config": METHODS[method]}},
+        )
+        log = scratch / f"{run.name}.log"
         started = time.perf_counter()
-        process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        watcher = threading.Thread(target=tree_memory, args=(process.pid, stop, peaks), daemon=True)
-        watcher.start()
-        output, _ = process.communicate()
+        process, peaks = start(command, run.env, log)
+        process.wait()
         wall = time.perf_counter() - started
-        stop.set()
-        watcher.join()
+        peaks.stop()
         if process.returncode != 0:
-            raise SystemExit(f"{method}: dg launch failed:\n{output.decode()[-3000:]}")
-        with dg.DagsterInstance.from_config(str(home)) as instance:
-            (run,) = instance.get_runs()
-            events = instance.all_logs(run.run_id)
-        success = dg.DagsterEventType.STEP_SUCCESS
-        crawl_done = next(e.timestamp for e in events if e.step_key == CRAWL_STEP and e.dagster_event_type == success)
-        run_end = max(e.timestamp for e in events if e.dagster_event_type == dg.DagsterEventType.RUN_SUCCESS)
-    finally:
-        stop.set()
-        with psycopg.connect(db_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-            conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(name)))
-    return {"after_crawl": run_end - crawl_done, "wall": wall, "rss": peaks["rss"] / 2**20, "pss": peaks["pss"] / 2**20}
+            raise SystemExit(f"{method}: dg launch failed:\n{tail(log, 60)}")
+        with dg.DagsterInstance.from_config(str(run.home)) as instance:
+            (dagster_run,) = instance.get_runs()
+            events = instance.all_logs(dagster_run.run_id)
+    success = dg.DagsterEventType.STEP_SUCCESS
+    crawl_done = next(e.timestamp for e in events if e.step_key == CRAWL_STEP and e.dagster_event_type == success)
+    run_end = max(e.timestamp for e in events if e.dagster_event_type == dg.DagsterEventType.RUN_SUCCESS)
+    return {"after_crawl": run_end - crawl_done, "wall": wall, "rss": peaks.rss / 2**20, "pss": peaks.pss / 2**20}
 
 
 def main() -> None:
@@ -126,17 +78,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < MIN_ROUNDS:
         raise SystemExit(f"at least {MIN_ROUNDS} rounds")
-    stack_env = Stack().env()
-    if not stack_env.get("MOVIE_DB_URL"):
-        raise SystemExit("start the embedded stack first: .venv/bin/movie-platform up")
-    os.environ.update(stack_env)  # the instances' dagster.yaml read their password from it
+    stack = stack_env()
     names = list(METHODS)
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="bench-steps-") as scratch:
         for round_no in range(args.rounds):  # interleaved, the order rotating
             shift = round_no % len(names)
             for name in names[shift:] + names[:shift]:
-                row = launch(name, args.months, stack_env, Path(scratch))
+                row = launch(name, args.months, stack, Path(scratch))
                 runs[name].append(row)
                 print(
                     f"round {round_no + 1} {name:>10}: after the crawl step {row['after_crawl']:6.1f} s, run "

@@ -16,6 +16,7 @@ import bisect
 import datetime as dt
 import json
 import random
+import sys
 import threading
 import time
 from collections import Counter
@@ -274,6 +275,14 @@ class FakeTmdb:
         return status, {"success": False, "status_code": code, "status_message": message}, headers or {}
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up (a killed backfill, a deadline) is not an error worth a traceback."""
+
+    def handle_error(self, request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class TmdbTestServer:
     """Runs a FakeTmdb on 127.0.0.1 in a background thread; `base_url` ends in /3 like the API."""
 
@@ -318,7 +327,7 @@ class TmdbTestServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
@@ -378,3 +387,20 @@ def crowded_month(month_start: dt.date, count: int) -> list[SampleMovie]:
         item["genre_ids"] = [18]
         movies.append(SampleMovie(item, details))
     return movies
+
+
+def months_of_movies(
+    first_month: dt.date, counts: list[int]
+) -> tuple[list[SampleMovie], list[tuple[dt.date, dt.date]]]:
+    """`counts[n]` valid movies in the n-th month from `first_month`, ids distinct across months; and the months."""
+    windows, everything = [], []
+    start = first_month
+    for number, count in enumerate(counts):
+        end = (start + dt.timedelta(days=32)).replace(day=1)
+        for movie in crowded_month(start, count):
+            movie_id = movie.details["id"] + number * 1_000_000
+            movie.details["id"] = movie.list_item["id"] = movie_id
+            everything.append(movie)
+        windows.append((start, end))
+        start = end
+    return everything, windows
