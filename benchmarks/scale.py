@@ -3,10 +3,11 @@
     .venv/bin/movie-platform up && .venv/bin/python benchmarks/scale.py --movies 100000 1000000
 
 The same generator as the sample (`TmdbSampleSource(movies_per_month=N/24)`), the same assets.
-Each stage runs in a process of its own, a few release months per run (BATCH_MONTHS: no stage
-holds the whole catalogue), with the crawl split over one worker per core. The
-parent samples every stage's memory (PSS of its processes and their children, so pages forked
-workers share count once) every 0.2 s.
+A scale run is one interpreter that imports the code location once and forks each stage's workers
+(`pipeline`), as the platform's steps fork from a preloaded server; the month-parallel stages run one
+worker per core, a few release months per run (BATCH_MONTHS: no stage holds the whole catalogue).
+The total is that interpreter's wall time, its start and imports included. The parent samples
+memory (PSS of the interpreter and its workers, so pages forked workers share count once) every 0.2 s.
 Each size runs --rounds times (>= 3), the sizes taking turns; a figure is the median with its
 min..max. Prints seconds and peak memory per stage, how both grow from the smallest to the largest
 N, and beside the total the physical floor of the largest N: COPY-in of the tables the pipeline
@@ -25,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -37,9 +39,9 @@ from movie_platform.local_stack import Stack
 
 STAGES = ("raw", "clean", "features", "online")
 ASSET_OF = {"raw": "movies_raw", "clean": "movies_clean", "features": "movie_features"}
-# Release months per run: the crawl holds every TMDB document of its months, so one; the
-# later stages hold typed rows only and save run overhead with three.
-BATCH_MONTHS = {"raw": 1, "clean": 3, "features": 3}
+# Release months per run: a range crawl stores and drops each month as it goes, so all of a worker's
+# months in one run; the later stages hold their range's rows, so three.
+BATCH_MONTHS = {"raw": SAMPLE_MONTHS, "clean": 3, "features": 3}
 
 
 def run_stage(stage: str, months: list[str], config: dict) -> None:
@@ -82,45 +84,74 @@ def run_stage(stage: str, months: list[str], config: dict) -> None:
         ).success
 
 
-def measure(stage: str, config: dict, workers: int) -> tuple[float, float]:
-    """Run a stage in `workers` processes (months split between them); return seconds and peak RSS in GiB."""
+PRELOAD = ("movie_assets.definitions", "feast")  # what the code location's forkserver preloads, and Feast
+
+
+def pipeline(config: dict) -> None:
+    """One scale run's only interpreter: import once, then fork each stage's workers from here.
+
+    As the platform's steps fork from a server that preloaded the code location (`automation/executor.py`),
+    no stage pays an interpreter start and its imports. The month-parallel stages (raw, clean, features)
+    run one worker per core on contiguous halves of the months (as two runs of a backfill would); the
+    online stage is one worker that writes with all cores itself. A line per stage start and end on
+    stdout lets the parent attribute its memory samples.
+    """
+    import importlib
+    import multiprocessing
+
+    started = time.perf_counter()
+    for module in PRELOAD:
+        importlib.import_module(module)
+    print(json.dumps({"import": time.perf_counter() - started}), flush=True)
+    fork = multiprocessing.get_context("fork")
     months = [m.isoformat() for m in sample_months()]
-    shares = [months[i::workers] for i in range(workers)] if workers > 1 else [months]
-    started, peak = time.perf_counter(), 0
-    logs = [tempfile.TemporaryFile() for _ in shares]  # Dagster's run logs; a pipe would fill up and block the run
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                __file__,
-                "--stage",
-                stage,
-                "--months",
-                ",".join(sorted(share)),
-                "--config",
-                json.dumps(config),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-        for share, log in zip(shares, logs, strict=True)
-    ]
-    while any(p.poll() is None for p in procs):
-        rss = 0
-        for proc in procs:
-            try:
-                family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-                rss += sum(p.memory_full_info().pss for p in family)  # PSS: forked workers' shared pages once
-            except psutil.Error:
-                pass
-        peak = max(peak, rss)
+    workers = os.cpu_count() or 1
+    for stage in STAGES:
+        size = -(-len(months) // workers)
+        shares = [months[i : i + size] for i in range(0, len(months), size)] if stage != "online" else [months]
+        print(json.dumps({"start": stage}), flush=True)
+        began = time.perf_counter()
+        processes = [fork.Process(target=run_stage, args=(stage, share, config)) for share in shares]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+        if any(process.exitcode for process in processes):
+            raise SystemExit(f"stage {stage} failed (exit codes {[p.exitcode for p in processes]})")
+        print(json.dumps({"end": stage, "seconds": time.perf_counter() - began}), flush=True)
+
+
+def measure(config: dict) -> dict:
+    """Run `pipeline` in a fresh interpreter; its wall time, import time, and per stage seconds and peak PSS (GiB)."""
+    log = tempfile.TemporaryFile()  # Dagster's run logs; a pipe would fill up and block the run
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--pipeline", json.dumps(config)], stdout=subprocess.PIPE, stderr=log, text=True
+    )
+    events: list[dict] = []
+    reader = threading.Thread(target=lambda: events.extend(json.loads(line) for line in process.stdout), daemon=True)
+    reader.start()
+    peaks: dict[str, float] = {}
+    while process.poll() is None:
+        stage = next((e["start"] for e in reversed(events) if "start" in e), "import")
+        try:
+            family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+            pss = sum(p.memory_full_info().pss for p in family)  # PSS: forked workers' shared pages once
+        except psutil.Error:
+            pss = 0
+        peaks[stage] = max(peaks.get(stage, 0.0), pss / 2**30)
         time.sleep(0.2)
-    seconds = time.perf_counter() - started
-    for proc, log in zip(procs, logs, strict=True):
-        if proc.returncode:
-            log.seek(0)
-            raise SystemExit(f"stage {stage} failed:\n{log.read().decode(errors='replace')[-3000:]}")
-    return seconds, peak / 2**30
+    total = time.perf_counter() - started
+    reader.join()
+    if process.returncode:
+        log.seek(0)
+        raise SystemExit(f"the scale pipeline failed:\n{log.read().decode(errors='replace')[-3000:]}")
+    results = {"total": total, "import": next(e["import"] for e in events if "import" in e)}
+    for event in events:
+        if "end" in event:
+            results[event["end"]] = (event["seconds"], peaks.get(event["end"], 0.0))
+    results["peak"] = max(peaks.values())
+    return results
 
 
 def scale_run(movies: int, env: dict, floor: bool) -> dict:
@@ -134,13 +165,15 @@ def scale_run(movies: int, env: dict, floor: bool) -> dict:
         "movies_per_month": round(movies / SAMPLE_MONTHS),
         "batch": BATCH_MONTHS,
     }
-    results = {}
+    results = measure(config)
     for stage in STAGES:
-        results[stage] = measure(stage, config, workers=(os.cpu_count() or 1) if stage == "raw" else 1)
         print(
             f"  {movies:>9,} movies | {stage:<8} | {results[stage][0]:>7.1f} s | peak {results[stage][1]:.2f} GiB",
             flush=True,
         )
+    print(
+        f"  {movies:>9,} movies | total    | {results['total']:>7.1f} s (imports {results['import']:.1f} s)", flush=True
+    )
     import psycopg
     from feast_online import drop_project
 
@@ -221,13 +254,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--movies", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--rounds", type=int, default=MIN_ROUNDS)
-    parser.add_argument("--stage")
-    parser.add_argument("--months")
-    parser.add_argument("--config")
+    parser.add_argument("--pipeline", metavar="CONFIG", help=argparse.SUPPRESS)  # the process measure() starts
     add_goals_argument(parser)
     args = parser.parse_args()
-    if args.stage:  # a stage process started by measure()
-        run_stage(args.stage, args.months.split(","), json.loads(args.config))
+    if args.pipeline:
+        pipeline(json.loads(args.pipeline))
         return
     if args.rounds < MIN_ROUNDS:
         raise SystemExit(f"at least {MIN_ROUNDS} rounds")
@@ -246,10 +277,10 @@ def main() -> None:
         return Samples([result[name][index] for result in runs[movies]])
 
     def total(movies: int) -> Samples:
-        return Samples([sum(result[s][0] for s in STAGES) for result in runs[movies]])
+        return Samples([result["total"] for result in runs[movies]])
 
     def peak(movies: int) -> Samples:
-        return Samples([max(result[s][1] for s in STAGES) for result in runs[movies]])
+        return Samples([result["peak"] for result in runs[movies]])
 
     print(f"\nmedians (min..max) of {args.rounds} rounds")
     print(f"{'movies':>10} | {'stage':<8} | {'seconds':>24} | {'peak GiB':>24}")

@@ -5,6 +5,7 @@ import datetime as dt
 import gzip
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import dagster as dg
 import pandas as pd
@@ -83,33 +84,14 @@ def movies_raw(
     totals, reasons = CrawlStats(), collections.Counter[str]()
     crawled, movies, rejected_count, preview = 0, 0, 0, None
     for month in pending:
-        try:
-            crawl = tmdb.crawl(month, log=context.log.info)
-        except TmdbAuthError as exc:
-            # Retrying a 401 only repeats it: fail once, with the variable to set.
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
-        validated = validate_month(crawl.pairs, month, fetched_at)
-        frame, rejected = to_frame(validated.rows, RAW_COLUMNS), to_frame(validated.rejects, REJECT_COLUMNS)
-        ledger = crawl_ledger.month_row(month[0], run_id, clock.now(), len(frame), len(rejected), crawl.stats.requests)
-        # Rows, rejects and ledger row of the month in one transaction: a kill keeps a month whole or not at all.
-        database.replace_tables(
-            [
-                TableRows("movies_raw", RAW_COLUMNS, frame),
-                TableRows("movies_rejected", REJECT_COLUMNS, rejected),
-                ledger,
-            ],
-            "release_month",
-            month,
-        )
-        totals.add(**crawl.stats.as_dict())
-        reasons.update(r["reason"].split(":")[0] for r in validated.rejects)
-        crawled, movies, rejected_count = crawled + 1, movies + len(frame), rejected_count + len(rejected)
-        if preview is None and len(frame):
-            preview = frame.drop(columns=["payload", "overview"]).head(10).to_markdown(index=False)
-        context.log.info(f"{month[0]:%Y-%m}: {len(frame)} movies, {len(rejected)} rejected, stored")
+        done = _crawl_and_store(context, tmdb, database, month, fetched_at, with_preview=preview is None)
+        totals.add(**done.stats.as_dict())
+        reasons.update(done.reasons)
+        crawled, movies, rejected_count = crawled + 1, movies + done.rows, rejected_count + done.rejected
+        preview = preview or done.preview
         if progress is not None:
-            progress.advance(crawl.stats.requests)
-            yield _month_stored(context, month, len(frame), len(rejected), crawl.stats.requests, progress)
+            progress.advance(done.stats.requests)
+            yield _month_stored(context, month, done.rows, done.rejected, done.stats.requests, progress)
     crawl_ledger.finish(database, run_id, window, clock.now())
     stored = database.count_rows_in("movies_raw", "release_month", window)
     yield dg.MaterializeResult(
@@ -129,6 +111,58 @@ def movies_raw(
             "duration_s": round(time.monotonic() - started, 2),
             "preview": dg.MetadataValue.md(preview or "no movies crawled in this run"),
         },
+    )
+
+
+@dataclass(frozen=True)
+class MonthStored:
+    """What a range crawl keeps of a stored month: counts and a preview, not its documents."""
+
+    rows: int
+    rejected: int
+    stats: CrawlStats
+    reasons: collections.Counter[str]
+    preview: str | None
+
+
+def _crawl_and_store(
+    context: dg.AssetExecutionContext,
+    tmdb: TmdbSource,
+    database: PostgresDatabase,
+    month: tuple[dt.date, dt.date],
+    fetched_at: dt.datetime,
+    with_preview: bool,
+) -> MonthStored:
+    """Crawl one month and store it whole: rows, rejects and ledger row in one transaction.
+
+    A function of its own so the month's documents and frames are freed when it returns: a range
+    run holds one month at a time, never the last month while crawling the next.
+    """
+    try:
+        crawl = tmdb.crawl(month, log=context.log.info)
+    except TmdbAuthError as exc:
+        # Retrying a 401 only repeats it: fail once, with the variable to set.
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    validated = validate_month(crawl.pairs, month, fetched_at)
+    frame, rejected = to_frame(validated.rows, RAW_COLUMNS), to_frame(validated.rejects, REJECT_COLUMNS)
+    ledger = crawl_ledger.month_row(
+        month[0], context.run.run_id, clock.now(), len(frame), len(rejected), crawl.stats.requests
+    )
+    # A kill keeps a month whole or not at all.
+    database.replace_tables(
+        [TableRows("movies_raw", RAW_COLUMNS, frame), TableRows("movies_rejected", REJECT_COLUMNS, rejected), ledger],
+        "release_month",
+        month,
+    )
+    context.log.info(f"{month[0]:%Y-%m}: {len(frame)} movies, {len(rejected)} rejected, stored")
+    return MonthStored(
+        rows=len(frame),
+        rejected=len(rejected),
+        stats=crawl.stats,
+        reasons=collections.Counter(r["reason"].split(":")[0] for r in validated.rejects),
+        preview=frame.drop(columns=["payload", "overview"]).head(10).to_markdown(index=False)
+        if with_preview and len(frame)
+        else None,
     )
 
 

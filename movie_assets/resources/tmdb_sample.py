@@ -66,11 +66,23 @@ def movies_for_month(month_start: dt.date, movies_per_month: int = MOVIES_PER_MO
     if not (SAMPLE_START <= month_start < add_months(SAMPLE_START, SAMPLE_MONTHS)):
         return []
     rng = np.random.default_rng(1_000 + month_index)
-    n = int(movies_per_month * rng.uniform(0.85, 1.15))
+    n = _month_size(rng, movies_per_month)
     days_in_month = (add_months(month_start, 1) - month_start).days
     # As Python lists: indexing a numpy array per value cost more than building the documents.
     d = {name: values.tolist() for name, values in _draws(rng, n, days_in_month).items()}
     return [_movie(month_index * 1_000_000 + i + 1, month_start, d, i) for i in range(n)]
+
+
+def month_size(month_start: dt.date, movies_per_month: int = MOVIES_PER_MONTH) -> int:
+    """How many movies `movies_for_month` returns, without building them (the month's first draw)."""
+    if not (SAMPLE_START <= month_start < add_months(SAMPLE_START, SAMPLE_MONTHS)):
+        return 0
+    month_index = month_number(month_start) - month_number(dt.date(2000, 1, 1))
+    return _month_size(np.random.default_rng(1_000 + month_index), movies_per_month)
+
+
+def _month_size(rng: np.random.Generator, movies_per_month: int) -> int:
+    return int(movies_per_month * rng.uniform(0.85, 1.15))
 
 
 def _top_k(rng: np.random.Generator, n: int, weights: np.ndarray) -> np.ndarray:
@@ -282,7 +294,14 @@ class TmdbSampleSource(TmdbSource):
         return Crawl(pairs, stats)
 
     def count_listed(self, window: Window) -> int:
-        return len(self._released_in(window))
+        """Whole months are counted without building their movies: a range's estimate costs no memory."""
+        start, end = window
+        return sum(
+            month_size(first, self.movies_per_month)
+            if first >= start and last == add_months(first, 1)
+            else len(self._released_in((max(first, start), last)))
+            for first, last in months_in((start.replace(day=1), end))
+        )
 
     def _released_in(self, window: Window) -> list[SampleMovie]:
         start, end = window

@@ -3,7 +3,7 @@
 import datetime as dt
 
 from movie_assets.domain.movie_records import validate_month
-from movie_assets.resources.tmdb_sample import movies_for_month, sample_months
+from movie_assets.resources.tmdb_sample import TmdbSampleSource, movies_for_month, sample_months
 
 
 def test_deterministic():
@@ -33,3 +33,17 @@ def test_has_the_api_quirks_and_mostly_valid_records():
 
 def test_outside_the_sample_months_there_are_no_movies():
     assert movies_for_month(dt.date(2019, 1, 1)) == []
+
+
+def test_count_listed_counts_what_a_crawl_lists_whole_months_or_not():
+    """The range estimate counts whole months from their first draw; it must agree with the movies themselves."""
+    source = TmdbSampleSource()
+    months = sample_months()
+    windows = [
+        (months[0], months[3]),  # whole months
+        (months[1] + dt.timedelta(days=9), months[2] + dt.timedelta(days=17)),  # cut at both ends
+        (months[-1], months[-1] + dt.timedelta(days=40)),  # past the sample's end
+    ]
+    for window in windows:
+        listed = {m.details["id"] for m in source._released_in(window)}
+        assert source.count_listed(window) == len(listed) > 0, window
