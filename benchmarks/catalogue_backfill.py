@@ -32,6 +32,7 @@ import datetime as dt
 import math
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +40,7 @@ from collections import Counter
 from pathlib import Path
 
 import psycopg
-from dagster_runs import Scratch, dg_launch, scratch_instance, stack_env, start
+from dagster_runs import MemoryPeaks, Scratch, dg_launch, scratch_instance, stack_env, start
 from harness import MIN_ROUNDS, Samples, add_goals_argument, goal_from, record_goals
 from psycopg import sql
 
@@ -89,14 +90,18 @@ def run_config(limit: float, base_url: str) -> dict:
     return {"resources": {"tmdb": {"config": config}}}
 
 
+def launch(
+    run: Scratch, first: dt.date, last: dt.date, limit: float, log: Path
+) -> tuple[subprocess.Popen, MemoryPeaks]:
+    """The backfill of first..last started, in its own process group, its memory watched."""
+    command = dg_launch(ASSETS, first.isoformat(), last.isoformat(), run_config(limit, run.env["TMDB_BASE_URL"]))
+    return start(command, run.env, log)
+
+
 def launch_to_end(run: Scratch, first: dt.date, last: dt.date, limit: float, log: Path) -> tuple[float, int, int]:
-    """The backfill of first..last to its end; its seconds and the peak RSS of its process tree."""
+    """The backfill of first..last to its end; its seconds and the peak RSS and PSS of its process tree."""
     started = time.perf_counter()
-    process, peaks = start(
-        dg_launch(ASSETS, first.isoformat(), last.isoformat(), run_config(limit, run.env["TMDB_BASE_URL"])),
-        run.env,
-        log,
-    )
+    process, peaks = launch(run, first, last, limit, log)
     try:
         process.wait(timeout=RUN_DEADLINE_S)
     except BaseException:
@@ -132,11 +137,7 @@ def catalogue(stack: dict, scratch: Path, fake: FakeTmdb, windows: list, counts:
         log = scratch / f"{run.name}.log"
         served = Served(fake)
         started = time.perf_counter()
-        killed, killed_peaks = start(
-            dg_launch(ASSETS, first.isoformat(), last.isoformat(), run_config(limit, run.env["TMDB_BASE_URL"])),
-            run.env,
-            log,
-        )
+        killed, killed_peaks = launch(run, first, last, limit, log)
         try:
             while served.count < total / 2:
                 if killed.poll() is not None:
