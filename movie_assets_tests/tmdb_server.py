@@ -7,7 +7,8 @@ error bodies with `status_code`/`status_message`, 401 for a wrong key or token,
 then one byte of the body every few seconds: a response that never finishes). Hostile
 documents too, each off by default: details that contradict the listing, a 404 or a body
 cut in the middle for a listed id, a discover page whose `results` is null, a `total_pages`
-that lies, and a `Retry-After` that is no number of seconds.
+that lies, a `Retry-After` that is no number of seconds, and a details body that is `null`, a list or
+another movie's document.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ class Faults:
     reported_total_pages: int = 0  # discover claims this many pages, whatever it holds (0: the true count)
     throttle_ids: frozenset[int] = frozenset()  # these ids' details are first answered 429 (once each)
     retry_after_text: str = ""  # sent as Retry-After instead of `retry_after_s` when set (e.g. "tomorrow")
+    # These ids' details answer 200 with this JSON value instead: `None` (a `null` body), a list, a string,
+    # or another movie's document.
+    details_bodies: dict[int, object] = field(default_factory=dict)
 
 
 def _details_id(path: str) -> int:
@@ -158,7 +162,7 @@ class FakeTmdb:
         return 200, {"results": results, "page": page, "total_pages": total_pages, "total_results": len(ids)}, {}
 
     # ---- request handling --------------------------------------------------------
-    def handle(self, path: str, query: dict[str, str], headers) -> tuple[int, dict, dict]:
+    def handle(self, path: str, query: dict[str, str], headers) -> tuple[int, object, dict]:
         request_key = (
             path,
             query.get("page"),
@@ -213,6 +217,9 @@ class FakeTmdb:
         if path.startswith("/3/movie/"):
             self.requests["details"] += 1
             movie_id = _details_id(path)
+            if movie_id in self.faults.details_bodies:
+                self.requests["details body"] += 1
+                return 200, self.faults.details_bodies[movie_id], {}
             movie = self._by_id.get(movie_id) if movie_id not in self.faults.not_found_ids else None
             if movie is None:
                 return self._error(404)

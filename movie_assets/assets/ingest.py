@@ -30,6 +30,11 @@ RAW_DESCRIPTIONS = {
 }
 
 
+# A crawl may not shrink a stored month below this share on its own: a listing that came back empty
+# or cut short (TMDB answering `results: null`) must not delete real movies. Deletions arrive by the sync.
+MIN_KEPT_SHARE = 0.5
+
+
 class CrawlConfig(dg.Config):
     """How a crawl treats months an interrupted crawl of the same range already stored."""
 
@@ -39,6 +44,11 @@ class CrawlConfig(dg.Config):
         "earlier attempt) stored since it started; false crawls every month again",
     )
     resume_within_days: int = Field(default=7, gt=0, description="resume only crawls started this recently")
+    allow_shrink: bool = Field(
+        default=False,
+        description=f"store a month even when its crawl keeps under {MIN_KEPT_SHARE:.0%} of the movies stored "
+        "for it (else the month fails, and nothing of it is written)",
+    )
 
 
 @monthly_asset(
@@ -84,7 +94,9 @@ def movies_raw(
     totals, reasons = CrawlStats(), collections.Counter[str]()
     crawled, movies, rejected_count, preview = 0, 0, 0, None
     for month in pending:
-        done = _crawl_and_store(context, tmdb, database, month, fetched_at, with_preview=preview is None)
+        done = _crawl_and_store(
+            context, tmdb, database, month, fetched_at, with_preview=preview is None, allow_shrink=config.allow_shrink
+        )
         totals.add(**done.stats.as_dict())
         reasons.update(done.reasons)
         crawled, movies, rejected_count = crawled + 1, movies + done.rows, rejected_count + done.rejected
@@ -132,6 +144,7 @@ def _crawl_and_store(
     month: tuple[dt.date, dt.date],
     fetched_at: dt.datetime,
     with_preview: bool,
+    allow_shrink: bool,
 ) -> MonthStored:
     """Crawl one month and store it whole: rows, rejects and ledger row in one transaction.
 
@@ -145,6 +158,8 @@ def _crawl_and_store(
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     validated = validate_month(crawl.pairs, month, fetched_at)
     frame, rejected = to_frame(validated.rows, RAW_COLUMNS), to_frame(validated.rejects, REJECT_COLUMNS)
+    if not allow_shrink:
+        refuse_shrink(database, month, len(frame), len(rejected), crawl.stats.listed)
     ledger = crawl_ledger.month_row(
         month[0], context.run.run_id, clock.now(), len(frame), len(rejected), crawl.stats.requests
     )
@@ -164,6 +179,25 @@ def _crawl_and_store(
         if with_preview and len(frame)
         else None,
     )
+
+
+def refuse_shrink(
+    database: PostgresDatabase, month: tuple[dt.date, dt.date], kept: int, rejected: int, listed: int
+) -> None:
+    """Fail, before anything is written, when the month's new rows are under MIN_KEPT_SHARE of those stored."""
+    stored = database.count_rows_in("movies_raw", "release_month", month)
+    if stored and kept < MIN_KEPT_SHARE * stored:
+        raise dg.Failure(
+            description=(
+                f"{month[0]:%Y-%m}: this crawl keeps {kept} movies ({listed} listed, {rejected} rejected) where "
+                f"movies_raw stores {stored}; a crawl may not shrink a stored month under {MIN_KEPT_SHARE:.0%} on "
+                "its own (an empty or cut-short listing would delete real movies), so nothing of the month was "
+                "written. Re-run it later; if TMDB really removed them, run it with config `allow_shrink: true` "
+                "(ops: movies_raw: config). Single deletions arrive through the change sync."
+            ),
+            metadata={"month": month[0].isoformat(), "stored": stored, "kept": kept, "listed": listed},
+            allow_retries=False,  # the client already retried every request; the listing itself is short
+        )
 
 
 def _request_progress(

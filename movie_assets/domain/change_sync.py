@@ -10,7 +10,13 @@ import datetime as dt
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from movie_assets.domain.movie_records import RAW_COLUMNS, storable_payload, validate
+from movie_assets.domain.movie_records import (
+    RAW_COLUMNS,
+    UnreadableDocument,
+    details_problem,
+    storable_payload,
+    validate,
+)
 
 ANY_DATE = (dt.date(1, 1, 1), dt.date(9999, 12, 31))
 REMOVED_COLUMNS = {
@@ -62,15 +68,16 @@ class ChangePlan:
 
 def plan_changes(
     stored: dict[int, dict],
-    documents: dict[int, dict | None],
+    documents: dict[int, dict | None | UnreadableDocument],
     partition_range: tuple[dt.date, dt.date],
     fetched_at: dt.datetime,
 ) -> ChangePlan:
     """Decide, per changed id, what happens to `movies_raw`.
 
     `stored` maps the ids already in `movies_raw` to their stored row (at least `release_month`);
-    `documents` are the details TMDB answers now (None: 404, deleted). A document that fails
-    validation leaves the stored row alone and becomes a reject with its reason. A document
+    `documents` are the details TMDB answers now (None: 404, deleted; only a 404 deletes). A document
+    that fails validation, carries another movie's id or never arrived whole leaves the stored row
+    alone and becomes a reject with its reason: one record never stops the sync. A document
     that changes none of the typed columns touches nothing: TMDB lists every edit (a new
     poster, a translation), and today is read again every hour.
     """
@@ -79,23 +86,19 @@ def plan_changes(
     for movie_id, doc in sorted(documents.items()):
         old = stored.get(movie_id)
         old_month = old["release_month"] if old else None
+        if isinstance(doc, UnreadableDocument):
+            _reject(plan, movie_id, old_month, doc.reason, {"id": movie_id}, fetched_at)
+            continue
         if doc is None:
             if old_month is None:
                 plan.unknown_deleted += 1
                 continue
             _remove(plan, movie_id, old_month, "TMDB answers 404: the movie was deleted", fetched_at)
             continue
-        row, reason = validate(doc, ANY_DATE)
+        # Another movie's document (or one that fails validation) leaves the stored row alone: a reject.
+        row, reason = (None, problem) if (problem := details_problem(movie_id, doc)) else validate(doc, ANY_DATE)
         if row is None:
-            plan.rejects.append(
-                {
-                    "movie_id": movie_id,
-                    "release_month": old_month or _release_month(doc),
-                    "reason": f"change sync: {reason}",
-                    "payload": storable_payload(doc),
-                    "fetched_at": fetched_at,
-                }
-            )
+            _reject(plan, movie_id, old_month or _release_month(doc), reason or "", storable_payload(doc), fetched_at)
             continue
         if doc.get("adult") or doc.get("video"):
             # The crawl asks TMDB for neither (include_adult / include_video = false); the change list has both.
@@ -145,6 +148,18 @@ def _release_month(doc: dict) -> dt.date | None:
         return dt.date.fromisoformat(str(doc.get("release_date"))).replace(day=1)
     except ValueError:
         return None
+
+
+def _reject(plan: ChangePlan, movie_id: int, month: dt.date | None, reason: str, payload, at: dt.datetime) -> None:
+    plan.rejects.append(
+        {
+            "movie_id": movie_id,
+            "release_month": month,
+            "reason": f"change sync: {reason}",
+            "payload": payload,
+            "fetched_at": at,
+        }
+    )
 
 
 def _remove(plan: ChangePlan, movie_id: int, month: dt.date, reason: str, at: dt.datetime) -> None:

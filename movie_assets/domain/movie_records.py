@@ -69,6 +69,25 @@ INT_FIELDS = ("vote_count", "budget", "revenue", "runtime")
 FLOAT_FIELDS = ("popularity", "vote_average")
 
 
+@dataclass(frozen=True)
+class UnreadableDocument:
+    """TMDB answered for this movie, but never with its document (cut, not JSON, past the deadline).
+
+    The change sync files it as a reject and goes on; it is never the 404 that deletes a movie.
+    """
+
+    reason: str
+
+
+def details_problem(requested_id, details: dict) -> str | None:
+    """Why a details document is not the document of the movie asked for (another movie's, or no id)."""
+    if movie_id_of(details.get("id")) != movie_id_of(requested_id) or movie_id_of(requested_id) is None:
+        return (
+            f"details asked for id {requested_id!r} carry id {repr(details.get('id'))[:40]}: another movie's document"
+        )
+    return None
+
+
 @dataclass
 class ValidatedMonth:
     rows: list[dict]
@@ -102,7 +121,10 @@ def unstorable_text(doc, path: str = "") -> str | None:
         return None
     items = doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else ()
     for key, value in items:
-        problem = unstorable_text(value, f"{path}.{key}" if path else str(key))
+        here = f"{path}.{key}" if path else str(key)
+        problem = (unstorable_text(key, f"a key in {path or 'the document'}") if isinstance(key, str) else None) or (
+            unstorable_text(value, here)
+        )
         if problem:
             return problem
     return None
@@ -113,7 +135,12 @@ def document_text(doc: dict) -> tuple[str, str | None]:
 
     The text is what the row stores as its jsonb payload: one dump serves the check and the write.
     """
-    text = json.dumps(doc, ensure_ascii=False)
+    try:
+        text = json.dumps(doc, ensure_ascii=False, allow_nan=False)
+    except ValueError:  # NaN or Infinity in a field nothing else reads: PostgreSQL's jsonb refuses the whole COPY
+        return json.dumps(
+            storable_payload(doc), ensure_ascii=False
+        ), "contains NaN or Infinity, which JSON cannot carry"
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:
@@ -125,21 +152,27 @@ def document_text(doc: dict) -> tuple[str, str | None]:
     return text, None
 
 
-def storable_payload(doc):
+MAX_PAYLOAD_DEPTH = 64  # TMDB's documents nest 3 levels; deeper is hostile, and Python's json recurses
+
+
+def storable_payload(doc, depth: int = 0):
     """A reject's payload as jsonb can hold it: NULs and lone surrogates replaced, NaN/Infinity as text,
-    and a document over the size limit cut to its id and size (the reason says why)."""
+    nesting past MAX_PAYLOAD_DEPTH cut, and a document over the size limit cut to its id and size (the
+    reason says why)."""
+    if depth > MAX_PAYLOAD_DEPTH:
+        return f"(nested deeper than {MAX_PAYLOAD_DEPTH} levels: cut)"
     if isinstance(doc, str):
         return doc.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
     if isinstance(doc, float) and (doc != doc or doc in (float("inf"), float("-inf"))):
         return str(doc)
     if isinstance(doc, dict):
-        cleaned = {storable_payload(str(k)): storable_payload(v) for k, v in doc.items()}
+        cleaned = {storable_payload(str(k)): storable_payload(v, depth + 1) for k, v in doc.items()}
         size = len(json.dumps(cleaned).encode())
         if size > MAX_DOCUMENT_BYTES:
             return {"id": cleaned.get("id"), "title": str(cleaned.get("title"))[:300], "truncated": True, "bytes": size}
         return cleaned
     if isinstance(doc, list):
-        return [storable_payload(v) for v in doc]
+        return [storable_payload(v, depth + 1) for v in doc]
     return doc
 
 
@@ -158,6 +191,14 @@ def movie_id_of(value) -> int | None:
     return None
 
 
+TEXT_FIELDS = ("original_title", "original_language", "status", "imdb_id", "overview")  # str or null
+MAX_GENRE_ID = 2**31 - 1  # an integer[] element
+
+
+def _is_genre_id(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_GENRE_ID
+
+
 INT_LIMITS = {"vote_count": 2**31 - 1, "runtime": 2**31 - 1, "budget": 2**63 - 1, "revenue": 2**63 - 1}
 
 
@@ -165,17 +206,14 @@ def validate(doc: dict, window: tuple[dt.date, dt.date]) -> tuple[dict | None, s
     """Return (row, None) for a valid document or (None, reason) for a reject; never raises on bad input."""
     try:
         return _validate(doc, window)
-    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
-        return None, f"malformed record: {type(exc).__name__}: {exc}"
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
+        return None, f"malformed record: {type(exc).__name__}: {str(exc)[:200]}"
 
 
 def _validate(doc: dict, window: tuple[dt.date, dt.date]) -> tuple[dict | None, str | None]:
     movie_id = movie_id_of(doc.get("id"))
     if movie_id is None:
         return None, f"id is not a positive integer: {repr(doc.get('id'))[:40]}"
-    payload, problem = document_text(doc)
-    if problem:
-        return None, problem
     title = doc.get("title")
     if title is not None and not isinstance(title, str):
         return None, f"title is not text: {title!r}"
@@ -216,6 +254,20 @@ def _validate(doc: dict, window: tuple[dt.date, dt.date]) -> tuple[dict | None, 
     genres = doc.get("genres") or []
     if not isinstance(genres, list) or not all(isinstance(g, dict) and "id" in g and "name" in g for g in genres):
         return None, f"genres is not a list of {{id, name}}: {repr(genres)[:60]}"
+    genre_ids = doc.get("genre_ids") or [g["id"] for g in genres]
+    if not isinstance(genre_ids, list) or not all(_is_genre_id(g) for g in genre_ids):
+        return None, f"genre ids are not integers in 1..{MAX_GENRE_ID}: {repr(genre_ids)[:60]}"
+    if not all(isinstance(g["name"], str) for g in genres):
+        return None, f"genre names are not text: {repr(genres)[:60]}"
+    for field in TEXT_FIELDS:
+        if doc.get(field) is not None and not isinstance(doc.get(field), str):
+            return None, f"{field} is not text: {repr(doc.get(field))[:40]}"
+    adult = doc.get("adult")
+    if adult is not None and not isinstance(adult, bool):
+        return None, f"adult is not a boolean: {adult!r}"
+    payload, problem = document_text(doc)
+    if problem:
+        return None, problem
     return {
         "movie_id": movie_id,
         "title": title,
@@ -225,9 +277,9 @@ def _validate(doc: dict, window: tuple[dt.date, dt.date]) -> tuple[dict | None, 
         "original_language": doc.get("original_language"),
         "status": doc.get("status"),
         "imdb_id": doc.get("imdb_id") or None,
-        "adult": bool(doc.get("adult", False)),
+        "adult": bool(adult),
         **numbers,
-        "genre_ids": [int(g) for g in doc.get("genre_ids") or [g["id"] for g in genres]],
+        "genre_ids": [int(g) for g in genre_ids],
         "genres": [g["name"] for g in genres],
         "overview": doc.get("overview"),
         "payload": payload,  # JSON text: PostgreSQL parses it into jsonb, no second dump on the way
@@ -244,12 +296,14 @@ def validate_month(
     rows, rejects, seen = [], [], set()
     month = window[0].replace(day=1)
     for item, details in pairs:
-        doc = merge(item, details)
+        # Another movie's document never stands in for this one: the movie is a reject, not a second copy of it.
+        mismatch = details_problem(item.get("id"), details) if details is not None else None
+        doc = merge(item, None if mismatch else details)
         key = movie_id_of(doc.get("id"))
         if key is not None and key in seen:
             continue
         seen.add(key)
-        row, reason = validate(doc, window)
+        row, reason = (None, mismatch) if mismatch else validate(doc, window)
         if row is None:
             rejects.append(
                 {

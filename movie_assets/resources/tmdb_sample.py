@@ -19,6 +19,7 @@ from pydantic import Field
 
 from movie_assets.domain import clock
 from movie_assets.domain.movie_records import TMDB_GENRES as GENRES
+from movie_assets.domain.movie_records import UnreadableDocument
 from movie_assets.domain.sample_span import SAMPLE_MONTHS, SAMPLE_START
 from movie_assets.partitions import add_months, month_number, months_in
 from movie_assets.resources.tmdb import PAGE_SIZE, Changes, Crawl, CrawlStats, Details, Pair, TmdbSource, Window
@@ -321,5 +322,7 @@ class TmdbSampleSource(TmdbSource):
     def movie_details(self, movie_ids: list[int], log: Callable[[str], None] = print) -> Details:
         today = clock.today()
         movies = {i: movie_by_id(i, self.movies_per_month) for i in movie_ids}
-        documents = {i: as_of(m, today).details if m else None for i, m in movies.items()}
+        documents: dict[int, dict | None | UnreadableDocument] = {
+            i: as_of(m, today).details if m else None for i, m in movies.items()
+        }
         return Details(documents, CrawlStats(details_missing=sum(d is None for d in documents.values())))

@@ -2,7 +2,10 @@
 
 import datetime as dt
 
+import pytest
+
 from movie_assets.domain.change_sync import plan_changes
+from movie_assets.domain.movie_records import UnreadableDocument
 from movie_assets.resources.tmdb import change_windows
 
 RANGE = (dt.date(1990, 1, 1), dt.date(2027, 1, 1))
@@ -72,6 +75,44 @@ def test_an_invalid_document_is_a_reject_and_the_stored_row_stays():
     assert plan.totals()["rejected"] == 1
     unknown = plan_changes({}, {7: doc(7, "2024-04-03", vote_average=11.5), 8: doc(8, "not a date")}, RANGE, NOW)
     assert [r["release_month"] for r in unknown.rejects] == [APRIL, None]
+
+
+# What TMDB may answer for stored movie 1's details, and the reason its one reject must give. One line per case.
+HOSTILE_DETAILS = {
+    "another movie's document": (doc(2, "2024-03-09"), "carry id 2: another movie's document"),
+    "no id": (doc(None, "2024-03-09"), "carry id None"),
+    "adult as text": (doc(1, "2024-03-09", adult="false"), "adult is not a boolean: 'false'"),
+    "language as a number": (doc(1, "2024-03-09", original_language=7), "original_language is not text"),
+    "imdb id as an object": (doc(1, "2024-03-09", imdb_id={"id": 1}), "imdb_id is not text"),
+    "status as a number": (doc(1, "2024-03-09", status=3), "status is not text"),
+    "title as a number": (doc(1, "2024-03-09", title=7), "title is not text"),
+    "genre id 3e9": (doc(1, "2024-03-09", genres=[{"id": 3_000_000_000, "name": "Drama"}]), "genre ids are not"),
+    "genre name as a number": (doc(1, "2024-03-09", genres=[{"id": 18, "name": 18}]), "genre names are not text"),
+    "NaN where nothing reads": (doc(1, "2024-03-09", tagline=float("nan")), "contains NaN or Infinity"),
+    "NUL in a key": (doc(1, "2024-03-09", **{"bad\x00key": 1}), "a key in the document contains a NUL byte"),
+    "never arrived whole": (UnreadableDocument("TMDB answered /movie/1 with a body that is not JSON"), "not JSON"),
+}
+
+
+def nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+HOSTILE_DETAILS["nested 3,000 deep"] = (doc(1, "2024-03-09", deep=nested(3000)), "malformed record: RecursionError")
+
+
+@pytest.mark.parametrize("case", HOSTILE_DETAILS)
+def test_a_hostile_details_document_is_one_reject_and_the_stored_movie_stays(case):
+    """Never a deletion, never a second copy, never a failed sync: one reject with its reason, the row untouched."""
+    document, reason = HOSTILE_DETAILS[case]
+    stored = {1: {"release_month": MARCH, "vote_average": 6.5}, 2: {"release_month": MARCH, "vote_average": 6.5}}
+    plan = plan_changes(stored, {1: document}, RANGE, NOW)
+    assert (plan.rows, plan.delete_ids, plan.removed) == ([], [], []), case
+    assert [r["movie_id"] for r in plan.rejects] == [1], case
+    assert reason in plan.rejects[0]["reason"] and plan.rejects[0]["release_month"] == MARCH, plan.rejects
 
 
 def test_change_windows_are_at_most_14_days_and_cover_every_day_once():

@@ -190,6 +190,45 @@ def test_a_sync_makes_every_touched_movie_the_servers_truth_and_removes_deleted_
     assert server.fake.requests["details"] == touched_count, server.fake.requests
 
 
+def test_hostile_details_of_stored_movies_are_rejects_and_the_sync_moves_on(database, object_store, stack_env, server):
+    """Each answer below once deleted a stored movie or stopped the sync; now each is one reject, the movie stays
+    in every store as it was, and the cursor moves past the day."""
+    resources = crawled_platform(database, object_store, stack_env, server)
+    fake = server.fake
+    null_body, list_body, swapped, adult_text, other = stored_ids(database)[:5]
+    cases = {  # movie id -> (its details body, the reason its reject gives)
+        null_body: (None, "not a JSON object"),
+        list_body: ([fake.truth(list_body)], "not a JSON object"),
+        swapped: (fake.truth(other), f"carry id {other}: another movie's document"),
+        adult_text: ({**fake.truth(adult_text), "adult": "false"}, "adult is not a boolean"),
+    }
+    for movie_id, (body, _) in cases.items():
+        fake.change(TODAY, movie_id, fake.truth(movie_id))  # listed under today
+        fake.faults.details_bodies[movie_id] = body
+    before = query(database, "select movie_id, vote_count, release_month from {schema}.movies_raw order by 1")
+    client = TmdbApiClient(base_url=server.base_url, api_key="test-key", requests_per_second=500, backoff_base_s=0.01)
+    result = sync_tmdb_changes.execute_in_process(
+        resources={**resources, "tmdb": client}, instance=dg.DagsterInstance.ephemeral()
+    )
+    assert result.success, "one record never stops the sync"
+    assert query(database, "select movie_id, vote_count, release_month from {schema}.movies_raw order by 1") == before
+    assert query(database, "select movie_id from {schema}.movies_removed") == []
+    rejects = dict(query(database, "select movie_id, reason from {schema}.movies_rejected where reason like 'change%'"))
+    assert set(rejects) == set(cases), rejects
+    for movie_id, (_, reason) in cases.items():
+        assert reason in rejects[movie_id], (movie_id, rejects[movie_id])
+    store = resources["feast"].store()
+    layout = FeastRedisLayout(store, store.get_feature_view("movie_features"))
+    client_redis = redis.Redis.from_url(stack_env["MOVIE_REDIS_URL"])
+    with_features = [
+        r[0] for r in query(database, "select movie_id from {schema}.features where movie_id = any(%s)", (list(cases),))
+    ]
+    assert client_redis.exists(*layout.keys(np.array(with_features))) == len(with_features) > 0
+    assert query(database, f"select synced_through from {{schema}}.{CURSOR_TABLE} where name = %s", (CURSOR_NAME,)) == [
+        (TODAY,)
+    ]
+
+
 def test_a_killed_sync_changes_nothing_and_the_rerun_completes(database, object_store, stack_env, server):
     resources = crawled_platform(database, object_store, stack_env, server)
     touched = a_day_of_changes(server.fake, stored_ids(database))

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from movie_assets.domain.movie_records import validate_month
-from movie_assets.resources.tmdb import TmdbApiClient, TmdbAuthError, TmdbError, TmdbUnreadableError
+from movie_assets.domain.movie_records import UnreadableDocument, validate_month
+from movie_assets.resources.tmdb import TmdbApiClient, TmdbAuthError, TmdbError
 from movie_assets.resources.tmdb_sample import movies_for_month
 from movie_assets_tests.tmdb_server import FakeTmdb, Faults, TmdbTestServer, crowded_month
 
@@ -174,14 +174,20 @@ def test_a_retry_after_past_the_cap_fails_clearly_and_a_bogus_one_backs_off(head
     assert KEY not in message
 
 
-def test_a_truncated_body_is_read_again_and_never_reads_as_a_deleted_movie():
-    """A crawl lets the list item stand in for such a document (see the drip tests); the change sync must
-    not, as None there means TMDB's 404: the movie would be deleted everywhere."""
-    with ScriptedTmdb(200, b'{"id": 550, "title": "Fight') as server:
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [(b'{"id": 550, "title": "Fight', "not JSON"), (b"null", "not a JSON object"), (b"[]", "not a JSON object")],
+)
+def test_a_cut_or_non_object_body_is_read_again_and_never_reads_as_a_deleted_movie(body, reason):
+    """A crawl lets the list item stand in for such a document (see the drip tests); for the change sync
+    it is an UnreadableDocument, a reject: never None, which means TMDB's 404 (deleted everywhere),
+    and never an error that stops every later sync."""
+    with ScriptedTmdb(200, body) as server:
         tmdb = TmdbApiClient(base_url=server.base_url, api_key=KEY, max_retries=1, backoff_base_s=0.01)
-        with pytest.raises(TmdbUnreadableError, match="not JSON on all 2 attempts"):
-            tmdb.movie_details([550], log=lambda _: None)
-        with pytest.raises(TmdbError, match="not JSON"):
+        document = tmdb.movie_details([550], log=lambda _: None).documents[550]
+        assert isinstance(document, UnreadableDocument), document
+        assert f"{reason} on all 2 attempts" in document.reason, document.reason
+        with pytest.raises(TmdbError, match=reason):
             tmdb.crawl(MARCH, log=lambda _: None)
 
 

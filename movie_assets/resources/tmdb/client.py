@@ -86,8 +86,8 @@ class TmdbApiClient(TmdbSource):
     def movie_details(self, movie_ids: list[int], log: Callable[[str], None] = print) -> Details:
         """GET /movie/{id} once per id; a 404 (deleted movie) is None.
 
-        A document that never finishes or never parses raises `TmdbUnreadableError`: None would
-        read as a deletion, so the sync fails and its cursor stays.
+        A document that never finishes or never parses is an `UnreadableDocument` (a reject in the
+        sync): None would read as a deletion, and failing would stop every later sync on it.
         """
         http = self._http()
         with http.session, request_pool(self.max_workers) as pool:

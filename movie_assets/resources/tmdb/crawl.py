@@ -38,7 +38,8 @@ def crawl_window(
         f"TMDB {window[0]}..{window[1]}: {len(unique)} movies listed ({stats.pages} pages, "
         f"{len(items) - len(unique)} duplicates); fetching details"
     )
-    details = fetch_details(http, pool, list(unique), f"TMDB details {window[0]:%Y-%m}", log, max_missing_details)
+    fetched = fetch_details(http, pool, list(unique), f"TMDB details {window[0]:%Y-%m}", log, max_missing_details)
+    details = [d if isinstance(d, dict) else None for d in fetched]  # with max_missing, never UnreadableDocument
     stats.add(details_missing=sum(d is None for d in details))
     pairs = list(zip(unique.values(), details, strict=True)) + [(item, None) for item in invalid.values()]
     return Crawl(pairs, stats)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from movie_assets.domain.movie_records import UnreadableDocument
 from movie_assets.domain.progress import Progress
 from movie_assets.resources.tmdb.http import TmdbHttp
 from movie_assets.resources.tmdb.source import TmdbError, TmdbUnreadableError
@@ -12,11 +13,13 @@ from movie_assets.resources.tmdb.source import TmdbError, TmdbUnreadableError
 
 def fetch_details(
     http: TmdbHttp, pool: ThreadPoolExecutor, movie_ids: list, label: str, log, max_missing: int | None = None
-) -> list[dict | None]:
-    """Details documents of the ids, in order, fetched by the pool with progress in the log.
+) -> list[dict | None | UnreadableDocument]:
+    """Details documents of the ids, in order, fetched by the pool with progress in the log; None is a 404.
 
-    With `max_missing` (a crawl), a document that never finished or never parsed is None and
-    counted; one more than `max_missing` fails the call. Without it (the change sync), it fails at once.
+    A document that never finished or never parsed is counted. With `max_missing` (a crawl) it is
+    None, and its list item stands in; one more than `max_missing` fails the call (TMDB is broken
+    for many movies). Without it (the change sync) it is an `UnreadableDocument`: a reject, never
+    the None that would delete the movie, and the sync goes on.
     """
     progress = Progress(label, len(movie_ids), log)
     missing: list = []
@@ -26,12 +29,13 @@ def fetch_details(
         try:
             document = http.get_json(f"/movie/{movie_id}", allow_404=True)
         except TmdbUnreadableError as exc:
+            http.stats.add(unreadable=1)
             if max_missing is None:
-                raise
+                progress.advance()
+                return UnreadableDocument(str(exc))
             with lock:
                 missing.append(movie_id)
                 count = len(missing)
-            http.stats.add(unreadable=1)
             if count > max_missing:
                 raise TmdbError(
                     f"{label}: {count} details documents never arrived whole (the latest: {exc}); more than the "

@@ -84,7 +84,11 @@ class TmdbHttp:
     def get_json(self, path: str, params: dict | None = None, *, allow_404: Literal[True]) -> dict | None: ...
 
     def get_json(self, path: str, params: dict | None = None, allow_404: bool = False) -> dict | None:
-        """The JSON body; None only for a 404, and only when `allow_404` is set."""
+        """The JSON object of the body; None only for a 404, and only when `allow_404` is set.
+
+        A 200 whose body is not a JSON object (cut, HTML, `null`, a list) is read again, then raises
+        `TmdbUnreadableError`.
+        """
         url = self.client.base_url.rstrip("/") + path
         params = dict(params or {})
         if self.client.api_key and not self.client.read_access_token:
@@ -103,11 +107,14 @@ class TmdbHttp:
                 if response.status_code == 200:
                     try:
                         document = json.loads(body)
-                    except ValueError:  # a truncated or HTML body: read it again
+                    except (ValueError, RecursionError):  # a truncated or HTML body: read it again
                         problem = "200 with a body that is not JSON"
                     else:
-                        self._succeeded()
-                        return document
+                        if isinstance(document, dict):
+                            self._succeeded()
+                            return document
+                        # `null`, a list, a string: no TMDB answer is one. Never None, which reads as a 404.
+                        problem = "200 with a body that is not a JSON object"
                 elif response.status_code == 404 and allow_404:
                     self._succeeded()
                     return None
@@ -149,7 +156,7 @@ class TmdbHttp:
                     )
                 if problem.startswith("200"):
                     raise TmdbUnreadableError(
-                        self._safe(f"TMDB answered {url} with a body that is not JSON on all {attempt + 1} attempts.")
+                        self._safe(f"TMDB answered {url} {problem.removeprefix('200 ')} on all {attempt + 1} attempts.")
                     )
                 raise TmdbError(
                     self._safe(

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from movie_assets.domain.movie_records import UnreadableDocument
+
 PAGE_SIZE = 20
 MAX_PAGES = 500  # TMDB refuses pages past 500: at most 10,000 results per discover query
 MAX_RESULTS = PAGE_SIZE * MAX_PAGES
@@ -38,8 +40,8 @@ class TmdbUnreadableError(TmdbError):
     """A 200 whose body never arrived whole inside the deadline, or never parsed, on every attempt.
 
     It concerns one document: a crawl lets that movie's list item stand in for its details
-    (up to `max_missing_details`); the change sync fails instead, since a missing document
-    there would read as a deleted movie.
+    (up to `max_missing_details`); the change sync files it as a reject (`UnreadableDocument`)
+    and goes on, never reading it as the 404 of a deleted movie.
     """
 
 
@@ -83,9 +85,10 @@ class Changes:
 
 @dataclass
 class Details:
-    """Details documents by id; None where TMDB answers 404 (the movie was deleted)."""
+    """Details documents by id; None where TMDB answers 404 (the movie was deleted), and an
+    `UnreadableDocument` where it answered, but never with a whole JSON object."""
 
-    documents: dict[int, dict | None]
+    documents: dict[int, dict | None | UnreadableDocument]
     stats: CrawlStats
 
 
