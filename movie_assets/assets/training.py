@@ -42,7 +42,11 @@ PREDICTION_COLUMNS = {
 }
 
 # Why a ridge that beats XGBoost does not stop the champion (README, Training).
+BASELINE_MARGIN = 0.05  # a champion's holdout RMSE is at least this share below the mean baseline's
 CHAMPION_RULE = (
+    "A version becomes champion only if its holdout RMSE is at least 5% below the mean baseline's (the first "
+    "version too: without one, serving answers 503 rather than a model worse than the mean) and below the "
+    "champion's on the same holdout. "
     "The champion is chosen among the registered XGBoost versions only, on the same holdout. The ridge is a "
     "diagnostic logged beside them, neither registered nor served: gating the champion on it would leave "
     "data where the ridge wins (the sample, on its newest 3 months) without any champion, and predictions "
@@ -91,7 +95,7 @@ class TrainingConfig(dg.Config):
         dg.AssetCheckSpec(
             "beats_mean_baseline",
             asset="movie_rating_model",
-            description="holdout RMSE at least 5% below the mean-rating baseline",
+            description="holdout RMSE at least 5% below the mean-rating baseline (what a champion needs)",
         ),
         dg.AssetCheckSpec(
             "beats_linear_baseline",
@@ -176,13 +180,15 @@ def movie_rating_model(
             registered_model_name=mlflow_tracking.registered_model,
         )
         version = str(info.registered_model_version)
-        decision, champion_rmse = choose_champion(mlflow_tracking, database, version, scores["rmse"], split)
+        decision, champion_rmse = choose_champion(
+            mlflow_tracking, database, version, scores["rmse"], scores["baseline_rmse"], split
+        )
         mlflow.set_tags({"champion_decision": decision, "model_version": version})
         run_url = mlflow_tracking.run_url(run.info.experiment_id, run.info.run_id)
     context.log.info(
         f"version {version}: rmse {scores['rmse']:.3f} (baseline {scores['baseline_rmse']:.3f}); {decision}"
     )
-    beats = scores["rmse"] <= 0.95 * scores["baseline_rmse"]
+    beats = beats_mean_baseline(scores["rmse"], scores["baseline_rmse"])
     linear = LinearComparison.of(scores)
     if not linear.xgboost_wins:
         context.log.warning(f"{linear.summary()}; {decision}")
@@ -222,10 +228,15 @@ def movie_rating_model(
     )
 
 
+def beats_mean_baseline(rmse: float, baseline_rmse: float) -> bool:
+    """The first rule of the champion: a holdout RMSE at least BASELINE_MARGIN below predicting the mean."""
+    return rmse <= (1 - BASELINE_MARGIN) * baseline_rmse
+
+
 def choose_champion(
-    tracking: MlflowTracking, database: PostgresDatabase, version: str, rmse: float, split
+    tracking: MlflowTracking, database: PostgresDatabase, version: str, rmse: float, baseline_rmse: float, split
 ) -> tuple[str, float | None]:
-    """Move `champion` to `version` only if it beats the current champion on this very holdout."""
+    """Move `champion` to `version` only if it beats the mean baseline and the current champion on this holdout."""
 
     def champion_on_this_holdout(current) -> tuple[float, str]:
         champion_model = tracking.load_xgboost(current.version)
@@ -236,7 +247,7 @@ def choose_champion(
         seen = champion_holdout and min(split.holdout_months) < min(champion_holdout.split(","))
         return champion_rmse, " (the champion trained on part of this holdout)" if seen else ""
 
-    return decide_champion(tracking, database, version, rmse, champion_on_this_holdout)
+    return decide_champion(tracking, database, version, rmse, baseline_rmse, champion_on_this_holdout)
 
 
 def decide_champion(
@@ -244,28 +255,40 @@ def decide_champion(
     database: PostgresDatabase,
     version: str,
     rmse: float,
+    baseline_rmse: float,
     champion_score: Callable[[Any], tuple[float, str]],
 ) -> tuple[str, float | None]:
-    """Read the champion, score it (`champion_score`: its rmse and a caveat), promote `version` if better.
+    """Promote `version` if it beats the mean baseline by BASELINE_MARGIN (the first version too) and the
+    champion, read and scored (`champion_score`: its rmse and a caveat) on the same holdout.
 
     Read, score and move are one step per registered model (`MlflowTracking.deciding_champion`): two
     runs deciding at once would otherwise both compare against the same old champion and the later
     write would win, even when it is the worse model.
     """
+    versus_baseline = f"rmse {rmse:.4f} vs the mean baseline's {baseline_rmse:.4f}"
     with tracking.deciding_champion(database):
         current = tracking.champion()
+        if not beats_mean_baseline(rmse, baseline_rmse):
+            stays = f"kept champion v{current.version}" if current is not None else "no champion"
+            return (
+                f"{stays}: new v{version} is not {BASELINE_MARGIN:.0%} better than predicting the mean "
+                f"({versus_baseline}; rule: beats_mean_baseline)",
+                None,
+            )
         if current is None:
             tracking.promote(version)
-            return f"promoted v{version}: first champion", None
+            return f"promoted v{version}: first champion, {versus_baseline} (rule: beats_mean_baseline)", None
         champion_rmse, caveat = champion_score(current)
         if rmse < champion_rmse:
             tracking.promote(version)
             return (
-                f"promoted v{version}: rmse {rmse:.4f} < champion v{current.version} {champion_rmse:.4f}{caveat}",
+                f"promoted v{version}: rmse {rmse:.4f} < champion v{current.version} {champion_rmse:.4f}{caveat} "
+                "(rule: beats the champion on this holdout)",
                 champion_rmse,
             )
         return (
-            f"kept champion v{current.version}: rmse {champion_rmse:.4f} <= new v{version} {rmse:.4f}{caveat}",
+            f"kept champion v{current.version}: rmse {champion_rmse:.4f} <= new v{version} {rmse:.4f}{caveat} "
+            "(rule: beats the champion on this holdout)",
             champion_rmse,
         )
 

@@ -26,7 +26,11 @@ class NoChampionError(RuntimeError):
 
     @classmethod
     def of(cls, registered_model: str) -> NoChampionError:
-        return cls(f"no `champion` version of {registered_model} in MLflow yet: materialize movie_rating_model")
+        return cls(
+            f"no `champion` version of {registered_model} in MLflow yet: materialize movie_rating_model (a version "
+            "becomes champion only when its holdout RMSE is at least 5% below the mean baseline's; its "
+            "`champion_decision` says why one did not)"
+        )
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from movie_assets.resources.mlflow import MlflowTracking
 
 # The score each version gets on any holdout: v1 the old champion, v2 the better and v3 the worse newcomer.
 RMSE = {"1": 0.9, "2": 0.5, "3": 0.7}
+BASELINE = 1.0  # the mean baseline's RMSE: every version above beats it by more than 5%
 
 
 @pytest.fixture
@@ -49,7 +50,9 @@ def race(tracking, database, contenders: dict[str, float]) -> dict[str, str]:
 
         try:
             start.wait(timeout=30)
-            decisions[version], _ = decide_champion(tracking, database, version, RMSE[version], champion_score)
+            decisions[version], _ = decide_champion(
+                tracking, database, version, RMSE[version], BASELINE, champion_score
+            )
         except BaseException as exc:  # noqa: BLE001 - reported by the test below
             errors.append(exc)
 
@@ -88,7 +91,25 @@ def test_a_decision_stuck_behind_another_run_fails_naming_the_model_and_what_to_
             "select pg_advisory_xact_lock(hashtext(%s))", (f"mlflow champion {tracking.registered_model}",)
         )
         with pytest.raises(dg.Failure) as error:
-            decide_champion(tracking, database, "2", RMSE["2"], lambda current: (RMSE[current.version], ""))
+            decide_champion(tracking, database, "2", RMSE["2"], BASELINE, lambda current: (RMSE[current.version], ""))
     message = str(error.value)
     assert tracking.registered_model in message and "cancel it" in message, message
     assert tracking.champion().version == "1", "no decision without the lock"
+
+
+def test_no_version_becomes_champion_without_beating_the_mean_baseline_the_first_included(tracking, database):
+    """Once the first version was promoted unconditionally: a model worse than the mean could be served."""
+    tracking.client().delete_registered_model_alias(tracking.registered_model, "champion")
+
+    def score(current) -> tuple[float, str]:
+        return RMSE[current.version], ""
+
+    decision, _ = decide_champion(tracking, database, "3", 0.7, 0.72, score)  # 0.7 > 0.95 x 0.72
+    assert tracking.champion() is None, decision
+    assert decision.startswith("no champion: new v3 is not 5% better than predicting the mean"), decision
+    assert "rule: beats_mean_baseline" in decision
+    decision, _ = decide_champion(tracking, database, "2", 0.5, 0.72, score)
+    assert tracking.champion().version == "2" and decision.startswith("promoted v2: first champion"), decision
+    # Better than the champion, but not 5% better than the mean on its own holdout: the champion stays.
+    decision, _ = decide_champion(tracking, database, "1", 0.45, 0.46, score)
+    assert tracking.champion().version == "2" and decision.startswith("kept champion v2: new v1 is not"), decision
