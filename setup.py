@@ -24,7 +24,8 @@ setup(
         f"dagster-webserver=={DAGSTER}",
         f"dagster-postgres=={DAGSTER_LIBS}",
         f"dagster-aws=={DAGSTER_LIBS}",
-        f"dagster-mlflow=={DAGSTER_LIBS}",
+        # No dagster-mlflow: its `mlflow_tracking` resource and `end_mlflow_on_run_finished` hook manage a run per
+        # Dagster run; ours starts and ends in the training step (`with mlflow.start_run()`, FAILED on error).
         f"dagster-airlift=={DAGSTER_LIBS}",
         "feast[redis,aws]==0.67.*",
         # Feast's file offline store reads s3:// through fsspec; without s3fs it

@@ -253,3 +253,29 @@ def test_no_secret_reaches_mlflow_params_tags_or_the_event_log(pipeline, stack_e
     assert runs and values
     assert not [v for v in values if any(s in v for s in secrets)]
     assert not [r for r in pipeline["instance"].all_logs(result.run_id) if any(s in str(r) for s in secrets)]
+
+
+def test_a_training_step_that_fails_leaves_its_mlflow_run_failed_not_running(pipeline, stack_env, monkeypatch):
+    """Why dagster-mlflow left the pins (issue 28): its `end_mlflow_on_run_finished` hook ends runs that its
+    own `mlflow_tracking` resource starts. Ours starts in the step with `mlflow.start_run()`, whose context
+    ends it FAILED on any error inside it; this shows that case."""
+    from movie_assets.assets import training
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the registry went away while deciding the champion")
+
+    monkeypatch.setattr(training, "choose_champion", broken)
+    tracking = fresh_tracking(stack_env)
+    resources = {**pipeline["resources"], "mlflow_tracking": tracking}
+    result = dg.materialize(
+        ALL_ASSETS,
+        selection=[movie_rating_model],
+        resources=resources,
+        instance=pipeline["instance"],
+        raise_on_error=False,
+    )
+    assert not result.success
+    client = MlflowClient(stack_env["MLFLOW_TRACKING_URI"])
+    (run,) = client.search_runs([client.get_experiment_by_name(tracking.experiment).experiment_id])
+    assert run.info.status == "FAILED" and run.info.end_time is not None, run.info
+    assert tracking.champion() is None
