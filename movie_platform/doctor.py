@@ -202,9 +202,9 @@ def check_dagster_runs(dagster_home: str | None) -> CheckResult:
 def stuck_runs(home: Path) -> list[tuple[str, str, str]]:
     """(run id, job and partition, why) of each STARTED run whose worker the health check finds gone."""
     import dagster as dg
-    from dagster._core.launcher import WorkerStatus
 
     from movie_assets.automation.run_launcher import run_worker_health
+    from movie_assets.dagster_private import WorkerStatus
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         stuck = []

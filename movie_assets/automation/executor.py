@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 import dagster as dg
-from dagster._core.launcher import WorkerStatus
 
 from movie_assets.automation.run_launcher import orchestrator_health, orchestrator_tag
+from movie_assets.dagster_private import WorkerStatus
 
 INNER = dg.multi_or_in_process_executor
 # Steps fork from a server that imported the code location once, instead of each starting an interpreter

@@ -27,13 +27,20 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from dagster import DagsterEventType, DagsterRun
-from dagster._core.errors import DagsterUserCodeUnreachableError
-from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, LaunchRunContext, WorkerStatus
-from dagster._core.storage.tags import GRPC_INFO_TAG
-from dagster._grpc.client import DagsterGrpcClient
-from dagster._grpc.types import CanCancelExecutionRequest, CanCancelExecutionResult, GetCurrentRunsResult
-from dagster._serdes import deserialize_value
+from dagster import DagsterEventType, DagsterRun, DefaultRunLauncher
+
+from movie_assets.dagster_private import (
+    GRPC_INFO_TAG,
+    CanCancelExecutionRequest,
+    CanCancelExecutionResult,
+    CheckRunHealthResult,
+    DagsterGrpcClient,
+    DagsterUserCodeUnreachableError,
+    GetCurrentRunsResult,
+    LaunchRunContext,
+    WorkerStatus,
+    deserialize_value,
+)
 
 # The code server's id when the run was launched: a proxy that answers with another one has
 # reloaded (or restarted) its code, so "not running here" says nothing about the run.

@@ -19,7 +19,7 @@ PACKAGES = ("movie_assets", "movie_platform")
 # floor only its own folder (resources may use resources, domain may use domain). Asset
 # modules name upstream assets by key, so they never import each other.
 FLOORS: list[tuple[str, ...]] = [
-    ("movie_assets.domain", "movie_assets.settings", "movie_assets.object_layout"),
+    ("movie_assets.domain", "movie_assets.settings", "movie_assets.object_layout", "movie_assets.dagster_private"),
     ("movie_assets.partitions", "movie_assets.feature_definitions"),
     ("movie_assets.resources",),
     ("movie_assets.checks",),
@@ -126,6 +126,40 @@ def test_domain_imports_no_dagster_and_nothing_of_the_code_location():
         assert not {i for i in imported if i.split(".")[0].startswith("dagster")}, module
         ours = {i for i in imported if i.split(".")[0] in PACKAGES}
         assert all(i.startswith("movie_assets.domain") for i in ours), (module, ours)
+
+
+# Each library's private API (names with a leading underscore) is imported in one guarded module only.
+PRIVATE_API_HOMES = {"dagster": "movie_assets.dagster_private", "feast": "movie_assets.resources.feast_private"}
+
+
+def private_imports(graph: dict[str, set[str]]) -> list[str]:
+    """(module, private name) pairs outside each library's one guarded module."""
+    return sorted(
+        f"{module} imports {name}"
+        for module, imported in graph.items()
+        for name in imported
+        if name.split(".")[0] in PRIVATE_API_HOMES
+        and any(part.startswith("_") for part in name.split(".")[1:])
+        and module != PRIVATE_API_HOMES[name.split(".")[0]]
+    )
+
+
+def test_private_dagster_and_feast_api_is_imported_in_one_guarded_module_each():
+    assert private_imports(import_graph()) == []
+
+
+def test_the_private_import_checker_catches_one():
+    graph = {"movie_assets.automation.executor": {"dagster._core.launcher", "dagster"}}
+    assert private_imports(graph) == ["movie_assets.automation.executor imports dagster._core.launcher"]
+
+
+def test_dagster_private_refuses_another_dagster_version():
+    from movie_assets.dagster_private import DAGSTER_PRIVATE_VERSION, DagsterPrivateApiError, check_dagster_version
+
+    check_dagster_version()  # the installed one: the pin
+    with pytest.raises(DagsterPrivateApiError, match="dagster_private.py") as refused:
+        check_dagster_version("1.14.0")
+    assert DAGSTER_PRIVATE_VERSION in str(refused.value) and "1.14.0" in str(refused.value)
 
 
 def test_code_location_never_imports_movie_platform():

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 import pandas as pd
-from dagster._core.definitions.metadata.metadata_set import TableMetadataSet  # not exported by `dagster` in 1.13
 
 from movie_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, refuse_reversed_range
 from movie_assets.resources.postgres.database import PostgresDatabase, TableRows, WithSideTables
 from movie_assets.resources.postgres.schema import columns_of, table_schema
+
+TABLE_NAME = "dagster/table_name"  # Dagster's documented metadata keys (the public face of TableMetadataSet)
 
 
 class PostgresIOManager(dg.ConfigurableIOManager):
@@ -21,10 +23,10 @@ class PostgresIOManager(dg.ConfigurableIOManager):
     The asset declares its columns as `dagster/column_schema` metadata (SQL types) and, when
     partitioned, the date column that holds the partition as `partition_expr` (Dagster's name for
     it in its database IO managers; default `release_month`). Another table than the asset key
-    is named with `dagster/table_name` (`TableMetadataSet(table_name=...)`).
-    Partition ranges (single-run backfills) work the same way. Each write reports
-    `TableMetadataSet`: the qualified table name, the rows of the written window, the table's
-    rows and the column schema.
+    is named with `dagster/table_name` metadata.
+    Partition ranges (single-run backfills) work the same way. Each write reports Dagster's table
+    metadata (`dagster/table_name`, `dagster/partition_row_count`, `dagster/row_count`,
+    `dagster/column_schema`): the qualified table name, the window's rows, the table's rows, the columns.
     """
 
     database: PostgresDatabase
@@ -72,7 +74,8 @@ class PostgresIOManager(dg.ConfigurableIOManager):
                 f"asset {output.asset_key.to_user_string()} stores to PostgreSQL but declares no dagster/column_schema"
             )
         columns = columns_of(schema.schema if hasattr(schema, "schema") else schema)
-        named = TableMetadataSet.extract(metadata).table_name
+        named = metadata.get(TABLE_NAME)
+        named = getattr(named, "value", named)  # a str, or its TextMetadataValue
         table = str(named).rsplit(".", 1)[-1] if named else output.asset_key.path[-1]
         partitioned = (input_context or output).has_asset_partitions
         partition_column = str(metadata.get("partition_expr") or "release_month") if partitioned else None
@@ -86,14 +89,16 @@ class PostgresIOManager(dg.ConfigurableIOManager):
 
 def table_metadata(
     database: PostgresDatabase, table: str, columns: Mapping[str, str], partition_rows: int | None
-) -> TableMetadataSet:
+) -> dict[str, Any]:
     """Dagster's table metadata of a write: qualified name, column schema, the table's rows, the window's rows."""
-    return TableMetadataSet(
-        table_name=f"{database.db_schema}.{table}",
-        column_schema=table_schema(columns),
-        row_count=database.count_rows(table),
-        partition_row_count=partition_rows,
-    )
+    metadata: dict[str, Any] = {
+        TABLE_NAME: f"{database.db_schema}.{table}",
+        "dagster/column_schema": table_schema(columns),
+        "dagster/row_count": database.count_rows(table),
+    }
+    if partition_rows is not None:
+        metadata["dagster/partition_row_count"] = partition_rows
+    return metadata
 
 
 def _refuse_a_reversed_run_range(context: dg.InputContext | dg.OutputContext) -> None:
