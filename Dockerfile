@@ -10,4 +10,4 @@ COPY movie_platform ./movie_platform
 # [compose]: JupyterLab, and Flask-WTF for MLflow's basic-auth app (`mlflow server --app-name basic-auth`).
 RUN pip install -e ".[compose]"
 COPY . .
-RUN mkdir -p $DAGSTER_HOME && cp docker/dagster.yaml workspace.yaml $DAGSTER_HOME/
+RUN mkdir -p $DAGSTER_HOME && cp dagster.yaml workspace.yaml $DAGSTER_HOME/

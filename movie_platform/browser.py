@@ -47,7 +47,7 @@ def launch_chromium(playwright, executable: str | None = None):
 
 
 def start_dagster_ui(
-    port: int, env: Mapping[str, str], log_file: Path, command: str = "dev", cwd: Path = REPO_ROOT
+    port: int, env: Mapping[str, str], log_file: Path, command: str = "dev", cwd: Path | None = None
 ) -> subprocess.Popen:
     """`dagster dev` (webserver + daemon) or `dagster-webserver` on `movie_assets`, in a process group of its own.
 
@@ -56,14 +56,15 @@ def start_dagster_ui(
     """
     bin_dir = Path(sys.executable).parent
     if command == "dev":
-        cmd = [str(bin_dir / "dagster"), "dev", "-m", "movie_assets", "-h", "127.0.0.1", "-p", str(port)]
+        cmd = [str(bin_dir / "dagster"), "dev", "-m", "movie_assets", "-d", str(REPO_ROOT)]
     else:
-        cmd = [str(bin_dir / "dagster-webserver"), "-m", "movie_assets", "-h", "127.0.0.1", "-p", str(port)]
+        cmd = [str(bin_dir / "dagster-webserver"), "-m", "movie_assets", "-d", str(REPO_ROOT)]
+    cmd += ["-h", "127.0.0.1", "-p", str(port)]
     with open(log_file, "ab") as out:
         proc = subprocess.Popen(
             cmd,
             env=dict(env),
-            cwd=cwd,
+            cwd=cwd or env.get("DAGSTER_HOME") or REPO_ROOT,  # see `movie-platform dev`
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

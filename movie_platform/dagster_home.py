@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import yaml
+
 PASSWORD_VAR = "MOVIE_DAGSTER_PG_PASSWORD"
 
 
@@ -42,32 +44,31 @@ def storage_yaml(db_url: str, database: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_dagster_home(home: Path, db_url: str, database: str = "dagster", monitor_interval_s: int = 15) -> None:
-    """The local instance keeps runs, events and schedules in PostgreSQL, like compose.
+INSTANCE_TEMPLATE = Path(__file__).resolve().parents[1] / "dagster.yaml"  # the one instance config (compose's too)
+MONITOR_INTERVALS = ("poll_interval_seconds", "free_slots_after_run_end_seconds")
+
+
+def instance_config(db_url: str, database: str = "dagster", monitor_interval_s: int | None = None) -> dict:
+    """The repository's dagster.yaml with its documented substitutions: this stack's storage, and (for tests)
+    shorter run-monitoring intervals. Everything else (run launcher, monitoring, concurrency) is the file's."""
+    config = yaml.safe_load(INSTANCE_TEMPLATE.read_text())
+    config["storage"] = yaml.safe_load(storage_yaml(db_url, database))["storage"]
+    if monitor_interval_s is not None:
+        config["run_monitoring"].update(dict.fromkeys(MONITOR_INTERVALS, monitor_interval_s))
+    return config
+
+
+def write_dagster_home(
+    home: Path, db_url: str, database: str = "dagster", monitor_interval_s: int | None = None
+) -> None:
+    """The local instance: the repository's dagster.yaml, storage in this stack's PostgreSQL (like compose's).
 
     Run monitoring (in the daemon of `make dev`) fails a run whose worker died, which the launcher
-    `RunWorkerCheckingLauncher` detects, and frees the pool slots of ended runs, every `monitor_interval_s`.
+    `RunWorkerCheckingLauncher` detects, and frees the pool slots of ended runs.
     """
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(
-        "# Written by `movie-platform up`; the compose twin is docker/dagster.yaml.\n"
-        + storage_yaml(db_url, database)
-        + "run_coordinator:\n"
-        "  module: dagster.core.run_coordinator\n"
-        "  class: QueuedRunCoordinator\n"
-        "run_launcher:\n"
-        "  module: movie_assets.automation.run_launcher\n"
-        "  class: RunWorkerCheckingLauncher\n"
-        "run_monitoring:  # a killed run must not keep its tmdb_api slot: see the compose twin\n"
-        "  enabled: true\n"
-        "  start_timeout_seconds: 180\n"
-        "  cancel_timeout_seconds: 180\n"
-        f"  poll_interval_seconds: {monitor_interval_s}\n"
-        "  max_resume_run_attempts: 0\n"
-        f"  free_slots_after_run_end_seconds: {monitor_interval_s}\n"
-        "concurrency:\n"
-        "  pools:\n"
-        "    default_limit: 1  # the only pool is tmdb_api: one crawl at a time shares TMDB's rate limit\n"
-        "telemetry:\n"
-        "  enabled: false\n"
+        f"# Written by `movie-platform up` from {INSTANCE_TEMPLATE.name} in the repository root: its storage is\n"
+        "# this stack's PostgreSQL (password from MOVIE_DAGSTER_PG_PASSWORD); edit that file, not this one.\n"
+        + yaml.safe_dump(instance_config(db_url, database, monitor_interval_s), sort_keys=False)
     )

@@ -141,9 +141,27 @@ def test_the_specification_rejects_mistakes_our_rules_let_through(compose, compo
     assert spec_errors(compose_spec, broken)
 
 
-def test_dagster_dev_finds_no_instance_file_to_ignore_in_the_repo_root():
-    """`dagster dev` warns that a dagster.yaml in its working directory is ignored (DAGSTER_HOME wins)."""
-    assert [name for name in ("dagster.yaml", "dagster.yml") if (REPO_ROOT / name).exists()] == []
+def test_the_embedded_instance_is_the_repository_dagster_yaml_with_only_the_documented_substitutions(tmp_path):
+    """One instance config (issue 28): compose copies the top-level dagster.yaml, the embedded stack writes it with
+    its own storage and, for tests, shorter monitoring intervals. Nothing else may differ."""
+    from movie_platform.dagster_home import MONITOR_INTERVALS, PASSWORD_VAR, write_dagster_home
+
+    template = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
+    write_dagster_home(tmp_path, "postgresql://postgres:s3cret@127.0.0.1:15432/movies", "dagster_x", 2)
+    written = (tmp_path / "dagster.yaml").read_text()
+    local = yaml.safe_load(written)
+    assert "s3cret" not in written
+    storage = local["storage"]["postgres"]["postgres_db"]
+    assert (storage["hostname"], storage["port"], storage["db_name"]) == ("127.0.0.1", 15432, "dagster_x")
+    assert storage["password"] == {"env": PASSWORD_VAR}
+    assert all(local["run_monitoring"][key] == 2 for key in MONITOR_INTERVALS)
+    for config in (template, local):
+        del config["storage"]
+        for key in MONITOR_INTERVALS:
+            del config["run_monitoring"][key]
+    assert local == template
+    assert "cp dagster.yaml workspace.yaml $DAGSTER_HOME/" in (REPO_ROOT / "Dockerfile").read_text()
+    assert not (DOCKER_DIR / "dagster.yaml").exists(), "a second instance file drifts (issue 28)"
 
 
 def test_every_service_is_there_with_an_image_or_build(compose):
@@ -211,8 +229,7 @@ def test_secrets_come_from_env_example(compose):
 
 
 def test_dagster_instance_and_workspace_agree_with_compose(compose):
-    instance = yaml.safe_load((DOCKER_DIR / "dagster.yaml").read_text())
-    assert "cp docker/dagster.yaml workspace.yaml $DAGSTER_HOME/" in (REPO_ROOT / "Dockerfile").read_text()
+    instance = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
     env = compose["services"]["dagster-daemon"]["environment"]
     postgres = instance["storage"]["postgres"]["postgres_db"]
     for key in ("hostname", "username", "password", "db_name"):

@@ -68,6 +68,8 @@ def test_backgrounded_dev_stops(dev_stack, stop):
         tree = process_tree(dev.pid)  # movie-platform, redis (started by its `up`), dagster dev, webserver, daemon, ...
         assert len(tree) >= 4, short(tree)
 
+        # The repository's dagster.yaml (the instance's template) is not "ignored": dev runs in DAGSTER_HOME.
+        assert "Found a dagster instance configuration" not in log.read_text(), log.read_text()[-2000:]
         status = dev_stack.cli("status").stdout
         dev_line = next((line for line in status.splitlines() if line.startswith("dev ")), "")
         assert " running " in dev_line and url in dev_line, status
