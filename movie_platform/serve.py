@@ -47,6 +47,7 @@ DEFAULT_POLL_SECONDS = 5.0
 PORT_ENV = "MOVIE_SERVE_PORT"
 DEFAULT_PORT = 18000
 MAX_IDS = 1000  # per request: one pipelined read; more is a batch job (movie_rating_predictions)
+MAX_BODY_BYTES = 100_000  # a /predict body of MAX_IDS ids is under 25 kB; larger is refused with 413, unread
 ABSENT_HINT = "never materialized, deleted, or their Redis keys expired with the feature view's TTL"
 
 log = logging.getLogger("movie_platform.serve")
@@ -211,7 +212,11 @@ def error(status: int, message: str, **extra) -> JSONResponse:
 
 
 class BadRequest(ValueError):
-    pass
+    """400: the request names what it asks for wrongly."""
+
+
+class TooLarge(ValueError):
+    """413: the request is larger than any valid one."""
 
 
 def movie_ids(raw: list) -> list[int]:
@@ -238,12 +243,39 @@ def plain(values: np.ndarray) -> list[list[float | None]]:
     return rows
 
 
-def build_app(features: OnlineFeatures, follower: ChampionFollower, interval: float) -> Starlette:
-    redis_down = (
-        f"Redis (the online store) at {features.redis_url} did not answer: start it (`movie-platform up`) or "
-        "check MOVIE_REDIS_URL"
+def redis_trouble(redis_url: str, exc: BaseException) -> str:
+    """What is wrong with the online store, for a 503 or /health: refused credentials are not an outage."""
+    text = str(exc)
+    if type(exc).__name__ == "AuthenticationError" or "WRONGPASS" in text or "NOAUTH" in text:
+        return (
+            f"Redis (the online store) at {redis_url} refused the credentials in MOVIE_REDIS_URL: give it the "
+            "password the server expects (`movie-platform env` prints the embedded stack's)"
+        )
+    return (
+        f"Redis (the online store) at {redis_url} did not answer: start it (`movie-platform up`) or check "
+        "MOVIE_REDIS_URL"
     )
 
+
+async def json_body(request: Request) -> object:
+    """The request's JSON; BadRequest says what is wrong, TooLarge refuses a body over MAX_BODY_BYTES unread."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise TooLarge(f"the body is {int(declared):,} bytes; at most {MAX_BODY_BYTES:,}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise TooLarge(f"the body is over {MAX_BODY_BYTES:,} bytes")
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise BadRequest('the body nests too deep to be {"movie_ids": [...]}') from None
+    except ValueError:  # not JSON, or an integer of thousands of digits
+        raise BadRequest('the body must be JSON: {"movie_ids": [290000001, 290000002]}') from None
+
+
+def build_app(features: OnlineFeatures, follower: ChampionFollower, interval: float) -> Starlette:
     def read(ids: list[int]) -> Read | JSONResponse:
         try:
             return features.read(ids)
@@ -251,8 +283,9 @@ def build_app(features: OnlineFeatures, follower: ChampionFollower, interval: fl
             import redis
 
             if isinstance(exc, redis.RedisError):
-                log.error("%s: %s", redis_down, redact_text(str(exc)))
-                return error(503, redis_down)
+                trouble = redis_trouble(features.redis_url, exc)
+                log.error("%s: %s", trouble, redact_text(str(exc)))
+                return error(503, trouble)
             raise
 
     async def get_features(request: Request) -> JSONResponse:
@@ -275,9 +308,11 @@ def build_app(features: OnlineFeatures, follower: ChampionFollower, interval: fl
 
     async def post_predict(request: Request) -> JSONResponse:
         try:
-            body = json.loads(await request.body())
-        except ValueError:
-            return error(400, 'the body must be JSON: {"movie_ids": [290000001, 290000002]}')
+            body = await json_body(request)
+        except TooLarge as exc:
+            return error(413, str(exc))
+        except BadRequest as exc:
+            return error(400, str(exc))
         raw = body.get("movie_ids") if isinstance(body, dict) else None
         if not isinstance(raw, list):
             return error(400, 'the body must be a JSON object with a list "movie_ids": {"movie_ids": [290000001]}')
@@ -318,7 +353,8 @@ def build_app(features: OnlineFeatures, follower: ChampionFollower, interval: fl
             await asyncio.wait_for(asyncio.to_thread(features.ping), timeout=2)
             redis_state: dict = {"ok": True, "url": features.redis_url}
         except Exception as exc:
-            redis_state = {"ok": False, "url": features.redis_url, "error": f"{redis_down}: {redact_text(str(exc))}"}
+            trouble = redis_trouble(features.redis_url, exc)
+            redis_state = {"ok": False, "url": features.redis_url, "error": f"{trouble}: {redact_text(str(exc))}"}
         registry = {
             "ok": follower.registry_error is None and follower.polled_at is not None,
             "url": redact_url(follower.tracking.tracking_uri),

@@ -185,6 +185,8 @@ def movie_id_of(value) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, str) and value.isascii() and value.isdigit():
+        if len(value.lstrip("0")) > len(str(MAX_MOVIE_ID)):  # no bigint; int() of 5,000 digits raises
+            return None
         value = int(value)
     if isinstance(value, int) and 0 < value <= MAX_MOVIE_ID:
         return value

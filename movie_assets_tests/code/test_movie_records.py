@@ -120,3 +120,13 @@ def test_the_cli_refuses_a_movie_id_that_is_no_tmdb_id_with_a_message_not_a_trac
             build_parser().parse_args(["features", bad])
         assert exited.value.code == 2 and "is not a TMDB movie id" in capsys.readouterr().err
     assert build_parser().parse_args(["predict", "550", "603"]).movie_ids == [550, 603]
+
+
+def test_an_id_of_thousands_of_digits_is_no_id_not_a_crash():
+    """int() refuses strings over 4,300 digits: a 5,000-digit id used to raise out of validation."""
+    from movie_assets.domain.movie_records import movie_id_of
+
+    assert movie_id_of("9" * 5000) is None and movie_id_of("0" * 30 + "42") == 42
+    assert movie_id_of(str(2**63 - 1)) == 2**63 - 1 and movie_id_of(str(2**63)) is None
+    row, reason = validate({**details(), "id": "7" * 5000}, JAN)
+    assert row is None and "id is not a positive integer" in reason

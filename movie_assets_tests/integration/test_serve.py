@@ -8,6 +8,7 @@ polls the registry every 0.5 s.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import subprocess
@@ -82,8 +83,8 @@ def tracking(stack_env, feast):
     client.delete_experiment(client.get_experiment_by_name(name).experiment_id)
 
 
-@pytest.fixture(scope="module")
-def server(stack_env, feast, tracking, tmp_path_factory):
+@contextlib.contextmanager
+def serving(stack_env, feast, tracking, log_dir, **variables):
     """`movie-platform serve` on a free loopback port, in front of the test's project and model."""
     port = free_ports(1)[0]
     env = {k: v for k, v in os.environ.items() if not k.startswith(STACK_VARS)}
@@ -93,8 +94,9 @@ def server(stack_env, feast, tracking, tmp_path_factory):
         MOVIE_STORAGE_URL=feast.storage_url,
         MOVIE_MODEL_NAME=tracking.registered_model,
         MOVIE_SERVE_POLL_SECONDS=str(POLL_SECONDS),
+        **variables,
     )
-    log_file = tmp_path_factory.mktemp("serve-log") / "serve.log"
+    log_file = log_dir / "serve.log"
     with log_file.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "movie_platform.cli", "serve", "--port", str(port)],
@@ -105,15 +107,47 @@ def server(stack_env, feast, tracking, tmp_path_factory):
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: proc.poll() is not None or requests.get(f"{url}/health", timeout=2).ok, 90, "serve", log_file)
+        # Up once /health answers at all (503 while degraded: what some tests want to see).
+        wait_for(
+            lambda: proc.poll() is not None or requests.get(f"{url}/health", timeout=2).status_code,
+            90,
+            "serve",
+            log_file,
+        )
         assert proc.poll() is None, log_file.read_text()
         yield url, proc, log_file
     finally:
         stop_process_group(proc, 15)
 
 
+@pytest.fixture(scope="module")
+def server(stack_env, feast, tracking, tmp_path_factory):
+    with serving(stack_env, feast, tracking, tmp_path_factory.mktemp("serve-log")) as running:
+        wait_for(lambda: requests.get(f"{running[0]}/health", timeout=2).ok, 90, "serve's health", running[2])
+        yield running
+
+
+def test_health_names_refused_redis_credentials(stack_env, feast, tracking, tmp_path):
+    """A wrong Redis password is not "Redis did not answer" (issue 28)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(stack_env["MOVIE_REDIS_URL"])
+    wrong = urlunsplit(parts._replace(netloc=f":not-the-password@{parts.hostname}:{parts.port}"))
+    with serving(stack_env, feast, tracking, tmp_path, MOVIE_REDIS_URL=wrong) as (url, _, log_file):
+        health = requests.get(f"{url}/health", timeout=10)
+        assert health.status_code == 503, health.text
+        error = health.json()["redis"]["error"]
+        assert "refused the credentials in MOVIE_REDIS_URL" in error and "not-the-password" not in health.text, error
+        features = requests.get(f"{url}/features", params={"movie_id": 1}, timeout=10)
+        assert features.status_code == 503 and "refused the credentials" in features.json()["error"], features.text
+
+
 def predict(url: str, ids: list) -> requests.Response:
     return requests.post(f"{url}/predict", json={"movie_ids": ids}, timeout=10)
+
+
+def post_raw(url: str, body: bytes) -> requests.Response:
+    return requests.post(f"{url}/predict", data=body, headers={"Content-Type": "application/json"}, timeout=30)
 
 
 def own_scores(tracking, feast, version: str, ids: list[int]) -> dict[int, float]:
@@ -176,17 +210,23 @@ def test_unknown_old_and_bad_requests_are_named(server, feast):
     assert list(scores_of(mixed)) == [2, OLD]
     assert mixed.json()["not_online"] == [UNKNOWN] and mixed.json()["stale"] == []
 
-    for bad in (
-        requests.get(f"{url}/features", params={"movie_id": "abc"}, timeout=10),
-        requests.get(f"{url}/features", timeout=10),
-        requests.post(f"{url}/predict", data=b"{not json", timeout=10),
-        requests.post(f"{url}/predict", json={"ids": [1]}, timeout=10),
-        predict(url, [1, -5, 2.5, True]),
-        predict(url, list(range(1, 1002))),
-    ):
-        assert bad.status_code == 400, (bad.request.url, bad.text)
-        assert bad.json()["error"], bad.text
-    assert "-5" in predict(url, [1, -5]).json()["error"]
+    # Every malformed or oversized request: its status and a part of the reason it names. One line per case.
+    hostile = {
+        "not a number": (requests.get(f"{url}/features", params={"movie_id": "abc"}, timeout=10), 400, "not TMDB"),
+        "no id": (requests.get(f"{url}/features", timeout=10), 400, "no movie ids"),
+        "not JSON": (requests.post(f"{url}/predict", data=b"{not json", timeout=10), 400, "must be JSON"),
+        "no movie_ids": (requests.post(f"{url}/predict", json={"ids": [1]}, timeout=10), 400, '"movie_ids"'),
+        "bad ids": (predict(url, [1, -5, 2.5, True]), 400, "-5"),
+        "1,001 ids": (predict(url, list(range(1, 1002))), 400, "at most 1000"),
+        "8 kB id": (requests.get(f"{url}/features", params={"movie_id": "9" * 8000}, timeout=10), 400, "not TMDB"),
+        "64 kB id in JSON": (post_raw(url, b'{"movie_ids": [' + b"9" * 64_000 + b"]}"), 400, "must be JSON"),
+        "nested 100k deep": (post_raw(url, b"[" * 100_000 + b"]" * 100_000), 413, "at most 100,000"),
+        "nested 5k deep": (post_raw(url, b"[" * 5_000 + b"]" * 5_000), 400, "nests too deep"),
+        "2 MB body": (post_raw(url, b" " * 2_000_000 + b'{"movie_ids": [1]}'), 413, "at most 100,000"),
+    }
+    for case, (response, status, reason) in hostile.items():
+        assert response.status_code == status, (case, response.status_code, response.text[:300])
+        assert reason in response.json()["error"], (case, response.text[:300])
 
 
 def test_a_moved_champion_is_served_without_a_restart_and_never_mixed(server, feast, tracking):
