@@ -7,6 +7,7 @@ built from them in `resources/`. Secrets are redacted before anything is printed
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 from collections.abc import Mapping
@@ -16,6 +17,33 @@ from urllib.parse import urlsplit, urlunsplit
 S3_TEST_BUCKET = "movie-platform"
 DEFAULT_TMDB_BASE_URL = "https://api.themoviedb.org/3"
 DEFAULT_PARTITION_START = "1990-01-01"  # with the API; the sample starts at its first month
+
+
+class SettingError(ValueError):
+    """A variable's value the platform cannot use: the message names the variable and what it expects."""
+
+
+def port_setting(name: str, default: int, env: Mapping[str, str] | None = None) -> int:
+    """A TCP port from `name`, or `default` when unset."""
+    raw = (os.environ if env is None else env).get(name) or ""
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 65535):
+        raise SettingError(f"{name}={raw!r} is no TCP port: give a number from 1 to 65535 (default {default})")
+    return int(raw)
+
+
+def month_setting(name: str, raw: str | None) -> str | None:
+    """A month as its first day in ISO form (`1990-01-01`), the form partition keys take; None when unset."""
+    if not raw:
+        return None
+    try:
+        day = dt.date.fromisoformat(raw)
+    except ValueError:
+        day = None
+    if day is None or day.day != 1 or len(raw) != 10:
+        raise SettingError(f"{name}={raw!r} is no month: give its first day as YYYY-MM-01, like 1990-01-01")
+    return raw
 
 
 @dataclass(frozen=True)
@@ -50,7 +78,7 @@ class Settings:
             mlflow_tracking_uri=source.get("MLFLOW_TRACKING_URI") or None,
             tmdb_base_url=source.get("TMDB_BASE_URL") or DEFAULT_TMDB_BASE_URL,
             tmdb_source=source.get("TMDB_SOURCE") or ("api" if has_tmdb_credentials else "sample"),
-            partition_start=source.get("MOVIE_PARTITION_START") or None,
+            partition_start=month_setting("MOVIE_PARTITION_START", source.get("MOVIE_PARTITION_START")),
             feast_project=source.get("MOVIE_FEAST_PROJECT") or None,
             mlflow_experiment=source.get("MOVIE_MLFLOW_EXPERIMENT") or "movie_rating",
             model_name=source.get("MOVIE_MODEL_NAME") or "movie_rating_xgb",

@@ -7,7 +7,7 @@ import os
 import shlex
 import sys
 
-from movie_assets.settings import Settings, redact_env_value, redact_url
+from movie_assets.settings import SettingError, Settings, port_setting, redact_env_value, redact_url
 from movie_platform.local_stack import Stack, StackError
 
 
@@ -251,7 +251,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not settings.mlflow_tracking_uri:
         raise StackError("MLFLOW_TRACKING_URI is not set: run `movie-platform up` or set it")
     try:
-        port = args.port or int(env.get(serve.PORT_ENV) or serve.DEFAULT_PORT)
+        port = args.port or port_setting(serve.PORT_ENV, serve.DEFAULT_PORT, env)
         interval = serve.poll_seconds(env)
         serve.run(
             feast_store_from_env(), MlflowTracking.from_settings(settings), args.host, port, interval, args.access_log
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except StackError as exc:
+    except (StackError, SettingError) as exc:  # a named service or variable, and what to do: no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

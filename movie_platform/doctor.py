@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from movie_assets.settings import Settings, redact_text, redact_url
+from movie_assets.settings import SettingError, Settings, redact_text, redact_url
 from movie_platform.local_stack import DEFAULT_PORTS, Stack
 
 TIMEOUT_S = 5
@@ -44,7 +44,14 @@ def configured(value: str | None, var: str) -> str:
 def check_postgres(settings: Settings) -> str:
     import psycopg
 
+    from movie_assets.resources.postgres.schema import SCHEMA_NAME
+
     url = configured(settings.db_url, "MOVIE_DB_URL")
+    if not SCHEMA_NAME.fullmatch(settings.db_schema):  # what every run's database resource refuses at load
+        raise SettingError(
+            f"MOVIE_DB_SCHEMA={settings.db_schema!r} is refused by every run: give a plain lower-case PostgreSQL "
+            "name (a-z, 0-9 and _, not starting with a digit, at most 63 characters)"
+        )
     with psycopg.connect(url, connect_timeout=TIMEOUT_S) as conn:
         row = conn.execute("show server_version").fetchone()
     assert row is not None, "SHOW always returns one row"
@@ -130,7 +137,9 @@ def run_checks(settings: Settings, stack: Stack | None = None) -> list[CheckResu
         except Exception as exc:  # noqa: BLE001 - every failure becomes one readable line
             reason = redact_text(_first_line(exc))
             where = redact_url(getattr(settings, SETTING_OF[service]))
-            if any(sign in reason for sign in AUTH_FAILURES):
+            if isinstance(exc, SettingError):  # the service may be fine; the variable is not
+                line = reason
+            elif any(sign in reason for sign in AUTH_FAILURES):
                 line = f"refuses the credentials in {var} at {where}: {reason} -> {CREDENTIALS_REMEDY.format(var=var)}"
             else:
                 line = f"unreachable at {where}: {reason} -> {remedy}"

@@ -37,7 +37,7 @@ from urllib.parse import quote, urlsplit
 
 import psutil
 
-from movie_assets.settings import S3_TEST_BUCKET, dagster_storage_url, database_url, redact_url
+from movie_assets.settings import S3_TEST_BUCKET, dagster_storage_url, database_url, port_setting, redact_url
 from movie_platform import stack_secrets
 from movie_platform.dagster_home import dagster_env, write_dagster_home
 from movie_platform.pg_auth import PostgresAuthError, secure_postgres, set_role_password
@@ -122,7 +122,7 @@ class Stack:
 
     def port(self, service: str) -> int:
         var, default = DEFAULT_PORTS[service]
-        return int(self.environ.get(var, default))
+        return port_setting(var, default, self.environ)
 
     # ---- state -------------------------------------------------------------------
     def load(self) -> dict:

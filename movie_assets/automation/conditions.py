@@ -26,6 +26,7 @@ from movie_assets.automation.staleness import (
     InputsNewer,
     NotBuiltSinceCronTick,
 )
+from movie_assets.settings import SettingError
 
 AC = dg.AutomationCondition
 DEFAULT_TRAINING_CRON = "0 4 * * 1"  # Mondays 04:00 UTC; MOVIE_TRAINING_CRON overrides it
@@ -101,6 +102,13 @@ def on_training_cron(cron: str | None = None) -> dg.AutomationCondition:
     Level-triggered like the rest: a tick missed while the daemon was down is caught up on its next evaluation.
     """
     schedule = cron or os.environ.get("MOVIE_TRAINING_CRON") or DEFAULT_TRAINING_CRON
+    try:
+        dg.AutomationCondition.cron_tick_passed(schedule)  # Dagster's own check of a cron string
+    except Exception:  # noqa: BLE001 - Dagster raises its invariant error; the variable is what to name
+        raise SettingError(
+            f"MOVIE_TRAINING_CRON={schedule!r} is no cron schedule: give five fields, like {DEFAULT_TRAINING_CRON!r} "
+            "(Mondays 04:00 UTC)"
+        ) from None
     due = NotBuiltSinceCronTick(schedule) & ~FailedTooOften(schedule)
     return (not_running() & ~inputs_requested() & ~unpartitioned_parent_missing() & due).with_label(
         f"on_training_cron({schedule})"
