@@ -155,6 +155,7 @@ def apply_tmdb_changes(
             **totals,
             "requests": changes.stats.requests + details.stats.requests,
             "change_list_pages": changes.stats.pages,
+            "change_list_items_skipped": changes.stats.skipped,  # items that name no movie: counted, never fatal
             "duration_s": round(time.monotonic() - started, 2),
         },
     )

@@ -276,3 +276,19 @@ def test_retries_take_the_next_token_so_a_crawl_with_5xx_keeps_tmdbs_rate():
     rate = len(arrivals) / elapsed
     assert rate >= 0.9 * limit, f"{len(arrivals)} requests in {elapsed:.2f} s: {rate / limit:.2f}x of the limit"
     assert busiest_second(arrivals) <= limit and served.get("429", 0) == 0
+
+
+def test_a_hostile_change_list_page_is_read_and_its_bad_items_counted_never_fatal():
+    """`total_pages: "abc"`, a string id, an item that is no object, an id of 31 digits: each once stopped every
+    sync (or was dropped in silence). Now the ids that name movies are read, the rest counted as skipped."""
+    page = {
+        "page": 1,
+        "total_pages": "abc",
+        "results": [{"id": 5}, "junk", {"id": "284000083"}, {"id": 10**30}, {"id": 7}],
+    }
+    with ScriptedTmdb(200, json.dumps(page).encode()) as server:
+        tmdb = TmdbApiClient(base_url=server.base_url, api_key=KEY, max_retries=1, backoff_base_s=0.01)
+        changes = tmdb.changed_ids(dt.date(2026, 12, 1), dt.date(2026, 12, 1), log=lambda _: None)
+    assert changes.ids == [5, 7, 284000083]
+    # Page 1, then page 2 (the count is no number: paged until a short page): two bad items on each.
+    assert (changes.stats.pages, changes.stats.skipped) == (2, 4), changes.stats

@@ -58,6 +58,7 @@ class CrawlStats:
     missing_listings: int = 0
     unreadable: int = 0  # details documents given up on: never parsed as JSON, or never finished in the deadline
     timed_out: int = 0  # attempts that ran past the request deadline
+    skipped: int = 0  # change-list items that name no movie (not an object, an id that is no TMDB id)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
