@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Literal, Protocol, overload
 
 import requests
@@ -42,6 +44,100 @@ class _DeadlineExceeded(Exception):
     """One attempt ran past `request_deadline_s` (connect to last body byte)."""
 
 
+class _BodyCut(Exception):
+    """The connection ended before the body its headers announced (a Content-Length longer than the body)."""
+
+
+_current = threading.local()  # the attempt this thread is making: its connection joins it in `request()`
+
+
+@dataclass(eq=False)  # hashed by identity: a set of the attempts in flight
+class _Attempt:
+    deadline: float
+    connection: object | None = None
+    expired: bool = False
+
+    def cut(self) -> None:
+        """Shut the attempt's socket: a recv blocked on headers that arrive a byte at a time returns at once."""
+        self.expired = True
+        sock = getattr(self.connection, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _Watched:
+    """Mixed into urllib3's connections: each request names its connection to the attempt of its thread."""
+
+    def request(self, *args, **kwargs):
+        attempt = getattr(_current, "attempt", None)
+        if attempt is not None:
+            attempt.connection = self
+        return super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _WatchedHTTPConnection(_Watched, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _WatchedPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class Deadlines:
+    """One total deadline per request, connect to last byte, headers included.
+
+    `requests`' timeouts bound each socket read, so headers sent one byte every few seconds held a
+    request (and its run, and SIGTERM waiting for it) for as long as the server liked. A reaper
+    thread shuts the socket of any attempt past its deadline; the attempt then fails as a timeout.
+    """
+
+    TICK_S = 0.2
+
+    def __init__(self) -> None:
+        self._attempts: set[_Attempt] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def attempt(self, seconds: float) -> Iterator[_Attempt]:
+        attempt = _Attempt(time.monotonic() + seconds)
+        with self._lock:
+            self._attempts.add(attempt)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._reap, name="tmdb-deadlines", daemon=True)
+                self._thread.start()
+        _current.attempt = attempt
+        try:
+            yield attempt
+        finally:
+            _current.attempt = None
+            with self._lock:
+                self._attempts.discard(attempt)
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _reap(self) -> None:
+        while not self._stop.wait(self.TICK_S):
+            now = time.monotonic()
+            with self._lock:
+                late = [a for a in self._attempts if a.deadline <= now and not a.expired]
+            for attempt in late:
+                attempt.cut()
+
+
 @contextmanager
 def request_pool(max_workers: int) -> Iterator[ThreadPoolExecutor]:
     """Threads for one call; on failure the requests not yet started are dropped, not waited for."""
@@ -71,11 +167,20 @@ class TmdbHttp:
         self._streak_lock = threading.Lock()
         self.session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=client.max_workers)
+        adapter.poolmanager.pool_classes_by_scheme = {"http": _WatchedPool, "https": _WatchedHTTPSPool}
+        self.deadlines = Deadlines()
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers["Accept"] = "application/json"
         if client.read_access_token:
             self.session.headers["Authorization"] = f"Bearer {client.read_access_token}"
+
+    def __enter__(self) -> TmdbHttp:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.deadlines.close()
+        self.session.close()
 
     @overload
     def get_json(self, path: str, params: dict | None = None, allow_404: Literal[False] = False) -> dict: ...
@@ -101,6 +206,8 @@ class TmdbHttp:
             except _DeadlineExceeded:
                 self.stats.add(timed_out=1)
                 problem = "deadline"
+            except _BodyCut:
+                problem = "200 with a body cut short of its Content-Length"
             except (OSError, urllib3.exceptions.HTTPError) as exc:  # requests' errors are OSErrors
                 problem = f"{type(exc).__name__}"
             else:
@@ -118,6 +225,11 @@ class TmdbHttp:
                 elif response.status_code == 404 and allow_404:
                     self._succeeded()
                     return None
+                elif allow_404 and 400 <= response.status_code < 500 and response.status_code not in (401, 429):
+                    # One movie's document refused (400, 403, 422...): that movie's problem, not the crawl's.
+                    raise TmdbUnreadableError(
+                        self._safe(f"TMDB {response.status_code} for {url}: {_status_message(response, body)}")
+                    )
                 elif response.status_code == 401:
                     raise TmdbAuthError(
                         self._safe(
@@ -174,9 +286,17 @@ class TmdbHttp:
 
         `requests`' timeout limits each socket read, so a body that drips a byte at a time would
         never time out. The body is read here instead, a chunk at a time, and before each read the
-        socket may wait only until the deadline. (Headers that drip remain bounded per read only.)
+        socket may wait only until the deadline; headers that drip are cut by `Deadlines`' reaper.
         """
-        deadline = time.monotonic() + self.client.request_deadline_s
+        with self.deadlines.attempt(self.client.request_deadline_s) as attempt:
+            try:
+                return self._get_within(url, params, attempt.deadline)
+            except (OSError, urllib3.exceptions.HTTPError, _BodyCut):
+                if attempt.expired:  # the reaper shut the socket: the deadline passed (headers dripping, say)
+                    raise _DeadlineExceeded from None
+                raise
+
+    def _get_within(self, url: str, params: dict, deadline: float) -> tuple[requests.Response, bytes]:
         limit = min(self.client.timeout_s, self.client.request_deadline_s)
         response = self.session.get(url, params=params, timeout=(limit, limit), stream=True)
         with response:
@@ -194,6 +314,8 @@ class TmdbHttp:
                     if deadline - time.monotonic() <= 0:
                         raise _DeadlineExceeded from None
                     raise
+                except urllib3.exceptions.ProtocolError as exc:  # IncompleteRead: fewer bytes than announced
+                    raise _BodyCut(str(exc)) from None
                 if not chunk:
                     return response, b"".join(chunks)
                 chunks.append(chunk)
