@@ -17,7 +17,7 @@ from movie_assets.domain.progress import Progress
 from movie_assets.object_layout import RAW_BACKUP_PATH
 from movie_assets.partitions import consecutive, month_window, monthly_asset, months_in, partition_window
 from movie_assets.resources import crawl_ledger
-from movie_assets.resources.object_store import ObjectStore
+from movie_assets.resources.object_store import ObjectStore, write_atomically
 from movie_assets.resources.postgres import PostgresDatabase, TableRows, table_metadata, table_schema
 from movie_assets.resources.tmdb import PAGE_SIZE, CrawlStats, TmdbAuthError, TmdbError, TmdbSource
 
@@ -264,19 +264,43 @@ def movies_raw_backup(
     """The raw partition as gzip JSON Lines in the object store: what `restore_movies_raw_from_backup` reads.
 
     Month by month (read, compress, write), so a backfill of any length holds one month in memory.
+    A backup never replaces one of more movies without keeping it: the old object stays beside the new
+    one as `movies.replaced-<UTC time>.jsonl.gz` (the sync's deletions shrink a month; so might a mistake).
     """
-    written, total, movies = [], 0, 0
+    written, total, movies, kept = [], 0, 0, []
     for key in context.partition_keys:
         month = dt.date.fromisoformat(key)
         part = database.read_rows("movies_raw", BACKUP_COLUMNS, "release_month", month_window(month))
         data = backup_bytes(part)
+        kept += keep_a_larger_backup(object_store, key, len(part))
         written.append(str(object_store.write(RAW_BACKUP_PATH, key, data)))
         total, movies = total + len(data), movies + len(part)
     context.log.info(f"backed up {movies} movies in {len(written)} monthly objects")
+    if kept:
+        context.log.warning(f"kept {len(kept)} earlier backups that held more movies: {', '.join(kept[:5])}")
     path = written[0] if len(written) == 1 else str(object_store.path_for(RAW_BACKUP_PATH, None).parent.parent)
     return dg.MaterializeResult(
-        metadata={"objects": len(written), "bytes": total, "movies": movies, "path": dg.MetadataValue.path(path)}
+        metadata={
+            "objects": len(written),
+            "bytes": total,
+            "movies": movies,
+            "larger_backups_kept": len(kept),
+            "path": dg.MetadataValue.path(path),
+        }
     )
+
+
+def keep_a_larger_backup(object_store: ObjectStore, key: str, movies: int) -> list[str]:
+    """Copy the month's current backup aside when it holds more movies than the one about to replace it."""
+    current = object_store.path_for(RAW_BACKUP_PATH, key)
+    if not current.exists():
+        return []
+    previous = current.read_bytes()
+    if gzip.decompress(previous).count(b"\n") <= movies:
+        return []
+    aside = current.with_name(f"movies.replaced-{clock.now():%Y%m%dT%H%M%S}.jsonl.gz")
+    write_atomically(aside, previous)
+    return [str(aside)]
 
 
 def backup_bytes(frame: pd.DataFrame) -> bytes:

@@ -183,7 +183,8 @@ def test_a_crawl_may_not_shrink_a_stored_month_on_its_own(database, object_store
     """After a good crawl, TMDB answers every listing page with `results: null` (its counts still true).
 
     The run fails naming the numbers and the way out, and the month keeps its movies and its raw
-    backup; with `allow_shrink: true` the same crawl stores what it found.
+    backup; with `allow_shrink: true` the same crawl stores what it found, and the larger backup is
+    kept beside the new one.
     """
     movies = movies_for_month(MONTH)
     assets = [movies_raw, movies_raw_backup]
@@ -221,3 +222,7 @@ def test_a_crawl_may_not_shrink_a_stored_month_on_its_own(database, object_store
 
     assert crawl(FakeTmdb(movies, faults=empty_listing), {"allow_shrink": True}).success
     assert stored() == 0
+    # The empty backup that replaced the month's kept the larger one beside it.
+    folder = object_store.path_for(RAW_BACKUP_PATH, MONTH.isoformat()).parent
+    (aside,) = [p for p in folder.iterdir() if p.name.startswith("movies.replaced-")]
+    assert aside.read_bytes() == backup
