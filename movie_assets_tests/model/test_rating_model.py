@@ -65,16 +65,21 @@ def pipeline(stack_env, tmp_path_factory):
         conn.execute(f'drop schema "{schema}" cascade')
 
 
-def train(pipeline, tracking: MlflowTracking, config: TrainingConfig | None = None):
+def materialize_model(pipeline, tracking: MlflowTracking, config: TrainingConfig | None = None, **options):
     resources = {**pipeline["resources"], "mlflow_tracking": tracking}
     run_config = dg.RunConfig({"movie_rating_model": config}) if config else None
-    result = dg.materialize(
+    return dg.materialize(
         ALL_ASSETS,
         selection=[movie_rating_model],
         resources=resources,
         instance=pipeline["instance"],
         run_config=run_config,
+        **options,
     )
+
+
+def train(pipeline, tracking: MlflowTracking, config: TrainingConfig | None = None):
+    result = materialize_model(pipeline, tracking, config)
     return result.asset_materializations_for_node("movie_rating_model")[0].metadata, result
 
 
@@ -266,15 +271,7 @@ def test_a_training_step_that_fails_leaves_its_mlflow_run_failed_not_running(pip
 
     monkeypatch.setattr(training, "choose_champion", broken)
     tracking = fresh_tracking(stack_env)
-    resources = {**pipeline["resources"], "mlflow_tracking": tracking}
-    result = dg.materialize(
-        ALL_ASSETS,
-        selection=[movie_rating_model],
-        resources=resources,
-        instance=pipeline["instance"],
-        raise_on_error=False,
-    )
-    assert not result.success
+    assert not materialize_model(pipeline, tracking, raise_on_error=False).success
     client = MlflowClient(stack_env["MLFLOW_TRACKING_URI"])
     (run,) = client.search_runs([client.get_experiment_by_name(tracking.experiment).experiment_id])
     assert run.info.status == "FAILED" and run.info.end_time is not None, run.info
