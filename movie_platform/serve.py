@@ -47,6 +47,7 @@ DEFAULT_POLL_SECONDS = 5.0
 PORT_ENV = "MOVIE_SERVE_PORT"
 DEFAULT_PORT = 18000
 MAX_IDS = 1000  # per request: one pipelined read; more is a batch job (movie_rating_predictions)
+PING_TIMEOUT_S = 6.0  # /health's wait for Redis
 MAX_BODY_BYTES = 100_000  # a /predict body of MAX_IDS ids is under 25 kB; larger is refused with 413, unread
 ABSENT_HINT = "never materialized, deleted, or their Redis keys expired with the feature view's TTL"
 
@@ -350,11 +351,13 @@ def build_app(features: OnlineFeatures, follower: ChampionFollower, interval: fl
 
     async def health(request: Request) -> JSONResponse:
         try:
-            await asyncio.wait_for(asyncio.to_thread(features.ping), timeout=2)
+            # redis-py retries a refused connection (and refused credentials) for about 3 s before it says which.
+            await asyncio.wait_for(asyncio.to_thread(features.ping), timeout=PING_TIMEOUT_S)
             redis_state: dict = {"ok": True, "url": features.redis_url}
         except Exception as exc:
             trouble = redis_trouble(features.redis_url, exc)
-            redis_state = {"ok": False, "url": features.redis_url, "error": f"{trouble}: {redact_text(str(exc))}"}
+            detail = str(exc) or f"no answer within {PING_TIMEOUT_S:g} s"
+            redis_state = {"ok": False, "url": features.redis_url, "error": f"{trouble}: {redact_text(detail)}"}
         registry = {
             "ok": follower.registry_error is None and follower.polled_at is not None,
             "url": redact_url(follower.tracking.tracking_uri),
