@@ -56,9 +56,9 @@ def start_dagster_ui(
     """
     bin_dir = Path(sys.executable).parent
     if command == "dev":
-        cmd = [str(bin_dir / "dagster"), "dev", "-m", "movie_assets", "-d", str(REPO_ROOT)]
+        cmd = [str(bin_dir / "dagster"), "dev", "-m", "movie_assets"]
     else:
-        cmd = [str(bin_dir / "dagster-webserver"), "-m", "movie_assets", "-d", str(REPO_ROOT)]
+        cmd = [str(bin_dir / "dagster-webserver"), "-m", "movie_assets"]
     cmd += ["-h", "127.0.0.1", "-p", str(port)]
     with open(log_file, "ab") as out:
         proc = subprocess.Popen(

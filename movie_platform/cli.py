@@ -117,14 +117,14 @@ def cmd_dev(args: argparse.Namespace) -> int:
     import subprocess
     from pathlib import Path
 
-    from movie_platform.local_stack import REPO_ROOT, service_entry
+    from movie_platform.local_stack import service_entry
 
     stack = Stack()
     # A running `make airflow` turns the bridge on (AIRFLOW_URL & co.), unless the shell says otherwise.
     env = {**os.environ, **stack.up()}
     env.update({k: v for k, v in airflow_runtime().env().items() if k not in os.environ})
     dagster = str(Path(sys.executable).with_name("dagster"))
-    cmd = [dagster, "dev", "-m", "movie_assets", "-d", str(REPO_ROOT), "-h", "127.0.0.1", "-p", str(args.port)]
+    cmd = [dagster, "dev", "-m", "movie_assets", "-h", "127.0.0.1", "-p", str(args.port)]
     catch_stop_signals()
     # In DAGSTER_HOME: `dagster dev` warns about a dagster.yaml in its working directory that is not
     # DAGSTER_HOME's, and the repository's own (the template of this one) is one.

@@ -99,6 +99,10 @@ class OnlineFeatures:
     """The `movie_rating_v1` features of movies, read from Redis with the platform's decoder."""
 
     def __init__(self, feast: FeastStore):
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        from movie_assets.resources import feast_private
         from movie_assets.resources.online_writer import OnlineReader
 
         store = feast.store()
@@ -116,6 +120,10 @@ class OnlineFeatures:
         self.positions = positions_of(self.names, self.columns)
         self.ttl = view.ttl if view.ttl and view.ttl.total_seconds() > 0 else None
         self.redis_url = redact_url(feast.redis_url)
+        # /health's own client, without redis-py's retries: they back off for seconds (longer under load)
+        # before a refused password or a closed port is reported, and /health must say which at once.
+        self._probe = feast_private.redis_client(store.config.online_store)
+        self._probe.set_retry(Retry(NoBackoff(), 0))
 
     def read(self, ids: list[int]) -> Read:
         values = self.reader.read_values(ids)
@@ -153,7 +161,7 @@ class OnlineFeatures:
         return not_online, stale, null_rows
 
     def ping(self) -> None:
-        self.reader.client.ping()
+        self._probe.ping()
 
 
 @dataclass
