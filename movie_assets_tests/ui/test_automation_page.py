@@ -23,6 +23,7 @@ import time
 
 import dagster as dg
 import pytest
+from playwright.sync_api import expect
 
 from movie_assets.automation.staleness import InputsNewer, max_attempts
 from movie_assets.partitions import release_month_partitions
@@ -32,6 +33,7 @@ from movie_assets_tests.integration.dagster_instance import own_instance_home
 from movie_assets_tests.ui.dagster_dev import chromium_page, dagster_dev_env, running_dagster_dev, shown_on_failure
 
 VIEWPORT = {"width": 1800, "height": 1300}
+LOADING = "Loading partition keys"  # what a partitions popover shows until the UI has fetched them
 CLEAN = dg.AssetKey("movies_clean")
 EVALUATION_TIMEOUT_S = 90
 OUR_REASON = InputsNewer().name  # "inputs_newer_than_stored"
@@ -120,6 +122,7 @@ def test_automation_page_names_our_reason_for_the_requested_month(ui, page, tmp_
         requesting.get_by_text(requested).click()
         listed = popover(page, "Requested partitions")
         listed.wait_for()
+        expect(listed).not_to_contain_text(LOADING, timeout=30_000)  # the keys arrive after the popover opens
         assert stale in listed.inner_text(), listed.inner_text()
         assert current not in listed.inner_text(), f"{current} is current, yet requested: {listed.inner_text()}"
         page.keyboard.press("Escape")
@@ -140,6 +143,7 @@ def test_automation_page_names_our_reason_for_the_requested_month(ui, page, tmp_
         reason.get_by_text("1 True").click()
         partitions = popover(page, "1 partition")
         partitions.wait_for()
+        expect(partitions).not_to_contain_text(LOADING, timeout=30_000)
         assert stale in partitions.inner_text(), partitions.inner_text()
         assert current not in partitions.inner_text(), f"{OUR_REASON} true for {current}: {partitions.inner_text()}"
         page.locator(".bp5-popover-enter-done", has_text="1 partition").wait_for()  # faded in, for the picture
