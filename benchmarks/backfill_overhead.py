@@ -20,7 +20,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-from harness import MIN_ROUNDS, add_goals_argument, goal_from, interleaved, ratio, record_goals
+from harness import add_goals_argument, add_rounds_argument, goal_from, interleaved, ratio, record_goals
 
 from movie_assets.assets.features import movie_features
 from movie_assets.assets.ingest import movies_raw
@@ -110,7 +110,7 @@ def main() -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=MIN_ROUNDS)
+    add_rounds_argument(parser)
     add_goals_argument(parser)
     args = parser.parse_args()
     db_url = Stack().env().get("MOVIE_DB_URL") or exit("start the embedded stack first: movie-platform up")

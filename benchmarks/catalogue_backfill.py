@@ -41,7 +41,7 @@ from pathlib import Path
 
 import psycopg
 from dagster_runs import MemoryPeaks, Scratch, dg_launch, scratch_instance, stack_env, start
-from harness import MIN_ROUNDS, Samples, add_goals_argument, goal_from, record_goals
+from harness import Samples, add_goals_argument, add_rounds_argument, goal_from, record_goals
 from psycopg import sql
 
 from movie_platform.local_stack import REPO_ROOT, tail
@@ -191,11 +191,9 @@ def main() -> None:
     parser.add_argument("--months", type=int, default=408, help="release months from 1990-01")
     parser.add_argument("--movies", type=int, default=204_000)
     parser.add_argument("--limit", type=float, default=600, help="the server's requests/s (the client: 95%%)")
-    parser.add_argument("--rounds", type=int, default=MIN_ROUNDS)
+    add_rounds_argument(parser)
     add_goals_argument(parser)
     args = parser.parse_args()
-    if args.rounds < MIN_ROUNDS:
-        raise SystemExit(f"at least {MIN_ROUNDS} rounds")
     stack = stack_env()
     counts = ramp(args.months, args.movies)
     movies, windows = months_of_movies(FIRST_MONTH, counts)

@@ -15,7 +15,7 @@ import datetime as dt
 import sys
 import time
 
-from harness import MIN_ROUNDS, Samples, add_goals_argument, goal_from, record_goals
+from harness import Samples, add_goals_argument, add_rounds_argument, goal_from, record_goals
 
 from movie_assets.resources.tmdb import TmdbApiClient
 from movie_platform.local_stack import REPO_ROOT
@@ -61,11 +61,9 @@ def sync_once(changes: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--changes", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=MIN_ROUNDS)
+    add_rounds_argument(parser)
     add_goals_argument(parser)
     args = parser.parse_args()
-    if args.rounds < MIN_ROUNDS:
-        raise SystemExit(f"at least {MIN_ROUNDS} rounds")
     rows = [sync_once(args.changes) for _ in range(args.rounds)]
     print(f"local TMDB: {LATENCY_S * 1000:.0f} ms per answer, limit {LIMIT} req/s; {args.changes:,} changed movies")
     print(

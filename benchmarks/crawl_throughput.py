@@ -26,7 +26,7 @@ import datetime as dt
 import sys
 import time
 
-from harness import MIN_ROUNDS, Samples, add_goals_argument, goal_from, ratio, record_goals
+from harness import Samples, add_goals_argument, add_rounds_argument, goal_from, ratio, record_goals
 
 from movie_assets.resources.tmdb import TmdbApiClient
 from movie_platform.local_stack import REPO_ROOT
@@ -71,14 +71,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--months", type=int, default=2)
     parser.add_argument("--movies", type=int, default=500, help="movies per month")
-    parser.add_argument("--rounds", type=int, default=MIN_ROUNDS)
+    add_rounds_argument(parser)
     parser.add_argument("--stray-429-every", type=int, default=1000, help="every Nth distinct request: 429 (0: none)")
     parser.add_argument("--clean", action="store_true", help="interleave the crawl without injected faults")
     parser.add_argument("--sweep-workers", action="store_true", help="also crawl with 1, 2, 4 and 8 workers")
     add_goals_argument(parser)
     args = parser.parse_args()
-    if args.rounds < MIN_ROUNDS:
-        raise SystemExit(f"at least {MIN_ROUNDS} rounds")
 
     mixes = ["faults", "clean"] if args.clean else ["faults"]
     runs: dict[str, list[dict]] = {mix: [] for mix in mixes}

@@ -23,7 +23,7 @@ from pathlib import Path
 import dagster as dg
 from backfill_overhead import resources
 from dagster_shared.serdes import serialize_value
-from harness import MIN_ROUNDS, Samples, add_goals_argument, goal_from, record_goals
+from harness import Samples, add_goals_argument, add_rounds_argument, goal_from, record_goals
 
 from movie_assets.assets.ingest import movies_raw
 from movie_assets.assets.prepare import eda_stats, movies_clean
@@ -57,11 +57,9 @@ def eda_run(res: dict, tags: dict, instance: dg.DagsterInstance) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=MIN_ROUNDS)
+    add_rounds_argument(parser)
     add_goals_argument(parser)
     args = parser.parse_args()
-    if args.rounds < MIN_ROUNDS:
-        raise SystemExit(f"at least {MIN_ROUNDS} rounds")
     db_url = Stack().env().get("MOVIE_DB_URL") or exit("start the embedded stack first: movie-platform up")
     keys = [m.isoformat() for m in sample_months()]
     tags = {RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]}

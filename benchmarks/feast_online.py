@@ -22,7 +22,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import redis
-from harness import MIN_ROUNDS, Samples, add_goals_argument, goal_from, interleaved, ratio, record_goals
+from harness import (
+    Samples,
+    add_goals_argument,
+    add_rounds_argument,
+    goal_from,
+    interleaved,
+    ratio,
+    record_goals,
+)
 
 from movie_assets.domain.feature_engineering import FEATURE_NAMES, FLOAT_FEATURES
 from movie_assets.feature_definitions import FEATURE_SERVICE
@@ -183,7 +191,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--reads", type=int, default=2_000, help="1-movie reads per round (a tenth for 100 movies)")
-    parser.add_argument("--rounds", type=int, default=MIN_ROUNDS)
+    add_rounds_argument(parser)
     parser.add_argument("--stock-feast", action="store_true", help="also time FeatureStore.materialize (slow)")
     add_goals_argument(parser)
     args = parser.parse_args()

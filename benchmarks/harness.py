@@ -98,6 +98,17 @@ def goal_from(goal: str, samples: Samples, target: float, unit: str, higher_is_b
     return GoalRow(goal, samples.median, target, unit, higher_is_better, samples.spread, note)
 
 
+def add_rounds_argument(parser: argparse.ArgumentParser, default: int = MIN_ROUNDS) -> None:
+    """`--rounds`, refused below MIN_ROUNDS when the arguments are parsed: one noisy round decides nothing."""
+
+    def rounds(text: str) -> int:
+        if not text.isdigit() or int(text) < MIN_ROUNDS:
+            raise argparse.ArgumentTypeError(f"at least {MIN_ROUNDS} rounds, not {text}")
+        return int(text)
+
+    parser.add_argument("--rounds", type=rounds, default=default, help=f"interleaved rounds (at least {MIN_ROUNDS})")
+
+
 def add_goals_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--goals", type=Path, help="append this run's goal rows (JSON lines) to this file")
 

@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster_aws.s3 import S3Resource
-from harness import add_goals_argument, goal_from, interleaved, ratio, record_goals
+from harness import add_goals_argument, add_rounds_argument, goal_from, interleaved, ratio, record_goals
 
 from movie_assets.object_layout import FEATURES_OBJECT_PATH
 from movie_assets.resources.object_store import ObjectStore, ObjectStoreIOManager, _serialize
@@ -121,7 +121,7 @@ def folder_rows(frame: pd.DataFrame, rounds: int) -> list[tuple]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
-    parser.add_argument("--rounds", type=int, default=5)
+    add_rounds_argument(parser, default=5)
     add_goals_argument(parser)
     args = parser.parse_args()
     frame = features_frame(args.rows)

@@ -20,7 +20,15 @@ import tempfile
 import numpy as np
 import pandas as pd
 import sqlalchemy
-from harness import MIN_ROUNDS, Samples, add_goals_argument, goal_from, interleaved, ratio, record_goals
+from harness import (
+    Samples,
+    add_goals_argument,
+    add_rounds_argument,
+    goal_from,
+    interleaved,
+    ratio,
+    record_goals,
+)
 
 from movie_assets.domain.movie_records import RAW_COLUMNS
 from movie_assets.resources.postgres import PostgresDatabase
@@ -126,7 +134,7 @@ def _bundled_psql() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--rounds", type=int, default=MIN_ROUNDS)
+    add_rounds_argument(parser)
     parser.add_argument("--to-sql-max", type=int, default=100_000, help="run to_sql only up to this many rows")
     add_goals_argument(parser)
     args = parser.parse_args()

@@ -32,7 +32,7 @@ import uuid
 from pathlib import Path
 
 import psutil
-from harness import MIN_ROUNDS, Samples, add_goals_argument, goal_from, ratio, record_goals
+from harness import Samples, add_goals_argument, add_rounds_argument, goal_from, ratio, record_goals
 
 from movie_assets.resources.tmdb_sample import SAMPLE_MONTHS, sample_months
 from movie_platform.local_stack import Stack
@@ -258,15 +258,13 @@ def physical_floor(db_url: str, schema: str, folder: Path, feast) -> dict[str, f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--movies", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--rounds", type=int, default=MIN_ROUNDS)
+    add_rounds_argument(parser)
     parser.add_argument("--pipeline", action="store_true", help=argparse.SUPPRESS)  # the process measure() starts
     add_goals_argument(parser)
     args = parser.parse_args()
     if args.pipeline:
         pipeline(json.loads(os.environ[CONFIG_VAR]))
         return
-    if args.rounds < MIN_ROUNDS:
-        raise SystemExit(f"at least {MIN_ROUNDS} rounds")
     env = Stack().env()
     if not env:
         raise SystemExit("start the embedded stack first: movie-platform up")

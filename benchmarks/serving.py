@@ -34,7 +34,15 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from harness import MIN_ROUNDS, GoalRow, Samples, add_goals_argument, interleaved, ratio, record_goals
+from harness import (
+    GoalRow,
+    Samples,
+    add_goals_argument,
+    add_rounds_argument,
+    interleaved,
+    ratio,
+    record_goals,
+)
 
 from movie_assets.feature_definitions import FEATURE_SERVICE
 from movie_assets.resources.feast import FEATURE_REPO, FeastStore
@@ -398,12 +406,10 @@ def report(results: dict, cores: int) -> list[GoalRow]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=MIN_ROUNDS)
+    add_rounds_argument(parser)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the closed-loop request counts")
     add_goals_argument(parser)
     args = parser.parse_args()
-    if args.rounds < MIN_ROUNDS:
-        parser.error(f"--rounds must be at least {MIN_ROUNDS}")
     env = {**Stack().env(), **os.environ}
     if not env.get("MOVIE_DB_URL"):
         raise SystemExit("the embedded stack is not running: `movie-platform up` and `movie-platform demo` first")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import dagster as dg
 from dagster_runs import dg_launch, scratch_instance, stack_env, start
-from harness import MIN_ROUNDS, Samples, add_goals_argument, goal_from, ratio, record_goals
+from harness import Samples, add_goals_argument, add_rounds_argument, goal_from, ratio, record_goals
 
 from movie_assets.partitions import add_months
 from movie_assets.resources.tmdb_sample import sample_months
@@ -73,11 +73,9 @@ def launch(method: str, months: int, stack: dict[str, str], scratch: Path) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--months", type=int, default=72)
-    parser.add_argument("--rounds", type=int, default=MIN_ROUNDS)
+    add_rounds_argument(parser)
     add_goals_argument(parser)
     args = parser.parse_args()
-    if args.rounds < MIN_ROUNDS:
-        raise SystemExit(f"at least {MIN_ROUNDS} rounds")
     stack = stack_env()
     names = list(METHODS)
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}

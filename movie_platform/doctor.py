@@ -44,14 +44,11 @@ def configured(value: str | None, var: str) -> str:
 def check_postgres(settings: Settings) -> str:
     import psycopg
 
-    from movie_assets.resources.postgres.schema import SCHEMA_NAME
+    from movie_assets.resources.postgres.schema import schema_name_problem
 
     url = configured(settings.db_url, "MOVIE_DB_URL")
-    if not SCHEMA_NAME.fullmatch(settings.db_schema):  # what every run's database resource refuses at load
-        raise SettingError(
-            f"MOVIE_DB_SCHEMA={settings.db_schema!r} is refused by every run: give a plain lower-case PostgreSQL "
-            "name (a-z, 0-9 and _, not starting with a digit, at most 63 characters)"
-        )
+    if problem := schema_name_problem(settings.db_schema):  # what every run's database resource refuses at load
+        raise SettingError(f"MOVIE_DB_SCHEMA={settings.db_schema!r} is refused by every run: {problem}")
     with psycopg.connect(url, connect_timeout=TIMEOUT_S) as conn:
         row = conn.execute("show server_version").fetchone()
     assert row is not None, "SHOW always returns one row"

@@ -359,7 +359,7 @@ def build_app(features: OnlineFeatures, follower: ChampionFollower, interval: fl
 
     async def health(request: Request) -> JSONResponse:
         try:
-            # redis-py retries a refused connection (and refused credentials) for about 3 s before it says which.
+            # The probe does not retry; the wait only bounds a Redis that accepts and then never answers.
             await asyncio.wait_for(asyncio.to_thread(features.ping), timeout=PING_TIMEOUT_S)
             redis_state: dict = {"ok": True, "url": features.redis_url}
         except Exception as exc:

@@ -25,11 +25,11 @@ from movie_assets.partitions import month_number, months_in
 from movie_assets.resources.postgres.arrow_copy import arrow_schema, arrow_to_frame, copy_frame
 from movie_assets.resources.postgres.errors import PostgresError
 from movie_assets.resources.postgres.schema import (
-    SCHEMA_NAME,
     add_missing_columns,
     ensure_table,
     existing_tables,
     qualified,
+    schema_name_problem,
 )
 from movie_assets.settings import redact_text, redact_url
 
@@ -61,11 +61,8 @@ class PostgresDatabase(dg.ConfigurableResource):
     @classmethod
     def _plain_schema_name(cls, value: str) -> str:
         """Refused at load unless a plain lower-case name: it is a key of locks and SQL files, not only quoted."""
-        if not SCHEMA_NAME.fullmatch(value):
-            raise ValueError(
-                f"MOVIE_DB_SCHEMA must be a plain lower-case PostgreSQL name (a-z, 0-9 and _, not starting "
-                f"with a digit, at most 63 characters), not {value!r}"
-            )
+        if problem := schema_name_problem(value):
+            raise ValueError(problem)
         return value
 
     @contextmanager

@@ -20,6 +20,16 @@ from movie_assets.resources.postgres.errors import PostgresError
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
+def schema_name_problem(name: str) -> str | None:
+    """Why MOVIE_DB_SCHEMA cannot be `name`: it is a key of locks and SQL files, not only quoted. None when fine."""
+    if SCHEMA_NAME.fullmatch(name):
+        return None
+    return (
+        "MOVIE_DB_SCHEMA must be a plain lower-case PostgreSQL name (a-z, 0-9 and _, not starting with a digit, "
+        f"at most 63 characters), not {name!r}"
+    )
+
+
 def columns_of(schema: dg.TableSchema) -> dict[str, str]:
     """{column: SQL type} from a Dagster TableSchema whose column types are SQL types."""
     return {column.name: column.type for column in schema.columns}

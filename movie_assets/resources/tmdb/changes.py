@@ -73,11 +73,9 @@ def _ids(http: TmdbHttp, page: dict) -> set[int]:
     """The movie ids of one page; items that name no movie are counted (`skipped`), never the end of the sync."""
     results = page.get("results")
     items = results if isinstance(results, list) else []
-    ids = {movie_id_of(item.get("id")) if isinstance(item, dict) else None for item in items}
-    http.stats.add(
-        skipped=sum(1 for item in items if not isinstance(item, dict) or movie_id_of(item.get("id")) is None)
-    )
-    return {i for i in ids if i is not None}
+    named = [movie_id_of(item.get("id")) if isinstance(item, dict) else None for item in items]
+    http.stats.add(skipped=named.count(None))
+    return {movie_id for movie_id in named if movie_id is not None}
 
 
 def _page_until_short(http: TmdbHttp, params: dict) -> set[int]:
