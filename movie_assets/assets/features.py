@@ -25,7 +25,7 @@ from movie_assets.resources.feast import FIRST_MATERIALIZATION_START, FeastStore
 from movie_assets.resources.object_store import ObjectStore, current_feature_rows, drop_history_before
 from movie_assets.resources.online_materialize import materialize_parallel
 from movie_assets.resources.online_writer import OnlineReader, persist_keys
-from movie_assets.resources.postgres import PostgresDatabase, copy_frame
+from movie_assets.resources.postgres import PostgresDatabase, copy_frame, existing_tables
 from movie_assets.settings import redact_text, redact_url
 
 SKEW_SAMPLE = 200
@@ -91,7 +91,6 @@ def archive_superseded(
 
 
 @monthly_asset(
-    io_manager_key="object_store_io_manager",
     group_name="features",
     kinds={"s3", "parquet", "pandas"},
     metadata={"object_path": FEATURES_OBJECT_PATH},
@@ -102,7 +101,7 @@ def movie_features(
     movies_clean: pd.DataFrame,
     database: PostgresDatabase,
     object_store: ObjectStore,
-) -> dict[str, pd.DataFrame]:
+) -> dg.MaterializeResult:
     """Engineered features, one row per movie, valid from its `event_timestamp`.
 
     One Parquet object per release month (Feast's offline source) and the same rows in
@@ -111,45 +110,73 @@ def movie_features(
     (and those of movies that left the month) go to `history/` and `features_history`, kept
     for MOVIE_FEATURE_HISTORY_DAYS after being superseded, so point-in-time joins see the
     value of their time.
+
+    Every store of the months changes under their `feature_store` locks (LOCK_ORDER), which the
+    change sync takes to remove movies: a movie removed after `movies_clean` was read is left out,
+    and the sync's removals never rewrite a Parquet object this run is writing.
     """
     window = partition_window(context)
-    event_time = clock.now().replace(microsecond=0)
-    fresh = build_features(movies_clean, event_time)
-    features, superseded = carry_unchanged(fresh, current_feature_rows(object_store, context.partition_keys))
-    release = pd.to_datetime(movies_clean["release_month"])
-    months = release.dt.strftime("%Y-%m-01").to_numpy() if len(movies_clean) else np.array([])
-    table = features.assign(release_month=release.dt.date.to_numpy() if len(movies_clean) else [])
-    cutoff = event_time - history_window()
-    record_history(database, superseded.assign(superseded_at=event_time, run_id=context.run.run_id), window, cutoff)
-    superseded_months = superseded["release_month"].astype(str).to_numpy() if len(superseded) else np.array([])
-    kept = sum(
-        archive_superseded(
-            object_store,
-            key,
-            superseded[superseded_months == key].drop(columns="release_month"),
-            event_time,
-            cutoff,
+    months = [dt.date.fromisoformat(key) for key in context.partition_keys]
+    with database.holding({"feature_store": months}, "writing movie_features") as conn:
+        current = current_feature_rows(object_store, context.partition_keys)
+        gone = removed_movies(conn, database, [*movies_clean["movie_id"], *current["movie_id"]])
+        movies_clean = movies_clean[~movies_clean["movie_id"].isin(gone)].reset_index(drop=True)
+        event_time = clock.now().replace(microsecond=0)
+        fresh = build_features(movies_clean, event_time)
+        features, superseded = carry_unchanged(fresh, current[~current["movie_id"].isin(gone)])
+        release = pd.to_datetime(movies_clean["release_month"])
+        months_of_rows = release.dt.strftime("%Y-%m-01").to_numpy() if len(movies_clean) else np.array([])
+        table = features.assign(release_month=release.dt.date.to_numpy() if len(movies_clean) else [])
+        cutoff = event_time - history_window()
+        record_history(database, superseded.assign(superseded_at=event_time, run_id=context.run.run_id), window, cutoff)
+        superseded_months = superseded["release_month"].astype(str).to_numpy() if len(superseded) else np.array([])
+        kept = sum(
+            archive_superseded(
+                object_store,
+                key,
+                superseded[superseded_months == key].drop(columns="release_month"),
+                event_time,
+                cutoff,
+            )
+            for key in context.partition_keys
         )
-        for key in context.partition_keys
-    )
-    database.replace_rows("features", FEATURE_TABLE_COLUMNS, table, "release_month", window)
-    objects = {key: features[months == key].reset_index(drop=True) for key in context.partition_keys}
+        database.replace_rows("features", FEATURE_TABLE_COLUMNS, table, "release_month", window)
+        objects = {key: features[months_of_rows == key].reset_index(drop=True) for key in context.partition_keys}
+        written = object_store.write_objects(FEATURES_OBJECT_PATH, objects)
+    if gone:
+        context.log.info(f"left out {len(gone)} movies a change sync removed while this run read its input")
     changed = int((pd.to_datetime(features["event_timestamp"], utc=True) == pd.Timestamp(event_time)).sum())
-    context.add_output_metadata(
-        {
+    return dg.MaterializeResult(
+        metadata={
             "rows": len(features),
             "features": len(FEATURE_NAMES),
             "event_timestamp": event_time.isoformat(),
             "changed_or_new_movies": changed,
             "unchanged_movies": len(features) - changed,
             "superseded_rows": len(superseded),
+            "removed_while_running": len(gone),
             "postgres_table": "features",
             "history_objects_kept": kept,
             "history_days": history_window().days,
+            **written,
             "preview": dg.MetadataValue.md(features.head(5).to_markdown(index=False)),
         }
     )
-    return objects
+
+
+def removed_movies(conn, database: PostgresDatabase, movie_ids: list) -> set[int]:
+    """Of `movie_ids`, those a change sync removed and no later write brought back (read under the month locks)."""
+    if not movie_ids or len(existing_tables(conn, database.db_schema, ["movies_removed", "movies_raw"])) < 2:
+        return set()
+    ids = sorted({int(i) for i in movie_ids})
+    rows = conn.execute(
+        sql.SQL(
+            "select movie_id from {removed} where movie_id = any(%s) "
+            "except select movie_id from {raw} where movie_id = any(%s)"
+        ).format(removed=database.ident("movies_removed"), raw=database.ident("movies_raw")),
+        (ids, ids),
+    ).fetchall()
+    return {row[0] for row in rows}
 
 
 @dg.asset(group_name="features", deps=["movie_features"], kinds={"feast"}, code_version=definitions_version())
@@ -220,13 +247,22 @@ def persist_online_keys(feast: FeastStore, view) -> int:
     ],
 )
 def online_features(
-    context: dg.AssetExecutionContext, feast: FeastStore, object_store: ObjectStore
+    context: dg.AssetExecutionContext, feast: FeastStore, object_store: ObjectStore, database: PostgresDatabase
 ) -> dg.MaterializeResult:
     """Materialize what is new in the offline store into Redis (Feast's format, written by all cores).
 
     Starts where the registry's last materialization ended (the first time: at the
-    beginning, not at now - ttl, which would silently skip old features).
+    beginning, not at now - ttl, which would silently skip old features). Holds the
+    `online_store` lock, which the change sync's removals take too: a movie it removes
+    is never written back from offline rows read before the removal.
     """
+    with database.holding({"online_store": None}, "materializing the online store"):
+        return materialize_online(context, feast, object_store)
+
+
+def materialize_online(
+    context: dg.AssetExecutionContext, feast: FeastStore, object_store: ObjectStore
+) -> dg.MaterializeResult:
     store = feast.store()
     view = store.get_feature_view("movie_features")
     # Reach back a little: a movie_features run stamps its rows when it starts and lands them when

@@ -55,9 +55,13 @@ def prune_eda_history(database: PostgresDatabase, before: dt.datetime) -> int:
 
 
 def prune_feature_history(database: PostgresDatabase, object_store: ObjectStore, before: dt.datetime) -> int:
-    """Superseded feature rows whose successor has held since before `before`, in every month; rows deleted."""
+    """Superseded feature rows whose successor has held since before `before`, in every month; rows deleted.
+
+    Under every month's `feature_store` lock, like the other writers of feature history.
+    """
     deleted = 0
-    with database.connect("pruning features_history") as conn:
+    months = release_month_partitions.get_partition_keys()
+    with database.holding({"feature_store": [dt.date.fromisoformat(m) for m in months]}, "pruning features") as conn:
         if existing_tables(conn, database.db_schema, ["features_history"]):
             deleted = conn.execute(
                 sql.SQL("delete from {} where coalesce(superseded_at, event_timestamp) < %s").format(
@@ -65,8 +69,8 @@ def prune_feature_history(database: PostgresDatabase, object_store: ObjectStore,
                 ),
                 (before,),
             ).rowcount
-    for month in release_month_partitions.get_partition_keys():
-        drop_history_before(object_store, month, before)
+        for month in months:
+            drop_history_before(object_store, month, before)
     return deleted
 
 

@@ -3,8 +3,10 @@
 From a cursor (the last synced UTC day, re-read because the list is per day) to today:
 the ids TMDB lists as changed, one details request each, then one transaction that
 replaces changed rows, moves movies between months, adds new ones and removes deleted
-ones from every table, and advances the cursor. A killed sync changes nothing and
-resumes from the same cursor.
+ones from every table, records them in the removal outbox and advances the cursor. Only after
+that commit do removed movies leave the feature Parquet and Redis (`removal_outbox`). A sync
+killed before the commit changes nothing and resumes from the same cursor; one killed after it
+leaves outbox entries that the next sync applies.
 """
 
 import datetime as dt
@@ -18,13 +20,13 @@ from pydantic import Field
 from movie_assets.domain import clock
 from movie_assets.domain.change_sync import COMPARED_COLUMNS, REMOVED_COLUMNS, ChangePlan, plan_changes
 from movie_assets.domain.movie_records import RAW_COLUMNS, REJECT_COLUMNS, to_frame
-from movie_assets.object_layout import FEATURES_OBJECT_PATH
 from movie_assets.partitions import add_months, release_month_partitions
 from movie_assets.resources.feast import FeastStore
-from movie_assets.resources.object_store import ObjectStore, write_atomically
-from movie_assets.resources.online_writer import delete_entities
-from movie_assets.resources.postgres import PostgresDatabase, copy_frame, existing_tables
+from movie_assets.resources.object_store import ObjectStore
+from movie_assets.resources.postgres import PostgresDatabase, PostgresError, copy_frame, existing_tables
+from movie_assets.resources.removal_outbox import OUTBOX_COLUMNS, OUTBOX_TABLE, apply_removals, record_removals
 from movie_assets.resources.tmdb import TmdbAuthError, TmdbSource
+from movie_assets.settings import redact_text
 
 CURSOR_TABLE = "tmdb_sync_cursor"
 CURSOR_COLUMNS = {
@@ -140,7 +142,11 @@ def apply_tmdb_changes(
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     relogged = log_pending(context, database)
     plan = plan_changes(stored_rows(database, to_fetch), details.documents, partition_range(), now)
-    apply_plan(context, plan, database, object_store, feast, last_day)
+    commit_plan(plan, database, last_day)
+    applied = apply_outbox(context, database, object_store, feast)
+    log_months(context, database, {month: dict(plan.months[month]) for month in plan.touched_months})
+    if isinstance(applied, str):
+        raise dg.Failure(description=applied, allow_retries=True)
     totals = plan.totals()
     context.log.info(f"synced {len(to_fetch)} changed movies in {len(plan.touched_months)} months: {totals}")
     return dg.Output(
@@ -156,25 +162,19 @@ def apply_tmdb_changes(
             "requests": changes.stats.requests + details.stats.requests,
             "change_list_pages": changes.stats.pages,
             "change_list_items_skipped": changes.stats.skipped,  # items that name no movie: counted, never fatal
+            **applied,
             "duration_s": round(time.monotonic() - started, 2),
         },
     )
 
 
-def apply_plan(
-    context: dg.OpExecutionContext,
-    plan: ChangePlan,
-    database: PostgresDatabase,
-    object_store: ObjectStore,
-    feast: FeastStore,
-    synced_through: dt.date,
-) -> None:
-    """One transaction for every table and the cursor; the stores outside PostgreSQL are changed inside it.
+def commit_plan(plan: ChangePlan, database: PostgresDatabase, synced_through: dt.date) -> None:
+    """One transaction for every table, the removal outbox and the cursor; no other store changes in it.
 
-    Redis keys and Parquet rows of removed movies go before the commit: if the commit then fails,
-    the next `online_features` / `movie_features` run restores them from the rows that stayed.
-    The materializations are logged after the commit (a child run started by an earlier event
-    would read the old rows); the touched months are kept in the cursor row until they are
+    Locks: the touched months of `movies_raw`, then the `feature_store` months of removed movies
+    (LOCK_ORDER), so movie_features never writes a month's features between this commit's read and
+    its write. The materializations are logged after the commit (a child run started by an earlier
+    event would read the old rows); the touched months are kept in the cursor row until they are
     logged, so a sync killed in between has the next one log them.
     """
     removed_ids = [r["movie_id"] for r in plan.removed]
@@ -185,10 +185,17 @@ def apply_plan(
             ("movies_removed", REMOVED_COLUMNS),
             (CURSOR_TABLE, CURSOR_COLUMNS),
             (FETCHED_TABLE, FETCHED_COLUMNS),
+            (OUTBOX_TABLE, OUTBOX_COLUMNS),
         ):
             database.ensure_table(conn, table, columns, "release_month" if "release_month" in columns else None)
         with conn.transaction():
-            database.lock_months(conn, "movies_raw", plan.touched_months)
+            database.lock_in_order(
+                conn,
+                {
+                    "movies_raw": plan.touched_months,
+                    "feature_store": sorted({r["release_month"] for r in plan.removed}),
+                },
+            )
             raw = database.ident("movies_raw")
             conn.execute(sql.SQL("delete from {} where movie_id = any(%s)").format(raw), (plan.delete_ids,))
             copy_frame(conn, raw, RAW_COLUMNS, to_frame(plan.rows, RAW_COLUMNS))
@@ -206,6 +213,7 @@ def apply_plan(
                 copy_frame(
                     conn, database.ident("movies_removed"), REMOVED_COLUMNS, to_frame(plan.removed, REMOVED_COLUMNS)
                 )
+                record_removals(conn, database, plan.removed)
             # Earlier rejects of every fetched movie go: valid now, removed, or rejected again just once.
             rejected = database.ident("movies_rejected")
             conn.execute(
@@ -234,9 +242,27 @@ def apply_plan(
                     {"movie_id": pd.Series(plan.fetched_ids, dtype="int64"), "day": day, "fetched_at": plan.fetched_at}
                 ),
             )
-            if removed_ids:
-                remove_outside_postgres(context, plan, object_store, feast)
-    log_months(context, database, {month: dict(plan.months[month]) for month in plan.touched_months})
+
+
+def apply_outbox(
+    context: dg.OpExecutionContext, database: PostgresDatabase, object_store: ObjectStore, feast: FeastStore
+) -> dict[str, int] | str:
+    """The committed removals (this sync's and any an earlier, killed one left) leave Parquet and Redis.
+
+    Returns the counts, or what failed: the months are logged first either way, and the entries
+    stay in the outbox for the next sync.
+    """
+    import redis
+
+    try:
+        return apply_removals(database, object_store, feast, log=context.log.info)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, PostgresError, OSError) as exc:
+        return (
+            f"the sync committed, but its removals could not be applied outside PostgreSQL "
+            f"({type(exc).__name__}: {redact_text(str(exc))[:300]}). They stay in {database.db_schema}.store_outbox "
+            "and the next sync applies them; start Redis / the object store (`movie-platform doctor` names the one "
+            "that is down), then run sync_tmdb_changes again."
+        )
 
 
 def log_months(context: dg.OpExecutionContext, database: PostgresDatabase, months: dict[dt.date, dict]) -> None:
@@ -270,29 +296,6 @@ def log_pending(context: dg.OpExecutionContext, database: PostgresDatabase) -> i
     pending = list(row[0] or []) if row else []
     log_months(context, database, {month: {"relogged": 1} for month in pending})
     return len(pending)
-
-
-def remove_outside_postgres(context, plan: ChangePlan, object_store: ObjectStore, feast: FeastStore) -> None:
-    """Deleted movies leave every Parquet of their month (current and history) and the Redis online store."""
-    by_month: dict[dt.date, set[int]] = {}
-    for removal in plan.removed:
-        by_month.setdefault(removal["release_month"], set()).add(removal["movie_id"])
-    for month, ids in by_month.items():
-        folder = object_store.path_for(FEATURES_OBJECT_PATH, month.isoformat()).parent
-        for path in sorted(folder.rglob("*.parquet")) if folder.exists() else []:
-            frame = pd.read_parquet(path.open("rb"))
-            kept = frame[~frame["movie_id"].isin(ids)].reset_index(drop=True)
-            if len(kept) != len(frame):
-                write_atomically(path, kept.to_parquet(index=False))
-    from feast.errors import FeatureViewNotFoundException
-
-    store = feast.store()
-    try:
-        view = store.get_feature_view("movie_features")
-    except FeatureViewNotFoundException:  # never applied: nothing was ever served
-        view = None
-    deleted = delete_entities(store, view, [r["movie_id"] for r in plan.removed]) if view else 0
-    context.log.info(f"removed {len(plan.removed)} deleted movies ({deleted} online keys)")
 
 
 @dg.job(description="Apply TMDB's change list (changed, moved, new and deleted movies) since the last sync.")

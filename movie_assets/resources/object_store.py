@@ -107,6 +107,21 @@ class ObjectStore(dg.ConfigurableResource):
                 self.client().put_object(Bucket=bucket, Key=key, Body=data)
         return path
 
+    def write_objects(self, template: str, items: dict) -> dict:
+        """One object per partition key (bytes, or a DataFrame for `.parquet`); returns the write's metadata."""
+        written, total = [], 0
+        for key, value in sorted(items.items(), key=lambda kv: kv[0] or ""):
+            data = _serialize(value, template)
+            written.append(str(self.write(template, key, data)))
+            total += len(data)
+        return {
+            "objects": len(written),
+            "bytes": total,
+            "path": dg.MetadataValue.path(
+                written[0] if len(written) == 1 else str(self.path_for(template, None).parent.parent)
+            ),
+        }
+
     def read(self, template: str, partition_key: str | None) -> bytes:
         path = self.path_for(template, partition_key)
         with self.errors_named(f"{template} {partition_key or ''}".strip()):
@@ -199,20 +214,7 @@ class ObjectStoreIOManager(dg.ConfigurableIOManager):
                 f"{context.asset_key.to_user_string()} must return one object per partition of the run; missing "
                 f"{missing[:3]}, unexpected {extra[:3]}"
             )
-        written, total = [], 0
-        for key, value in sorted(items.items(), key=lambda kv: kv[0] or ""):
-            data = _serialize(value, template)
-            written.append(str(self.store.write(template, key, data)))
-            total += len(data)
-        context.add_output_metadata(
-            {
-                "objects": len(written),
-                "bytes": total,
-                "path": dg.MetadataValue.path(
-                    written[0] if len(written) == 1 else str(self.path_for(template, None).parent.parent)
-                ),
-            }
-        )
+        context.add_output_metadata(self.store.write_objects(template, items))
 
     def load_object(self, template: str, partition_key: str | None):
         """One object as the asset returned it; a local Parquet file is read by Arrow straight from disk."""

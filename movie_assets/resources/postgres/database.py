@@ -33,6 +33,17 @@ from movie_assets.resources.postgres.schema import (
 )
 from movie_assets.settings import redact_text, redact_url
 
+# The advisory locks of the objects several writers change, in the one order every writer takes them
+# (a writer takes the ones it needs, never two in another order, so writers cannot deadlock):
+# - `movies_raw` (per release month): a month's raw rows (crawl, change sync, restore);
+# - `feature_store` (per release month): a month's feature rows in every store: its Parquet objects
+#   (current and history), the `features` and `features_history` rows, the Redis hashes of its movies
+#   (change sync, the removal outbox, movie_features, retention);
+# - `online_store` (one lock): what Redis holds as a whole (online_features, the removal outbox).
+# The table locks `replace_tables` takes for its own write come after all of them.
+LOCK_ORDER = ("movies_raw", "feature_store", "online_store")
+Locks = Mapping[str, "list[dt.date] | None"]  # lock name -> its months (None: the one lock of the object)
+
 
 @dataclass(frozen=True)
 class TableRows:
@@ -164,6 +175,32 @@ class PostgresDatabase(dg.ConfigurableResource):
         for month in sorted(set(numbers)):
             conn.execute("select pg_advisory_xact_lock(hashtext(%s), %s)", (f"{self.db_schema}.{table}", month))
 
+    def lock_in_order(self, conn: psycopg.Connection, locks: Locks) -> None:
+        """Transaction locks on `locks` (names from LOCK_ORDER), taken in LOCK_ORDER; released at commit."""
+        for name in _ordered(locks):
+            self.lock_months(conn, name, locks[name])
+
+    @contextmanager
+    def holding(self, locks: Locks, purpose: str) -> Iterator[psycopg.Connection]:
+        """Session locks on `locks`, taken in LOCK_ORDER and held until the block ends, across commits.
+
+        For a writer whose stores change outside one PostgreSQL transaction (Parquet, Redis): the
+        locks cover them all. The yielded connection is in autocommit: `conn.transaction()` on it is
+        a real transaction. A killed holder's connection closes, and PostgreSQL frees its locks.
+        """
+        with self.connect(purpose) as conn:
+            conn.autocommit = True
+            for name in _ordered(locks):
+                months = locks[name]
+                numbers = sorted({month_number(m) for m in months}) if months is not None else [-1]
+                for number in numbers:
+                    conn.execute("select pg_advisory_lock(hashtext(%s), %s)", (f"{self.db_schema}.{name}", number))
+            try:
+                yield conn
+            finally:
+                if not conn.closed:
+                    conn.execute("select pg_advisory_unlock_all()")
+
     def count_rows_in(self, table: str, partition_column: str, window: tuple[dt.date, dt.date]) -> int:
         """Rows of the window (0 when the table does not exist yet)."""
         with self.connect(f"counting {table} {window[0]}..{window[1]}") as conn:
@@ -223,3 +260,10 @@ class PostgresDatabase(dg.ConfigurableResource):
                 f"{redact_text(str(exc).splitlines()[0])}. "
                 "Check that it runs (`movie-platform doctor`) and that MOVIE_DB_URL is right."
             ) from None
+
+
+def _ordered(locks: Locks) -> list[str]:
+    unknown = sorted(set(locks) - set(LOCK_ORDER))
+    if unknown:
+        raise ValueError(f"locks {unknown} are not in LOCK_ORDER {LOCK_ORDER}: add them there, in their place")
+    return [name for name in LOCK_ORDER if name in locks]
