@@ -303,6 +303,7 @@ class RawTmdb:
         import threading
 
         self.stop = threading.Event()
+        self.connections = 0  # accepted so far: a test waits until the client is inside a request
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.base_url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/3"
 
@@ -326,6 +327,7 @@ class RawTmdb:
                     conn, _ = self.listener.accept()
                 except OSError:
                     return
+                self.connections += 1
                 threading.Thread(target=answer, args=(conn,), daemon=True).start()
 
         threading.Thread(target=serve, daemon=True).start()
@@ -371,3 +373,58 @@ def test_one_movies_hostile_answer_ends_within_its_deadline_as_that_movies_probl
         elapsed = time.monotonic() - started
     assert isinstance(document, UnreadableDocument) and reason in document.reason, document
     assert elapsed < 8, f"{case}: {elapsed:.1f} s for two attempts of at most 1 s each"
+
+
+def test_a_cli_run_held_by_dripping_details_stops_on_sigterm(stack_env, database, tmp_path):
+    """Details that drip in the request threads held a stopping run until every one of them ended (each up to
+    its deadline, then its retries): the run now ends within seconds of SIGTERM, as a failed run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    movies = movies_for_month(MARCH[0])
+    faults = Faults(drip_ids=frozenset(m.details["id"] for m in movies), drip_every_s=2.0)
+    with TmdbTestServer(FakeTmdb(movies, api_key=KEY, faults=faults)) as server:
+        env = {
+            **os.environ,
+            **stack_env,
+            "MOVIE_DB_SCHEMA": database.db_schema,
+            "MOVIE_STORAGE_URL": (tmp_path / "objects").as_uri(),
+            "DAGSTER_HOME": str(home),
+            "TMDB_SOURCE": "api",
+            "TMDB_BASE_URL": server.base_url,
+            "TMDB_API_KEY": KEY,
+        }
+        dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
+        run = subprocess.Popen(
+            [dagster, "asset", "materialize", "-m", "movie_assets", "--select", "movies_raw"]
+            + ["--partition", MARCH[0].isoformat()],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while server.fake.requests["details"] < 4 and run.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert run.poll() is None, "the run ended before its details dripped"
+            time.sleep(3)  # every request thread is inside a dripping body
+            signalled = time.monotonic()
+            run.send_signal(signal.SIGTERM)
+            try:
+                run.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pass
+            stopped_after = time.monotonic() - signalled
+        finally:
+            if run.poll() is None:
+                os.killpg(run.pid, signal.SIGKILL)
+                run.wait()
+        stderr = run.stderr.read() if run.stderr else ""
+    assert stopped_after < 15, f"{stopped_after:.1f} s after SIGTERM: {stderr[-1500:]}"
+    assert run.returncode != 0 and "RUN_FAILURE" in stderr, stderr[-2000:]

@@ -67,7 +67,7 @@ class TmdbApiClient(TmdbSource):
 
     def crawl(self, window: Window, log: Callable[[str], None] = print) -> Crawl:
         http = self._http()
-        with http, request_pool(self.max_workers) as pool:
+        with http, request_pool(http) as pool:
             return crawl_window(http, pool, window, log, self.max_missing_details)
 
     def count_listed(self, window: Window) -> int:
@@ -79,7 +79,7 @@ class TmdbApiClient(TmdbSource):
     def changed_ids(self, first_day: dt.date, last_day: dt.date, log: Callable[[str], None] = print) -> Changes:
         """GET /movie/changes for each piece of at most 14 days, every page; ids once each."""
         http = self._http()
-        with http, request_pool(self.max_workers) as pool:
+        with http, request_pool(http) as pool:
             ids = changed_ids(http, pool, first_day, last_day, log)
         return Changes(ids, http.stats)
 
@@ -90,7 +90,7 @@ class TmdbApiClient(TmdbSource):
         sync): None would read as a deletion, and failing would stop every later sync on it.
         """
         http = self._http()
-        with http, request_pool(self.max_workers) as pool:
+        with http, request_pool(http) as pool:
             documents = fetch_details(http, pool, movie_ids, "TMDB details of changed movies", log)
         http.stats.add(details_missing=sum(d is None for d in documents))
         return Details(dict(zip(movie_ids, documents, strict=True)), http.stats)

@@ -44,6 +44,10 @@ class _DeadlineExceeded(Exception):
     """One attempt ran past `request_deadline_s` (connect to last body byte)."""
 
 
+class _Interrupted(Exception):
+    """The run is stopping (SIGTERM, a failed sibling request): no attempt may start or go on."""
+
+
 class _BodyCut(Exception):
     """The connection ended before the body its headers announced (a Content-Length longer than the body)."""
 
@@ -109,11 +113,22 @@ class Deadlines:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.aborted = False
+
+    def abort(self) -> None:
+        """The run is stopping: every attempt in flight is cut now, and no new one starts."""
+        with self._lock:
+            self.aborted = True
+            in_flight = list(self._attempts)
+        for attempt in in_flight:
+            attempt.cut()
 
     @contextmanager
     def attempt(self, seconds: float) -> Iterator[_Attempt]:
         attempt = _Attempt(time.monotonic() + seconds)
         with self._lock:
+            if self.aborted:
+                raise _Interrupted
             self._attempts.add(attempt)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._reap, name="tmdb-deadlines", daemon=True)
@@ -139,12 +154,14 @@ class Deadlines:
 
 
 @contextmanager
-def request_pool(max_workers: int) -> Iterator[ThreadPoolExecutor]:
-    """Threads for one call; on failure the requests not yet started are dropped, not waited for."""
-    pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="tmdb")
+def request_pool(http: TmdbHttp) -> Iterator[ThreadPoolExecutor]:
+    """Threads for one call. On failure, or SIGTERM (Dagster raises it in the main thread), the requests
+    not yet started are dropped and those in flight are cut: the run stops now, not at their deadlines."""
+    pool = ThreadPoolExecutor(max_workers=http.client.max_workers, thread_name_prefix="tmdb")
     try:
         yield pool
     except BaseException:
+        http.deadlines.abort()
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
@@ -292,6 +309,8 @@ class TmdbHttp:
             try:
                 return self._get_within(url, params, attempt.deadline)
             except (OSError, urllib3.exceptions.HTTPError, _BodyCut):
+                if self.deadlines.aborted:
+                    raise _Interrupted from None
                 if attempt.expired:  # the reaper shut the socket: the deadline passed (headers dripping, say)
                     raise _DeadlineExceeded from None
                 raise
