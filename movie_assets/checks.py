@@ -12,16 +12,19 @@ import datetime as dt
 import os
 import string
 import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 from psycopg import sql
 
+from movie_assets.dagster_private import AssetCheckEvaluationTargetMaterializationData
 from movie_assets.domain import clock
 from movie_assets.domain.feature_engineering import FEATURE_NAMES
 from movie_assets.object_layout import FEATURES_PREFIX
-from movie_assets.partitions import add_months, partition_window, release_month_partitions
+from movie_assets.partitions import add_months, month_window, partition_window, release_month_partitions
 from movie_assets.resources.feast import FeastStore
 from movie_assets.resources.object_store import ObjectStore
 from movie_assets.resources.online_writer import OnlineReader
@@ -314,6 +317,28 @@ def online_keys_match_offline_check(feast: FeastStore, object_store: ObjectStore
 
 
 # ---- as Dagster checks, one per release-month window ----------------------------------
+@dataclass(frozen=True)
+class MonthlyCheck:
+    """One storage check of a monthly asset: a Dagster check step for runs, and callable by the op jobs
+    (sync, restore) that write a month without a check step of their own."""
+
+    asset: str
+    name: str
+    description: str
+    evaluate: Callable[[PostgresDatabase, Window], dg.AssetCheckResult]
+    blocking: bool = False
+
+
+def evaluate_check(evaluate, database: PostgresDatabase, window: Window) -> dg.AssetCheckResult:
+    """`evaluate` over the stored table; a missing table fails the check, saying which."""
+    try:
+        return evaluate(database, window)
+    except TablesMissing as missing:
+        return dg.AssetCheckResult(
+            passed=False, description=str(missing), metadata={"missing_tables": ", ".join(missing.tables)}
+        )
+
+
 def monthly_check(asset: str, name: str, description: str, evaluate, blocking: bool = False):
     """A check of `asset` per release-month window: `evaluate(database, window)` over the stored table."""
 
@@ -321,12 +346,7 @@ def monthly_check(asset: str, name: str, description: str, evaluate, blocking: b
         asset=asset, name=name, description=description, blocking=blocking, partitions_def=release_month_partitions
     )
     def check(context: dg.AssetCheckExecutionContext, database: PostgresDatabase) -> dg.AssetCheckResult:
-        try:
-            return evaluate(database, partition_window(context))
-        except TablesMissing as missing:
-            return dg.AssetCheckResult(
-                passed=False, description=str(missing), metadata={"missing_tables": ", ".join(missing.tables)}
-            )
+        return evaluate_check(evaluate, database, partition_window(context))
 
     return check
 
@@ -357,35 +377,35 @@ def history_window() -> dt.timedelta:
     return dt.timedelta(days=days_setting(HISTORY_DAYS_ENV, DEFAULT_HISTORY_DAYS))
 
 
-STORAGE_CHECKS = [
-    monthly_check(
+MONTHLY_CHECKS = [
+    MonthlyCheck(
         "movies_raw",
         "unique_movie_ids",
         "each movie is stored once, in one month",
         lambda db, window: duplicate_ids(db, "movies_raw", window),
         blocking=True,
     ),
-    monthly_check(
+    MonthlyCheck(
         "movies_raw",
         "release_dates_inside_partition",
         "release_date lies in the row's release month",
         lambda db, window: rows_outside_their_month(db, "movies_raw", window),
         blocking=True,
     ),
-    monthly_check(
+    MonthlyCheck(
         "movies_raw",
         "ids_and_titles_present",
         "no stored row without an id or a title",
         ids_and_titles_present,
         blocking=True,
     ),
-    monthly_check(
+    MonthlyCheck(
         "movies_raw",
         "rows_for_past_months",
         "months that have begun have movies (warn only)",
         lambda db, window: months_with_rows(db, window, today()),
     ),
-    monthly_check(
+    MonthlyCheck(
         "movies_raw",
         "source_verified_recently",
         f"every movie's TMDB source was fetched or confirmed by the change sync within {SOURCE_MAX_AGE_ENV} "
@@ -394,34 +414,34 @@ STORAGE_CHECKS = [
             db, window, clock.now(), dt.timedelta(days=days_setting(SOURCE_MAX_AGE_ENV, DEFAULT_SOURCE_MAX_AGE_DAYS))
         ),
     ),
-    monthly_check(
+    MonthlyCheck(
         "movies_clean",
         "unique_movie_ids",
         "each clean movie is stored once, in one month",
         lambda db, window: duplicate_ids(db, "movies_clean", window),
         blocking=True,
     ),
-    monthly_check(
+    MonthlyCheck(
         "movies_clean",
         "release_dates_inside_partition",
         "release_date lies in the row's release month",
         lambda db, window: rows_outside_their_month(db, "movies_clean", window),
         blocking=True,
     ),
-    monthly_check(
+    MonthlyCheck(
         "movies_clean",
         "missing_ratio_within_limits",
         "NULL share of key columns under their limits (warn only)",
         missing_ratios,
     ),
-    monthly_check(
+    MonthlyCheck(
         "movies_clean",
         "row_count_reconciles",
         "raw = clean + dropped, movie by movie, in each month",
         raw_reconciles_with_clean,
         blocking=True,
     ),
-    monthly_check(
+    MonthlyCheck(
         "movie_features",
         "features_match_clean",
         "one feature row per clean movie, none without one",
@@ -429,6 +449,86 @@ STORAGE_CHECKS = [
         blocking=True,
     ),
 ]
+STORAGE_CHECKS = [monthly_check(c.asset, c.name, c.description, c.evaluate, c.blocking) for c in MONTHLY_CHECKS]
 
 # Checks of the online store, runnable from online_features' Checks tab (definitions.py lists them).
 ONLINE_STORE_CHECKS = [online_keys_match_offline_check]
+
+
+# ---- months written by an op job (sync, restore): the same checks, logged by the op ------------
+@dataclass(frozen=True)
+class FailedCheck:
+    """A blocking check that failed on a month the op wrote: the month is held until it passes."""
+
+    name: str
+    bad_ids: str
+
+
+def log_checked_materializations(
+    context: dg.OpExecutionContext,
+    database: PostgresDatabase,
+    asset: str,
+    months: Mapping[dt.date, Mapping],
+    description: str | None = None,
+) -> dict[dt.date, list[FailedCheck]]:
+    """Per month (-> its metadata): its materialization, then every storage check of `asset` against it.
+    Returns the months whose blocking checks failed.
+
+    An op job has no check steps, so without this a month it wrote would reach automation unchecked.
+    Each evaluation targets the materialization just logged (its storage id), so the Checks tab and
+    the automation hold (`automation/staleness.py`) see it as the check of the current value.
+    """
+    checks = [check for check in MONTHLY_CHECKS if check.asset == asset]
+    key = dg.AssetKey(asset)
+    held: dict[dt.date, list[FailedCheck]] = {}
+    for month, metadata in sorted(months.items()):
+        partition = month.isoformat()
+        context.log_event(
+            dg.AssetMaterialization(asset_key=key, partition=partition, description=description, metadata=metadata)
+        )
+        (record,) = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+        ).records
+        target = AssetCheckEvaluationTargetMaterializationData(
+            storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+        )
+        for check in checks:
+            result = evaluate_check(check.evaluate, database, month_window(month))
+            evaluation = dg.AssetCheckEvaluation(
+                asset_key=key,
+                check_name=check.name,
+                passed=result.passed,
+                metadata=result.metadata,
+                severity=result.severity,
+                blocking=check.blocking,
+                description=result.description or check.description,
+                partition=partition,
+                target_materialization_data=target,
+            )
+            context.log_event(evaluation)  # type: ignore[arg-type]  # typed for materializations; Dagster logs checks too
+            if check.blocking and not result.passed:
+                examples = result.metadata.get("bad_movie_ids") or result.metadata.get("missing_tables") or ""
+                held.setdefault(month, []).append(FailedCheck(check.name, str(getattr(examples, "value", examples))))
+    return held
+
+
+def held_months_failure(asset: str, held: Mapping[dt.date, list[FailedCheck]], job: str) -> dg.Failure:
+    """The op's failure once every month is logged: which months are held, by which checks, and the way out."""
+    lines = [
+        f"{month:%Y-%m}: " + "; ".join(f"{f.name} failed (bad ids {f.bad_ids or 'none named'})" for f in failed)
+        for month, failed in sorted(held.items())
+    ]
+    first = min(held).isoformat()
+    return dg.Failure(
+        description=(
+            f"{job} stored {asset} months that fail blocking storage checks, so automation holds them "
+            f"(nothing below {asset} is built from them) until the checks pass: " + " | ".join(lines) + ". "
+            f"Fix the named rows and rerun the check from {asset}'s Checks tab, or re-crawl the month, e.g. "
+            f"`dg launch -m movie_assets --assets {asset} --partition {first}`."
+        ),
+        metadata={
+            "held_months": ", ".join(month.isoformat() for month in sorted(held)),
+            "failed_checks": dg.MetadataValue.md("\n".join(f"- {line}" for line in lines)),
+        },
+        allow_retries=False,
+    )

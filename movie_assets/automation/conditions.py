@@ -8,6 +8,13 @@ Dagster's guards stay around it: nothing requested while it or an input is in pr
 about to be requested, and a partition whose runs failed MOVIE_AUTOMATION_MAX_ATTEMPTS times
 since its newest input waits (the Automation page names the sub-condition that held it).
 
+A month whose input month failed a blocking storage check on its newest value waits too
+(`input_blocking_check_failed`), whichever run wrote it: a crawl's check steps, or the checks
+the sync and restore jobs log for each month they write (`checks.log_checked_materializations`).
+It waits as well while the run that wrote the input month is still going and has not checked it
+yet (`input_checks_not_in_yet`). A newer materialization of the input, or a passing re-run of the
+check, lets it go.
+
 Dagster's `eager()` would also wait until no parent partition is missing and look only at the
 latest month; most months since MOVIE_PARTITION_START are empty and a change sync touches old
 months, so those two clauses are left out.
@@ -22,6 +29,8 @@ import dagster as dg
 from movie_assets.automation.staleness import (
     CodeVersionDiffers,
     FailedTooOften,
+    InputCheckFailed,
+    InputChecksPending,
     InputRequestedThisTick,
     InputsNewer,
     NotBuiltSinceCronTick,
@@ -56,25 +65,34 @@ def out_of_date() -> dg.AutomationCondition:
     return (InputsNewer() & ~FailedTooOften()).with_label("out_of_date")
 
 
+def input_held() -> dg.AutomationCondition:
+    """An input partition it would read failed a blocking storage check on its newest value, or the run that
+    wrote that value has not checked it yet (the checks of an op job, sync or restore, follow its writes)."""
+    return (InputCheckFailed() | InputChecksPending()).with_label("input_held_by_blocking_checks")
+
+
 def follows_parent_months() -> dg.AutomationCondition:
     """A month re-runs when its input months are newer than it, or are requested this tick (same run), or
     its code version (movie_features: the feature set) differs from the one it was built with.
 
-    Months whose inputs are missing (and not requested) wait.
+    Months whose inputs are missing (and not requested) wait, and so do months whose input month failed
+    a blocking check: a bad month is not carried down. An input requested this tick is rebuilt in the
+    same run, whose own blocking checks stop the steps below a failure.
     """
     inputs_requested = AC.any_deps_match(AC.will_be_requested()).ignore(UNPARTITIONED)
-    rebuild = out_of_date() | inputs_requested | (CodeVersionDiffers() & ~FailedTooOften())
-    return (not_running() & ~AC.any_deps_missing() & rebuild).with_label("follows_parent_months")
+    own = (out_of_date() | (CodeVersionDiffers() & ~FailedTooOften())) & ~input_held()
+    return (not_running() & ~AC.any_deps_missing() & (own | inputs_requested)).with_label("follows_parent_months")
 
 
 def after_new_parent_data() -> dg.AutomationCondition:
     """An unpartitioned asset re-runs once any input month is newer than it (missing months do not block).
 
-    It waits while an input month is requested this tick: that run has not written yet.
+    It waits while an input month is requested this tick (that run has not written yet), and while an
+    input month newer than it failed a blocking check or is not checked yet.
     """
-    return (not_running() & ~inputs_requested() & ~unpartitioned_parent_missing() & out_of_date()).with_label(
-        "after_new_parent_data"
-    )
+    return (
+        not_running() & ~inputs_requested() & ~unpartitioned_parent_missing() & out_of_date() & ~input_held()
+    ).with_label("after_new_parent_data")
 
 
 def inputs_requested() -> dg.AutomationCondition:

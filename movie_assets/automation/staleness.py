@@ -9,6 +9,10 @@ next tick, and one that saw everything asks for nothing more.
 
 They run in the code server (the automation sensor's `use_user_code_server=True`), like any
 arbitrary-Python condition; each queries the event log once per asset and tick.
+
+The check hold (`InputCheckFailed`, `InputChecksPending`) is level-triggered the same way: it
+reads each input partition's newest blocking check evaluation and whether it targets the
+partition's newest materialization, not the events since the last tick.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Final
 
 import dagster as dg
 
+from movie_assets.dagster_private import latest_check_per_partition
 from movie_assets.domain import clock
 
 PLANNED: Final = dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
@@ -86,6 +91,49 @@ def step_starts(instance: dg.DagsterInstance, run_id: str, step_key: str) -> lis
         records = instance.get_records_for_run(run_id, of_type=STEP_STARTED).records
         _states[cache_key] = [(record.event_log_entry.step_key, record.storage_id) for record in records]
     return sorted(storage_id for key, storage_id in _states[cache_key] if key == step_key)
+
+
+def blocking_checks(graph, key: dg.AssetKey) -> list[dg.AssetCheckKey]:
+    """The blocking checks of an asset: a month failing one of them is not carried down."""
+    return sorted((k for k in graph.get(key).check_keys if graph.get(k).blocking), key=lambda k: k.name)
+
+
+def input_held(
+    instance: dg.DagsterInstance, graph, key: dg.AssetKey, newest: Mapping[str | None, int], months: set[str]
+) -> dict[str, str]:
+    """Month -> "failed" or "pending" for the months of `key` (among `months`) that automation must not carry down.
+
+    Failed: a blocking check's newest evaluation of the month failed and targeted the month's newest
+    materialization (a newer materialization, or a newer passing evaluation, lifts it). Pending: the run
+    that wrote that materialization is not finished and has neither planned nor logged every blocking
+    check of the month (a crawl plans its check steps when it starts; an op job logs them as it goes).
+    Known months are kept for the evaluation: one query per input asset, whichever children read it.
+    """
+    cache = _states.setdefault(("input_held", key), {})
+    todo = sorted(m for m in months if m not in cache and newest.get(m) is not None)
+    if todo:
+        checks = blocking_checks(graph, key)
+        rows = {(row.check_key, row.partition): row for row in latest_check_per_partition(instance, checks, todo)}
+        writers = run_ids(instance, key, [newest[m] for m in todo])
+        running = (
+            {
+                run.run_id
+                for run in instance.get_runs(filters=dg.RunsFilter(run_ids=sorted(set(writers.values()))))
+                if not run.is_finished
+            }
+            if writers
+            else set()
+        )
+        for month in todo:
+            mine = [rows.get((check, month)) for check in checks]
+            writer = writers.get(newest[month])
+            if any(r and r.status == "FAILED" and r.target_storage_id == newest[month] for r in mine):
+                cache[month] = "failed"
+            elif writer in running and any(r is None or r.run_id != writer for r in mine):
+                cache[month] = "pending"
+            else:
+                cache[month] = ""
+    return {m: cache[m] for m in months if cache.get(m)}
 
 
 class StorageState:
@@ -276,6 +324,40 @@ class StorageState:
                     runs.setdefault(plan.partition, set()).add(plan.run_id)
         return {partition: len(ids) for partition, ids in runs.items()}
 
+    def input_holds(self, partitions) -> dict[str | None, str]:
+        """Partition -> why an input it reads is held: "failed" (a blocking check failed on the input
+        partition's newest value) or "pending" (the run that wrote that value is still going and has not
+        checked it yet: an op job logs a month's checks just after its materialization).
+
+        A monthly child reads its own month; an unpartitioned one every month, of which only those newer
+        than its stored value are news. One check query per input asset and evaluation (`input_held`).
+        """
+        reads: dict[str | None, list[tuple[dg.AssetKey, str]]] = {}
+        for partition in partitions:
+            for parent, ids in self.parents.items():
+                if self.graph.get(parent).partitions_def is None or not blocking_checks(self.graph, parent):
+                    continue
+                if partition is None:
+                    own = self.as_of.get(None)
+                    months = [p for p, i in ids.items() if p is not None and (own is None or i > own)]
+                else:
+                    months = [partition] if partition in ids else []
+                reads[partition] = reads.get(partition, []) + [(parent, month) for month in months]
+        wanted: dict[dg.AssetKey, set[str]] = {}
+        for pairs in reads.values():
+            for parent, month in pairs:
+                wanted.setdefault(parent, set()).add(month)
+        held = {
+            parent: input_held(self.instance, self.graph, parent, self.parents[parent], months)
+            for parent, months in wanted.items()
+        }
+        found: dict[str | None, str] = {}
+        for partition, pairs in reads.items():
+            reasons = {held[parent][month] for parent, month in pairs if month in held[parent]}
+            if reasons:
+                found[partition] = "failed" if "failed" in reasons else "pending"
+        return found
+
     def subset(self, context: dg.AutomationContext, partitions) -> dg.EntitySubset:
         if self.partitions_def is None:
             return context.candidate_subset if None in partitions else context.get_empty_subset()
@@ -361,6 +443,52 @@ class FailedTooOften(StoredStateCondition):
         failed = state.failed_attempts(candidate_partitions(context), since)
         given_up = [p for p, count in failed.items() if count >= limit]
         return dg.AutomationResult(context=context, true_subset=state.subset(context, given_up))
+
+
+class InputCheckFailed(StoredStateCondition):
+    """An input partition it reads failed a blocking storage check on its newest value: it waits for a fix.
+
+    Dagster's `check_failed()` is not used: for partitioned checks (1.13.27) a partition materialized and
+    checked between two ticks can stay in its cursor's failed subset after it passed.
+    """
+
+    @property
+    def name(self) -> str:
+        return "input_blocking_check_failed"
+
+    @property
+    def description(self) -> str:
+        return (
+            "a blocking check of an input partition failed on its newest materialization (the failed run, or the "
+            "input's Checks tab, names the rows); it runs again once the input is fixed and checked again"
+        )
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        state = storage_state(context)
+        held = state.input_holds(candidate_partitions(context))
+        failed = [p for p, why in held.items() if why == "failed"]
+        return dg.AutomationResult(context=context, true_subset=state.subset(context, failed))
+
+
+class InputChecksPending(StoredStateCondition):
+    """The run that wrote an input partition is still going and has not checked it yet: wait for its checks."""
+
+    @property
+    def name(self) -> str:
+        return "input_checks_not_in_yet"
+
+    @property
+    def description(self) -> str:
+        return (
+            "the run that wrote an input partition's newest value is not finished and has not logged its "
+            "blocking checks of it yet"
+        )
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        state = storage_state(context)
+        held = state.input_holds(candidate_partitions(context))
+        pending = [p for p, why in held.items() if why == "pending"]
+        return dg.AutomationResult(context=context, true_subset=state.subset(context, pending))
 
 
 class CodeVersionDiffers(StoredStateCondition):

@@ -6,6 +6,10 @@ months; `restore_older_backups: true` restores them anyway, with the same list i
 the op's metadata. Refusing is the default because a restore replaces the month: after a lost
 database no month is newer (the table is empty), so a newer month almost always means the job
 points at a live table by mistake, and the opt-in costs one config line.
+
+Each restored month passes the storage checks of a crawl (`checks.py`), logged against its
+materialization: one that fails a blocking check is held by automation, and the job fails once
+every month is restored.
 """
 
 import datetime as dt
@@ -18,6 +22,7 @@ import pandas as pd
 from psycopg import sql
 from pydantic import Field
 
+from movie_assets.checks import FailedCheck, held_months_failure, log_checked_materializations
 from movie_assets.domain.movie_records import RAW_COLUMNS, to_frame, validate
 from movie_assets.object_layout import RAW_BACKUP_PATH, RAW_BACKUP_PREFIX
 from movie_assets.partitions import month_window
@@ -130,26 +135,21 @@ def restore_movies_raw(
             f"restoring {len(older)} month(s) whose backup is older than movies_raw (restore_older_backups is set); "
             f"their newer rows are replaced: {describe_older(older)}"
         )
+    held: dict[dt.date, list[FailedCheck]] = {}
     for key, path in paths.items():
         frame = rows_from_backup(path.read_bytes(), key)
         database.replace_rows(
             "movies_raw", RAW_COLUMNS, frame, "release_month", month_window(dt.date.fromisoformat(key))
         )
-        context.log_event(
-            dg.AssetMaterialization(
-                asset_key="movies_raw",
-                partition=key,
-                metadata={
-                    "restored_from": str(paths[key]),
-                    "rows": len(frame),
-                    "backup_older_than_table": key in older,
-                },
-            )
-        )
+        metadata = {"restored_from": str(paths[key]), "rows": len(frame), "backup_older_than_table": key in older}
+        month = dt.date.fromisoformat(key)
+        held.update(log_checked_materializations(context, database, "movies_raw", {month: metadata}))
         context.log.info(f"restored {len(frame)} movies of {key[:7]} from {paths[key]}")
     context.add_output_metadata(
         {"restored_months": ", ".join(months), "older_than_table": describe_older(older) or "none"}
     )
+    if held:  # every month is restored and logged; the ones a blocking check failed wait for a fix
+        raise held_months_failure("movies_raw", held, "The restore")
 
 
 @dg.job(description="Rebuild movies_raw from the object-store backup (all backed-up months unless configured).")

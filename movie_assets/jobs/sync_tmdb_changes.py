@@ -17,6 +17,7 @@ import pandas as pd
 from psycopg import sql
 from pydantic import Field
 
+from movie_assets.checks import held_months_failure, log_checked_materializations
 from movie_assets.domain import clock
 from movie_assets.domain.change_sync import COMPARED_COLUMNS, REMOVED_COLUMNS, ChangePlan, plan_changes
 from movie_assets.domain.movie_records import RAW_COLUMNS, REJECT_COLUMNS, to_frame
@@ -266,26 +267,29 @@ def apply_outbox(
 
 
 def log_months(context: dg.OpExecutionContext, database: PostgresDatabase, months: dict[dt.date, dict]) -> None:
-    """A movies_raw materialization per committed month, then the cursor forgets them."""
-    for month, counts in sorted(months.items()):
-        context.log_event(
-            dg.AssetMaterialization(
-                asset_key="movies_raw",
-                partition=month.isoformat(),
-                description="TMDB change sync",
-                metadata={"source": "sync_tmdb_changes", **counts},
-            )
-        )
+    """A movies_raw materialization per committed month, checked by the crawl's storage checks; then the
+    cursor forgets them. A month that fails a blocking check is held by automation and fails the run, after
+    every month is logged (the rows are committed either way: the next sync must not log them again)."""
+    held = log_checked_materializations(
+        context,
+        database,
+        "movies_raw",
+        {month: {"source": "sync_tmdb_changes", **counts} for month, counts in months.items()},
+        description="TMDB change sync",
+    )
     if months:
         with database.connect("clearing the sync's pending months") as conn:
             conn.execute(
                 sql.SQL("update {} set pending_months = '{{}}' where name = %s").format(database.ident(CURSOR_TABLE)),
                 (CURSOR_NAME,),
             )
+    if held:
+        raise held_months_failure("movies_raw", held, "The TMDB change sync")
 
 
 def log_pending(context: dg.OpExecutionContext, database: PostgresDatabase) -> int:
-    """Months an earlier sync committed but was killed before logging: logged now, so automation hears of them."""
+    """Months an earlier sync committed but was killed before logging: logged (and checked) now, so automation
+    hears of them. A held month among them fails this run before it applies anything new."""
     with database.connect("reading the sync's pending months") as conn:
         if not existing_tables(conn, database.db_schema, [CURSOR_TABLE]):
             return 0

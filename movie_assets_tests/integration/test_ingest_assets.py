@@ -14,6 +14,8 @@ import pytest
 from psycopg import sql
 
 from movie_assets.assets.ingest import movies_raw, movies_raw_backup
+from movie_assets.checks import MONTHLY_CHECKS
+from movie_assets.dagster_private import latest_check_per_partition
 from movie_assets.domain.movie_records import RAW_COLUMNS, validate_month
 from movie_assets.jobs.restore import restore_movies_raw_from_backup
 from movie_assets.object_layout import RAW_BACKUP_PATH
@@ -233,13 +235,25 @@ def test_restore_rebuilds_movies_raw_from_the_backup(database, store_fixture, re
     before = table_checksum(database, exclude=())
     with database.connect() as conn:
         conn.execute(sql.SQL("drop table {}").format(database.ident("movies_raw")))
-    result = restore_movies_raw_from_backup.execute_in_process(
-        resources=resources, instance=dg.DagsterInstance.ephemeral()
-    )
+    instance = dg.DagsterInstance.ephemeral()
+    result = restore_movies_raw_from_backup.execute_in_process(resources=resources, instance=instance)
     assert result.success
     assert table_checksum(database, exclude=()) == before
     restored = [e.partition for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
     assert restored == ["2024-01-01", "2024-02-01", "2024-03-01"]
+    # Each restored month passed the crawl's storage checks, evaluated against its restored materialization.
+    raw_checks = [dg.AssetCheckKey(movies_raw.key, c.name) for c in MONTHLY_CHECKS if c.asset == "movies_raw"]
+    newest = {
+        month: instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=movies_raw.key, asset_partitions=[month]), limit=1
+        ).records[0]
+        for month in restored
+    }
+    checked = {(r.partition, r.check_key.name): r for r in latest_check_per_partition(instance, raw_checks, restored)}
+    assert set(checked) == {(month, key.name) for month in restored for key in raw_checks}
+    for (month, _), row in checked.items():
+        assert row.run_id == result.run_id and row.target_storage_id == newest[month].storage_id
+        assert row.status == "SUCCEEDED", (month, row)
 
 
 def test_cli_materializes_a_range_in_one_run_from_sample_and_local_server(stack_env, tmp_path, database):
