@@ -66,12 +66,16 @@ def test_an_old_row_is_written_and_its_key_never_expires(stack_env, object_store
     assert done.rows == 2 and done.written == 2
 
 
-def test_a_stray_online_key_fails_the_coverage_check_naming_the_movie(stack_env, object_store):
+def test_a_stray_online_key_fails_the_coverage_check_naming_the_movie(stack_env, object_store, database):
     from movie_assets.resources.object_store import ObjectStore
 
     write_offline(object_store, "2024-01-01", feature_rows(range(1, 31), NOW - pd.Timedelta(days=1)))
     feast = applied(stack_env, object_store)
-    resources = {"feast": feast, "object_store": ObjectStore(storage_url=object_store.storage_url)}
+    resources = {
+        "feast": feast,
+        "object_store": ObjectStore(storage_url=object_store.storage_url),
+        "database": database,
+    }
     first = dg.materialize([online_features], resources=resources)
     assert {c.check_name: c.passed for c in first.get_asset_check_evaluations()}["online_keys_present"]
 
@@ -199,7 +203,7 @@ def test_another_feast_version_is_refused_naming_both_versions(stack_env, object
 
 
 def test_the_multi_process_writer_forks_inside_a_dagster_step_and_online_equals_offline(
-    stack_env, object_store, monkeypatch
+    stack_env, object_store, monkeypatch, database
 ):
     import os
 
@@ -214,7 +218,11 @@ def test_the_multi_process_writer_forks_inside_a_dagster_step_and_online_equals_
     write_offline(object_store, "2024-01-01", rows[rows["movie_id"] % 2 == 0])
     write_offline(object_store, "2024-02-01", rows[rows["movie_id"] % 2 == 1])
     feast = own_feast_project(stack_env, object_store.storage_url)
-    resources = {"feast": feast, "object_store": ObjectStore(storage_url=object_store.storage_url)}
+    resources = {
+        "feast": feast,
+        "object_store": ObjectStore(storage_url=object_store.storage_url),
+        "database": database,
+    }
     result = dg.materialize([feast_definitions, online_features], resources=resources)
     metadata = result.asset_materializations_for_node("online_features")[0].metadata
     assert metadata["write_path"].text == "parallel" and metadata["writer_processes"].value == 2
