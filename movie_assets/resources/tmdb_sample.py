@@ -48,10 +48,16 @@ FEED_START = dt.date(2025, 1, 1)
 
 @dataclass(frozen=True)
 class SampleMovie:
-    """One movie as TMDB would send it: the discover list item and the details document."""
+    """One movie as TMDB would send it: the discover list item and the details document.
+
+    `rating` and `spread` are what its votes converge to and how far its first votes strayed
+    (one standard normal draw): as votes come in, the average moves towards the rating, as on TMDB.
+    """
 
     list_item: dict
     details: dict
+    rating: float | None = None
+    spread: float = 0.0
 
 
 def sample_months() -> list[dt.date]:
@@ -120,7 +126,8 @@ def _draws(rng: np.random.Generator, n: int, days_in_month: int) -> dict[str, np
         + np.where(budget > 50_000_000, 0.15, 0.0)
         + rng.normal(0, 0.55, n)
     )
-    noise = rng.normal(0, 1, n) * 2.0 / np.sqrt(vote_count + 1)
+    spread = rng.normal(0, 1, n)
+    noise = spread * 2.0 / np.sqrt(vote_count + 1)
     word_order = _top_k(rng, n, np.ones(len(WORDS)))[:, :3]
     return {
         "day": rng.integers(0, days_in_month, n),
@@ -141,6 +148,8 @@ def _draws(rng: np.random.Generator, n: int, days_in_month: int) -> dict[str, np
         "has_poster": rng.random(n) > 0.05,
         "status": rng.choice(len(STATUS), size=n, p=STATUS_WEIGHTS),
         "quirk": rng.random(n),
+        "rating": quality,
+        "spread": spread,
     }
 
 
@@ -196,7 +205,7 @@ def _movie(movie_id: int, month_start: dt.date, d: dict[str, list], i: int) -> S
     }
     list_item["genre_ids"] = genres
     _add_quirks(d["quirk"][i], list_item, details)
-    return SampleMovie(list_item, details)
+    return SampleMovie(list_item, details, rating=d["rating"][i], spread=d["spread"][i])
 
 
 def _add_quirks(roll: float, item: dict, details: dict) -> None:
@@ -242,15 +251,18 @@ def current(movies: list[SampleMovie], day: dt.date) -> list[SampleMovie]:
 def _with_edits(movie: SampleMovie, edits: int) -> SampleMovie:
     details = movie.details
     count, average = details.get("vote_count"), details.get("vote_average")
-    if edits == 0 or not isinstance(count, int) or not isinstance(average, float) or not 0 <= average <= 10:
+    # A movie nobody voted on stays unvoted (its average 0.0 is no rating to move), as do quirky values.
+    if not edits or movie.rating is None or not isinstance(count, int) or count < 1:
         return movie
-    votes = {
-        "vote_count": count + 3 * edits,
-        "vote_average": round(min(10.0, max(0.0, average + 0.02 * (edits % 5 - 2))), 3),
-    }
+    if not isinstance(average, float) or not 0 <= average <= 10:
+        return movie
+    votes_now = count + 3 * edits
+    # The first votes' error shrinks as votes come in: the average converges on the movie's rating.
+    settled = movie.rating + movie.spread * 2.0 / (votes_now + 1) ** 0.5
+    votes = {"vote_count": votes_now, "vote_average": round(min(10.0, max(0.0, settled)), 3)}
     # The list item keeps its quirk: a count it sends as a string stays a string.
     item = {k: str(v) if isinstance(movie.list_item.get(k), str) else v for k, v in votes.items()}
-    return SampleMovie(list_item={**movie.list_item, **item}, details={**details, **votes})
+    return SampleMovie({**movie.list_item, **item}, {**details, **votes}, movie.rating, movie.spread)
 
 
 def sample_catalogue(movies_per_month: int = MOVIES_PER_MONTH) -> list[SampleMovie]:
