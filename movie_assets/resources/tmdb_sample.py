@@ -235,7 +235,7 @@ def vote_edits(movie_ids: np.ndarray, release_dates: np.ndarray, day: dt.date) -
 
 
 def as_of(movie: SampleMovie, day: dt.date) -> SampleMovie:
-    """The movie as TMDB shows it on `day`: more votes, a slightly moved average (quirky values stay as they are)."""
+    """The movie as TMDB shows it on `day`: more votes, an average nearer its rating (quirky values stay)."""
     return current([movie], day)[0]
 
 
@@ -248,15 +248,23 @@ def current(movies: list[SampleMovie], day: dt.date) -> list[SampleMovie]:
     return [_with_edits(m, edits) for m, edits in zip(movies, vote_edits(ids, released, day).tolist(), strict=True)]
 
 
+def gains_votes(movie: SampleMovie) -> bool:
+    """A movie nobody voted on stays unvoted (its average 0.0 is no rating to move), as do quirky values."""
+    count, average = movie.details.get("vote_count"), movie.details.get("vote_average")
+    return (
+        movie.rating is not None
+        and isinstance(count, int)
+        and count >= 1
+        and isinstance(average, float)
+        and 0 <= average <= 10
+    )
+
+
 def _with_edits(movie: SampleMovie, edits: int) -> SampleMovie:
+    if not edits or movie.rating is None or not gains_votes(movie):
+        return movie
     details = movie.details
-    count, average = details.get("vote_count"), details.get("vote_average")
-    # A movie nobody voted on stays unvoted (its average 0.0 is no rating to move), as do quirky values.
-    if not edits or movie.rating is None or not isinstance(count, int) or count < 1:
-        return movie
-    if not isinstance(average, float) or not 0 <= average <= 10:
-        return movie
-    votes_now = count + 3 * edits
+    votes_now = details["vote_count"] + 3 * edits
     # The first votes' error shrinks as votes come in: the average converges on the movie's rating.
     settled = movie.rating + movie.spread * 2.0 / (votes_now + 1) ** 0.5
     votes = {"vote_count": votes_now, "vote_average": round(min(10.0, max(0.0, settled)), 3)}
@@ -271,8 +279,9 @@ def sample_catalogue(movies_per_month: int = MOVIES_PER_MONTH) -> list[SampleMov
 
 
 def changed_between(first_day: dt.date, last_day: dt.date, movies_per_month: int = MOVIES_PER_MONTH) -> list[int]:
-    """Ids whose votes changed on a day in [first_day, last_day], like TMDB's /movie/changes."""
-    movies = sample_catalogue(movies_per_month)
+    """Ids whose votes changed on a day in [first_day, last_day], like TMDB's /movie/changes: exactly the
+    movies whose document changed (one whose votes never move is never listed)."""
+    movies = [m for m in sample_catalogue(movies_per_month) if gains_votes(m)]
     if not movies:
         return []
     ids = np.array([m.details["id"] for m in movies], dtype=np.int64)

@@ -92,8 +92,7 @@ def test_the_sample_never_goes_back_and_changes_only_what_its_feed_lists():
             details = source.movie_details(sorted(after), log=lambda _: None).documents
         assert details == after, f"crawl and details disagree on {t2}"
         moved = {i for i in after if after[i] != before[i]}
-        # The feed may list a movie whose document it cannot move (its invalid average stays as it is).
-        assert moved <= listed and (moved or t2 < dt.date(2025, 1, 9)), (t1, t2)
+        assert moved == listed & set(after) and (moved or t2 < dt.date(2025, 1, 9)), (t1, t2)
         assert all(after[i]["vote_count"] >= before[i]["vote_count"] for i in after), (t1, t2)
 
 
