@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 CHROMIUM := $(VENV)/.chromium
 
-.PHONY: install lint demo test test-year dev lab serve airflow down status doctor clean bench ui-screenshots
+.PHONY: install lint demo test test-fast test-year dev lab serve airflow down status doctor clean bench ui-screenshots
 
 $(INSTALLED): setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ lint: install
 ## make test: lint, then the whole suite against real services (embedded, or the ones the env vars name) and Debian's Chromium
 test: lint $(CHROMIUM)
 	$(BIN)/python -m pytest
+
+## make test-fast: the edit-test loop (about 2 minutes): lint, then the code tests (no stack, daemon, browser or Airflow)
+test-fast: lint
+	$(BIN)/python -m pytest movie_assets_tests/code
 
 ## make test-year: the simulated year in full (365 days on the local TMDB server, about 78 minutes on 2 cores); `make test` runs its first 14 days
 test-year: install

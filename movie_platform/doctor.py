@@ -7,10 +7,12 @@ The last line is the Dagster instance's: runs stuck in STARTED whose worker is g
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,7 +124,11 @@ SETTING_OF = {
 
 
 def run_checks(settings: Settings, stack: Stack | None = None) -> list[CheckResult]:
-    """Every service's line, then the Dagster instance's runs; `stack` is the embedded stack (ports, DAGSTER_HOME)."""
+    """Every service's line, then the Dagster instance's runs; `stack` is the embedded stack (ports, DAGSTER_HOME).
+
+    What the stack recorded fills what the shell does not set (as `settings` was built): doctor works
+    in a fresh shell, without `eval "$(movie-platform env)"`.
+    """
     stack = stack or Stack()
     results = []
     for service, (var, check, remedy) in CHECKS.items():
@@ -142,7 +148,8 @@ def run_checks(settings: Settings, stack: Stack | None = None) -> list[CheckResu
                 line = f"unreachable at {where}: {reason} -> {remedy}"
             results.append(CheckResult(service, False, line))
     results.append(check_tmdb(settings))
-    results.append(check_dagster_runs(os.environ.get("DAGSTER_HOME") or stack.env().get("DAGSTER_HOME")))
+    recorded = stack.env()
+    results.append(check_dagster_runs(os.environ.get("DAGSTER_HOME") or recorded.get("DAGSTER_HOME"), recorded))
     return results
 
 
@@ -174,22 +181,27 @@ def port_taken(stack: Stack, service: str, var: str) -> str | None:
     )
 
 
-def check_dagster_runs(dagster_home: str | None) -> CheckResult:
+def check_dagster_runs(dagster_home: str | None, recorded: Mapping[str, str] | None = None) -> CheckResult:
     """Runs stuck in STARTED whose worker is gone: they hold their pool slots (tmdb_api) until failed.
 
     Asked the way run monitoring asks (`RunWorkerCheckingLauncher`'s health check); nothing is signalled.
+    The instance's dagster.yaml reads its password from the environment: what the stack recorded
+    (`recorded`) stands in for a variable the shell does not set.
     """
     if not dagster_home:
         return CheckResult("dagster", False, not_set("DAGSTER_HOME"))
     try:
-        stuck = stuck_runs(Path(dagster_home))
+        with variables_defaulted(recorded or {}):
+            stuck = stuck_runs(Path(dagster_home))
     except Exception as exc:  # noqa: BLE001 - one readable line, like every other check
-        return CheckResult(
-            "dagster",
-            False,
-            f"cannot read the instance at {dagster_home}: {redact_text(_first_line(exc))} -> check DAGSTER_HOME "
-            "and its dagster.yaml (start its PostgreSQL with `movie-platform up`)",
-        )
+        unset = sorted(set(re.findall(r"\b(MOVIE_[A-Z_]+)\b", str(exc))) - set(os.environ))
+        if unset:
+            why = f"its dagster.yaml reads {', '.join(unset)}, which is not set"
+            fix = 'start the stack (`movie-platform up`), or configure this shell: eval "$(movie-platform env)"'
+        else:
+            why = redact_text(_first_line(exc))
+            fix = "check DAGSTER_HOME and its dagster.yaml (start its PostgreSQL with `movie-platform up`)"
+        return CheckResult("dagster", False, f"cannot read the instance at {dagster_home}: {why} -> {fix}")
     if not stuck:
         return CheckResult("dagster", True, f"instance at {dagster_home}: no run stuck in STARTED")
     listed = "; ".join(f"{run_id} ({label}): {reason}" for run_id, label, reason in stuck)
@@ -203,6 +215,18 @@ def check_dagster_runs(dagster_home: str | None) -> CheckResult:
         "`dagster-daemon run` with this DAGSTER_HOME): run monitoring marks them failed within a minute; or delete "
         f"each one with its history: `dagster run delete -f {first}`",
     )
+
+
+@contextlib.contextmanager
+def variables_defaulted(defaults: Mapping[str, str]) -> Iterator[None]:
+    """`defaults` in os.environ for the block, where the shell sets nothing of its own; then as it was."""
+    added = {name: value for name, value in defaults.items() if name not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
 
 
 def stuck_runs(home: Path) -> list[tuple[str, str, str]]:

@@ -101,9 +101,10 @@ def eda_stats(
         copy_frame(conn, database.ident("eda_stats_history"), EDA_HISTORY_COLUMNS, history)
     ensure_views(database)
 
-    report_start = add_months(window[1], -REPORT_MONTHS)
-    report_data = database.read_rows("movies_clean", CLEAN_COLUMNS, "release_month", (report_start, window[1]))
-    report_until = f"{(window[1] - dt.timedelta(days=1)):%Y-%m}"
+    report_end = report_window_end(database, window[1])
+    report_start = add_months(report_end, -REPORT_MONTHS)
+    report_data = database.read_rows("movies_clean", CLEAN_COLUMNS, "release_month", (report_start, report_end))
+    report_until = f"{(report_end - dt.timedelta(days=1)):%Y-%m}"
     folder = object_store.root / EDA_REPORT_PATH.format(report_until=report_until)
     images = []
     for name, png in report_plots(report_data).items():
@@ -115,7 +116,8 @@ def eda_stats(
     last = context.partition_keys[-1]
     context.add_asset_metadata(
         {
-            "report_window": f"{report_start:%Y-%m}..{report_until}",
+            "report_window": f"{report_start:%Y-%m}..{report_until} (the {REPORT_MONTHS} months up to the newest "
+            "stored; every month's statistics: table eda_stats)",
             "report_movies": len(report_data),
             "summary": dg.MetadataValue.md(summary_markdown(report_data)),
             "plots": dg.MetadataValue.md("\n\n".join(images)),
@@ -131,6 +133,19 @@ def eda_stats(
             "plots_path": dg.MetadataValue.path(str(folder)),
         },
     )
+
+
+def report_window_end(database: PostgresDatabase, run_end: dt.date) -> dt.date:
+    """The end of the report's months: after the newest month stored, whatever range this run had.
+
+    A backfill of old months once narrowed "the latest" report to the months up to its own last one
+    (after a 3-month backfill it described 5 of the 24 months stored).
+    """
+    with database.connect("finding the newest clean month") as conn:
+        query = sql.SQL("select max(release_month) from {}").format(database.ident("movies_clean"))
+        row = conn.execute(query).fetchone()
+    newest = row[0] if row and row[0] else None
+    return max(run_end, add_months(newest, 1)) if newest else run_end
 
 
 def ensure_views(database: PostgresDatabase) -> None:

@@ -16,6 +16,31 @@ from movie_assets.resources.postgres import PostgresDatabase
 from movie_assets.resources.tmdb import TmdbApiClient
 
 
+def start_sync(database, object_store, redis_url: str, tmdb_url: str, feast_project: str, **popen):
+    """A sync process on these stores and this TMDB server (the resources `resources_from_env` builds there)."""
+    import subprocess
+
+    from movie_platform.local_stack import REPO_ROOT
+
+    env = {
+        **os.environ,
+        "MOVIE_DB_URL": database.url,
+        "MOVIE_DB_SCHEMA": database.db_schema,
+        "MOVIE_REDIS_URL": redis_url,
+        "MOVIE_STORAGE_URL": object_store.storage_url,
+        "TMDB_BASE_URL": tmdb_url,
+        "FEAST_PROJECT": feast_project,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "movie_assets_tests.integration.sync_runner"],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        **popen,
+    )
+
+
 def resources_from_env() -> dict:
     env = os.environ
     return {

@@ -7,10 +7,7 @@ the cost: at most 1.2 detail requests per touched movie, and no discover crawl.
 """
 
 import datetime as dt
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import dagster as dg
@@ -32,8 +29,8 @@ from movie_assets.resources.postgres import existing_tables
 from movie_assets.resources.tmdb import TmdbApiClient
 from movie_assets.resources.tmdb_sample import movies_for_month
 from movie_assets_tests.conftest import own_feast_project, platform_resources
+from movie_assets_tests.integration.sync_runner import start_sync
 from movie_assets_tests.tmdb_server import FakeTmdb, Faults, TmdbTestServer
-from movie_platform.local_stack import REPO_ROOT
 
 MONTHS = [dt.date(2024, m, 1) for m in range(1, 7)]
 RANGE_TAGS = {"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-06-01"}
@@ -235,22 +232,7 @@ def test_a_killed_sync_changes_nothing_and_the_rerun_completes(database, object_
     before = query(database, "select movie_id, release_month, vote_count from {schema}.movies_raw order by movie_id")
     server.fake.faults = Faults(latency_s=0.15)
     server.fake.requests.clear()
-    env = {
-        **os.environ,
-        "MOVIE_DB_URL": database.url,
-        "MOVIE_DB_SCHEMA": database.db_schema,
-        "MOVIE_REDIS_URL": stack_env["MOVIE_REDIS_URL"],
-        "MOVIE_STORAGE_URL": object_store.storage_url,
-        "TMDB_BASE_URL": server.base_url,
-        "FEAST_PROJECT": resources["feast"].project,
-    }
-    run = subprocess.Popen(
-        [sys.executable, "-m", "movie_assets_tests.integration.sync_runner"],
-        env=env,
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    run = start_sync(database, object_store, stack_env["MOVIE_REDIS_URL"], server.base_url, resources["feast"].project)
     deadline = time.monotonic() + 120
     while server.fake.requests["details"] < 60 and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

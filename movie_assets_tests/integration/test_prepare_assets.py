@@ -140,3 +140,20 @@ def test_a_24_month_eda_run_adds_at_most_1_mb_to_the_event_log(database, object_
     materializations = result.asset_materializations_for_node("eda_stats")
     assert sorted(m.partition for m in materializations) == months
     assert [m.partition for m in materializations if "plots" in m.metadata] == [months[-1]]
+
+
+def test_the_latest_eda_report_describes_the_newest_months_stored_whatever_the_last_run_covered(database, object_store):
+    """A backfill of older months once made "the latest" report cover only the months up to its own last one."""
+    assert run_pipeline(database, object_store).success  # 2024-01..03
+    older = dg.materialize(
+        with_storage_checks(movies_raw, movies_clean, eda_stats),
+        resources=platform_resources(database, object_store, TmdbSampleSource()),
+        tags={RANGE_START_TAG: "2023-01-01", RANGE_END_TAG: "2023-02-01"},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert older.success
+    latest = max(older.asset_materializations_for_node("eda_stats"), key=lambda m: m.partition)
+    assert latest.partition == "2023-02-01"
+    assert latest.metadata["report_window"].value.startswith("2022-04..2024-03"), latest.metadata["report_window"]
+    stored = query(database, "select count(*) from movies_clean")[0][0]
+    assert latest.metadata["report_movies"].value == stored  # all five months stored, not the run's two

@@ -81,6 +81,26 @@ def test_doctor_all_green_then_explains_dead_postgres(test_stack, stack_env):
     assert movie_platform_cli("doctor", env=env).returncode == 0
 
 
+def test_doctor_and_status_work_in_a_fresh_shell(test_stack, stack_env):
+    """No `eval "$(movie-platform env)"`: doctor read the Dagster instance without the password its
+    dagster.yaml takes from the environment, and failed it blaming PostgreSQL, which was running."""
+    fresh = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("MOVIE_", "DAGSTER_", "MLFLOW_", "AWS_", "TMDB_"))
+    }
+    fresh.update(MOVIE_PLATFORM_STATE_DIR=str(test_stack.state_dir))
+    fresh.update({name: value for name, value in stack_env.items() if name.endswith("_PORT")})  # its own ports
+    doctor = movie_platform_cli("doctor", env=fresh)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert doctor.stdout.count("OK  ") == 6, doctor.stdout
+    assert "OK  dagster" in doctor.stdout, doctor.stdout
+    status = movie_platform_cli("status", env=fresh)
+    assert status.returncode == 0, status.stdout + status.stderr
+    for service in ("postgres", "redis", "mlflow"):
+        assert any(row.startswith(service) and "running" in row for row in status.stdout.splitlines()), status.stdout
+
+
 def test_doctor_names_the_postgres_port_another_process_holds(tmp_path):
     """`up` refuses a taken port and sets nothing: doctor must say so, not "MOVIE_DB_URL is not set"."""
     import socket

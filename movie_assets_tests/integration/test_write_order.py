@@ -8,11 +8,8 @@ loses a new feature row.
 """
 
 import io
-import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -30,6 +27,7 @@ from movie_assets.jobs.sync_tmdb_changes import CURSOR_NAME, CURSOR_TABLE, sync_
 from movie_assets.object_layout import FEATURES_PREFIX
 from movie_assets.resources.online_writer import FeastRedisLayout
 from movie_assets.resources.removal_outbox import OUTBOX_TABLE
+from movie_assets_tests.integration.sync_runner import start_sync
 from movie_assets_tests.integration.test_change_sync import (
     RANGE_TAGS,
     TODAY,
@@ -38,7 +36,6 @@ from movie_assets_tests.integration.test_change_sync import (
     server,  # noqa: F401 - the fixture
     stored_ids,
 )
-from movie_platform.local_stack import REPO_ROOT
 
 EVERY_DAY_AGAIN = {"ops": {"apply_tmdb_changes": {"config": {"skip_fetched_today": False}}}}
 ROUNDS = 20
@@ -133,23 +130,10 @@ def test_a_sync_killed_after_its_commit_converges_on_the_next_sync(database, obj
     deleted = stored_ids(database)[:3]
     for movie_id in deleted:
         server.fake.change(TODAY, movie_id, None)
-    env = {
-        **os.environ,
-        "MOVIE_DB_URL": database.url,
-        "MOVIE_DB_SCHEMA": database.db_schema,
-        "MOVIE_REDIS_URL": stack_env["MOVIE_REDIS_URL"],
-        "MOVIE_STORAGE_URL": object_store.storage_url,
-        "TMDB_BASE_URL": server.base_url,
-        "FEAST_PROJECT": resources["feast"].project,
-    }
     # Holding the online_store lock stops the sync right after its commit, before it applies the removals.
     with database.holding({"online_store": None}, "the test's barrier"):
-        run = subprocess.Popen(
-            [sys.executable, "-m", "movie_assets_tests.integration.sync_runner"],
-            env=env,
-            cwd=REPO_ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+        run = start_sync(
+            database, object_store, stack_env["MOVIE_REDIS_URL"], server.base_url, resources["feast"].project
         )
         deadline = time.monotonic() + 120
         while run.poll() is None and time.monotonic() < deadline:
