@@ -61,7 +61,7 @@ serve: install
 airflow: install
 	$(BIN)/movie-platform airflow
 
-## make down: stop everything the embedded stack, `make dev`, `make lab` and `make airflow` started
+## make down: stop everything the embedded stack, `make dev`, `make lab`, `make serve` and `make airflow` started
 down:
 	@if [ -x $(BIN)/movie-platform ]; then $(BIN)/movie-platform down; else echo "nothing to stop: no .venv"; fi
 

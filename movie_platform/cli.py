@@ -211,11 +211,17 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def without_progress_bars() -> None:
+    """MLflow draws a tqdm bar for every model it downloads: noise between a command's lines, in every serve log."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     """The champion model's rating for movies, from their online features in Redis."""
     from movie_assets.resources.mlflow import MlflowTracking
     from movie_assets.resources.serving import NoChampionError, predict
 
+    without_progress_bars()
     settings = Settings.from_env(stack_env())
     if not settings.mlflow_tracking_uri:
         raise StackError("MLFLOW_TRACKING_URI is not set: run `movie-platform up` or set it")
@@ -242,20 +248,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """GET /features, POST /predict and GET /health over HTTP, following MLflow's `champion` alias."""
+    """GET /features, POST /predict and GET /health over HTTP, following MLflow's `champion` alias.
+
+    The port is claimed, and the process recorded in the stack, before anything loads (`serve_process`).
+    """
+    from movie_platform import serve_process
+
+    env = stack_env()
+    port = args.port or port_setting(serve_process.PORT_ENV, serve_process.DEFAULT_PORT, env)
+    sock = serve_process.claim(Stack(), args.host, port)
+    # Feast, MLflow and the model load only now, on a port that is already ours.
     from movie_assets.resources.mlflow import MlflowTracking
     from movie_platform import serve
 
-    env = stack_env()
+    without_progress_bars()
     settings = Settings.from_env(env)
     if not settings.mlflow_tracking_uri:
         raise StackError("MLFLOW_TRACKING_URI is not set: run `movie-platform up` or set it")
     try:
-        port = args.port or port_setting(serve.PORT_ENV, serve.DEFAULT_PORT, env)
         interval = serve.poll_seconds(env)
-        serve.run(
-            feast_store_from_env(), MlflowTracking.from_settings(settings), args.host, port, interval, args.access_log
-        )
+        serve.run(feast_store_from_env(), MlflowTracking.from_settings(settings), sock, interval, args.access_log)
     except (serve.ServeError, ValueError) as exc:
         raise StackError(str(exc)) from None
     return 0
@@ -277,7 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start the embedded stack (idempotent)")
     up.add_argument("--with-s3", action="store_true", help="also start an S3 API server and use it as the object store")
     up.set_defaults(func=cmd_up)
-    sub.add_parser("down", help="stop what `up`, `dev`, `lab` and `airflow` started").set_defaults(func=cmd_down)
+    sub.add_parser("down", help="stop what `up`, `dev`, `lab`, `serve` and `airflow` started").set_defaults(
+        func=cmd_down
+    )
     sub.add_parser("airflow", help="start Airflow (webserver + scheduler) for the Dagster bridge").set_defaults(
         func=cmd_airflow
     )
@@ -300,7 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(func=cmd_predict)
     served = sub.add_parser("serve", help="serve online features and champion scores over HTTP (foreground)")
     served.add_argument("--host", default="127.0.0.1")
-    served.add_argument("--port", type=int, default=None, help="default: MOVIE_SERVE_PORT or 18000")
+    served.add_argument(
+        "--port", type=int, default=None, help="default: MOVIE_SERVE_PORT or 18000; a taken port fails at once"
+    )
     served.add_argument("--access-log", action="store_true", help="log every request (off: it costs throughput)")
     served.set_defaults(func=cmd_serve)
     dev = sub.add_parser("dev", help="embedded stack + Dagster UI")

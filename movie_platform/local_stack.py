@@ -12,7 +12,7 @@ external and not started. State (PIDs, their start times, ports, URLs) lives in
   once cannot both start a service;
 - a PID counts as ours only while its start time matches the recorded one: after
   a reboot or PID reuse, ``down`` leaves that process alone and ``status`` says stopped;
-- the UIs started on top of the stack (``movie-platform dev``, ``movie-platform lab``) are
+- the processes started on top of the stack (``movie-platform dev``, ``lab``, ``serve``) are
   recorded in the same table, so ``down`` stops them first (their whole process group).
 """
 
@@ -54,9 +54,10 @@ DEFAULT_PORTS = {
     "mlflow": ("MOVIE_MLFLOW_PORT", 15000),
     "s3": ("MOVIE_S3_PORT", 19000),
     "lab": ("MOVIE_LAB_PORT", 18888),
+    "serve": ("MOVIE_SERVE_PORT", 18000),
 }
 # Processes started on top of the stack (not by `up`): stopped first by `down`, then the services.
-UI_PROCESSES = ("dev", "lab")
+UI_PROCESSES = ("dev", "lab", "serve")
 # How long a UI gets to shut down on SIGTERM (dagster dev waits for its webserver and daemon) before SIGKILL.
 UI_STOP_TIMEOUT_S = 30
 S3_TEST_CREDENTIALS = {

@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -44,8 +45,6 @@ from movie_assets.settings import redact_text, redact_url
 
 POLL_ENV = "MOVIE_SERVE_POLL_SECONDS"
 DEFAULT_POLL_SECONDS = 5.0
-PORT_ENV = "MOVIE_SERVE_PORT"
-DEFAULT_PORT = 18000
 MAX_IDS = 1000  # per request: one pipelined read; more is a batch job (movie_rating_predictions)
 PING_TIMEOUT_S = 6.0  # /health's wait for Redis
 MAX_BODY_BYTES = 100_000  # a /predict body of MAX_IDS ids is under 25 kB; larger is refused with 413, unread
@@ -405,8 +404,9 @@ def build_app(features: OnlineFeatures, follower: ChampionFollower, interval: fl
     )
 
 
-def run(feast: FeastStore, tracking: MlflowTracking, host: str, port: int, interval: float, access_log: bool) -> None:
-    """Serve until SIGINT/SIGTERM (uvicorn, one worker: uvloop and httptools when installed)."""
+def run(feast: FeastStore, tracking: MlflowTracking, sock: socket.socket, interval: float, access_log: bool) -> None:
+    """Serve on `sock` (`serve_process.claim`) until SIGINT/SIGTERM (uvicorn, one worker: uvloop and httptools
+    when installed)."""
     import uvicorn
 
     # A registry outage is retried by the next poll: fail fast instead of MLflow's minutes of retries.
@@ -426,4 +426,6 @@ def run(feast: FeastStore, tracking: MlflowTracking, host: str, port: int, inter
         redact_url(tracking.tracking_uri),
         interval,
     )
-    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")
+    host, port = sock.getsockname()[:2]
+    log.info("listening on http://%s:%s (the model loads first; requests wait until then)", host, port)
+    uvicorn.Server(uvicorn.Config(app, access_log=access_log, log_level="info")).run(sockets=[sock])

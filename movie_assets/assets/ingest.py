@@ -19,7 +19,7 @@ from movie_assets.partitions import consecutive, month_window, monthly_asset, mo
 from movie_assets.resources import crawl_ledger
 from movie_assets.resources.object_store import ObjectStore, write_atomically
 from movie_assets.resources.postgres import PostgresDatabase, TableRows, table_metadata, table_schema
-from movie_assets.resources.tmdb import PAGE_SIZE, CrawlStats, TmdbAuthError, TmdbError, TmdbSource
+from movie_assets.resources.tmdb import PAGE_SIZE, CrawlStats, TmdbError, TmdbSettingsError, TmdbSource
 
 BACKUP_COLUMNS = {name: RAW_COLUMNS[name] for name in ("movie_id", "fetched_at", "payload")}
 RAW_DESCRIPTIONS = {
@@ -153,9 +153,9 @@ def _crawl_and_store(
     """
     try:
         crawl = tmdb.crawl(month, log=context.log.info)
-    except TmdbAuthError as exc:
-        # Retrying a 401 only repeats it: fail once, with the variable to set.
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except TmdbSettingsError as exc:
+        # Retrying a 401 or a refused connection only repeats it: fail once, with the variable to set.
+        raise exc.step_failure() from exc
     validated = validate_month(crawl.pairs, month, fetched_at)
     frame, rejected = to_frame(validated.rows, RAW_COLUMNS), to_frame(validated.rejects, REJECT_COLUMNS)
     if not allow_shrink:
@@ -211,8 +211,8 @@ def _request_progress(
     """
     try:
         listed = sum(tmdb.count_listed((stretch[0][0], stretch[-1][1])) for stretch in consecutive(pending))
-    except TmdbAuthError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except TmdbSettingsError as exc:
+        raise exc.step_failure() from exc
     except TmdbError as exc:
         context.log.warning(f"no request estimate for the range ({exc}); crawling without an ETA")
         return Progress("TMDB requests of the range (no estimate)", 0, context.log.info)

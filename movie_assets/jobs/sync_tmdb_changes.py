@@ -26,7 +26,7 @@ from movie_assets.resources.feast import FeastStore
 from movie_assets.resources.object_store import ObjectStore
 from movie_assets.resources.postgres import PostgresDatabase, PostgresError, copy_frame, existing_tables
 from movie_assets.resources.removal_outbox import OUTBOX_COLUMNS, OUTBOX_TABLE, apply_removals, record_removals
-from movie_assets.resources.tmdb import TmdbAuthError, TmdbSource
+from movie_assets.resources.tmdb import TmdbSettingsError, TmdbSource
 from movie_assets.settings import redact_text
 
 CURSOR_TABLE = "tmdb_sync_cursor"
@@ -139,8 +139,8 @@ def apply_tmdb_changes(
         if seen:
             context.log.info(f"{len(changes.ids) - len(to_fetch)} of the listed ids were fetched earlier today")
         details = tmdb.movie_details(to_fetch, log=context.log.info)
-    except TmdbAuthError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except TmdbSettingsError as exc:
+        raise exc.step_failure() from exc
     relogged = log_pending(context, database)
     plan = plan_changes(stored_rows(database, to_fetch), details.documents, partition_range(), now)
     commit_plan(plan, database, last_day)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -27,9 +28,10 @@ from movie_assets.domain.feature_engineering import FEATURE_NAMES
 from movie_assets.resources.mlflow import MlflowTracking
 from movie_assets.resources.object_store import ObjectStore
 from movie_assets.resources.online_materialize import materialize_parallel
-from movie_assets_tests.conftest import own_feast_project, stop_process_group, wait_for
+from movie_assets_tests.conftest import movie_platform_cli, own_feast_project, stop_process_group, wait_for
 from movie_assets_tests.integration.test_online_store import WINDOW, feature_rows, layout_of, write_offline
 from movie_assets_tests.integration.test_stack_ownership import STACK_VARS, free_ports
+from movie_platform.local_stack import Stack
 
 ONLINE = list(range(1, 13))
 OLD, UNKNOWN = 99, 424242
@@ -83,26 +85,33 @@ def tracking(stack_env, feast):
     client.delete_experiment(client.get_experiment_by_name(name).experiment_id)
 
 
-@contextlib.contextmanager
-def serving(stack_env, feast, tracking, log_dir, **variables):
-    """`movie-platform serve` on a free loopback port, in front of the test's project and model."""
-    port = free_ports(1)[0]
+def serve_env(stack_env, feast, tracking, state_dir, **variables) -> dict[str, str]:
+    """`movie-platform`'s env in front of the test's project and model; serve is recorded in `state_dir`'s stack."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(STACK_VARS)}
     env.update({k: v for k, v in stack_env.items() if not k.startswith("FEAST_")})
     env.update(
+        MOVIE_PLATFORM_STATE_DIR=str(state_dir),
         MOVIE_FEAST_PROJECT=feast.project,
         MOVIE_STORAGE_URL=feast.storage_url,
         MOVIE_MODEL_NAME=tracking.registered_model,
         MOVIE_SERVE_POLL_SECONDS=str(POLL_SECONDS),
         **variables,
     )
+    return env
+
+
+@contextlib.contextmanager
+def serving(stack_env, feast, tracking, log_dir, **variables):
+    """`movie-platform serve` on a free loopback port, in front of the test's project and model."""
+    port = free_ports(1)[0]
+    env = serve_env(stack_env, feast, tracking, log_dir / "stack", **variables)
     log_file = log_dir / "serve.log"
-    with log_file.open("wb") as out:
+    with log_file.open("wb") as out, (log_dir / "serve.stdout").open("wb") as stdout:
         proc = subprocess.Popen(
             [sys.executable, "-m", "movie_platform.cli", "serve", "--port", str(port)],
             env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            stdout=stdout,
+            stderr=out,
             start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
@@ -276,3 +285,53 @@ def test_a_moved_champion_is_served_without_a_restart_and_never_mixed(server, fe
     assert health.status_code == 503 and health.json()["model"] is None
     tracking.promote("1")
     wait_for(lambda: predict(url, ids).status_code == 200, 10, "v1 served again", log_file)
+
+
+def test_a_taken_port_fails_at_once_naming_the_variable_before_anything_loads(stack_env, feast, tracking, tmp_path):
+    """With its port taken, serve loaded the registry and the model, then died 12 s in on uvicorn's `[Errno 98]`."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = serve_env(stack_env, feast, tracking, tmp_path / "stack", MOVIE_SERVE_PORT=str(port))
+        started = time.monotonic()
+        result = movie_platform_cli("serve", env=env, timeout=120)
+        took = time.monotonic() - started
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert f"port {port} on 127.0.0.1 is taken" in result.stderr and "set MOVIE_SERVE_PORT" in result.stderr, (
+        result.stderr
+    )
+    assert "features of" not in result.stderr and "serving " not in result.stderr, "nothing loads before the port"
+    assert took < 8, f"{took:.1f} s: {result.stderr[-2000:]}"
+    assert "serve" not in Stack(tmp_path / "stack").load()["services"], "a serve that never ran is not recorded"
+
+
+def test_a_running_serve_is_listed_by_status_and_stopped_by_down(stack_env, feast, tracking, tmp_path):
+    """`make status` did not list a running serve, and `make down` left it running."""
+    with serving(stack_env, feast, tracking, tmp_path) as (url, proc, log_file):
+        env = serve_env(stack_env, feast, tracking, tmp_path / "stack")
+        status = movie_platform_cli("status", env=env)
+        line = next((row for row in status.stdout.splitlines() if row.startswith("serve ")), "")
+        assert "running" in line and url in line and f"pid {proc.pid}" in line, status.stdout
+        second = movie_platform_cli("serve", "--port", str(free_ports(1)[0]), env=env, timeout=60)
+        assert second.returncode == 1 and f"serve already runs on {url} (pid {proc.pid})" in second.stderr, (
+            second.stderr[-2000:]
+        )
+        down = movie_platform_cli("down", env=env)
+        assert down.returncode == 0, down.stderr[-2000:]
+        assert f"stopped serve (pid {proc.pid})" in down.stdout, down.stdout
+        proc.wait(timeout=10)  # stopped by `down` itself, not by this fixture's cleanup
+    status = movie_platform_cli("status", env=env)
+    line = next((row for row in status.stdout.splitlines() if row.startswith("serve ")), "")
+    assert "stopped" in line, status.stdout
+
+
+def test_serve_and_predict_draw_no_progress_bars(server, stack_env, feast, tracking, tmp_path):
+    """MLflow's tqdm "Downloading artifacts" bar came with every model serve and predict loaded."""
+    url, _, log_file = server
+    assert f"serving {tracking.registered_model} v" in log_file.read_text(), "serve downloaded a model"
+    printed = log_file.read_text() + (log_file.parent / "serve.stdout").read_text()
+    assert "Downloading artifacts" not in printed
+    predicted = movie_platform_cli("predict", "1", env=serve_env(stack_env, feast, tracking, tmp_path / "stack"))
+    assert predicted.returncode == 0 and "alias champion" in predicted.stdout, predicted.stderr[-2000:]
+    assert "Downloading artifacts" not in predicted.stdout + predicted.stderr

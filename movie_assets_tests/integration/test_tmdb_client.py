@@ -7,7 +7,7 @@ import time
 import pytest
 
 from movie_assets.domain.movie_records import UnreadableDocument, validate_month
-from movie_assets.resources.tmdb import TmdbApiClient, TmdbAuthError, TmdbError
+from movie_assets.resources.tmdb import TmdbApiClient, TmdbAuthError, TmdbError, TmdbUnreachableError
 from movie_assets.resources.tmdb_sample import movies_for_month
 from movie_assets_tests.tmdb_server import FakeTmdb, Faults, TmdbTestServer, crowded_month
 
@@ -428,3 +428,16 @@ def test_a_cli_run_held_by_dripping_details_stops_on_sigterm(stack_env, database
         stderr = run.stderr.read() if run.stderr else ""
     assert stopped_after < 15, f"{stopped_after:.1f} s after SIGTERM: {stderr[-1500:]}"
     assert run.returncode != 0 and "RUN_FAILURE" in stderr, stderr[-2000:]
+
+
+@pytest.mark.parametrize("base_url", ["http://127.0.0.1:9/3", "http://tmdb.invalid/3"], ids=["refused", "unknown-host"])
+def test_an_unreachable_base_url_is_tried_twice_and_named_not_retried_for_minutes(base_url):
+    """A refused connection took 7 attempts with backoff per step attempt; now one quick retry, then the fix."""
+    tmdb = TmdbApiClient(base_url=base_url, api_key="test-key-of-some-length", backoff_base_s=5.0)
+    started = time.monotonic()
+    with pytest.raises(TmdbUnreachableError) as error:
+        tmdb.crawl(MARCH, log=lambda _: None)
+    assert time.monotonic() - started < 3
+    message = str(error.value)
+    assert f"TMDB is unreachable at {base_url} (TMDB_BASE_URL)" in message and "on 2 attempts" in message, message
+    assert "TMDB_SOURCE=sample" in message

@@ -18,8 +18,14 @@ import requests
 import urllib3
 
 from movie_assets.resources.tmdb.rate_limit import RateLimiter
-from movie_assets.resources.tmdb.source import CrawlStats, TmdbAuthError, TmdbError, TmdbUnreadableError
-from movie_assets.settings import redact_text
+from movie_assets.resources.tmdb.source import (
+    CrawlStats,
+    TmdbAuthError,
+    TmdbError,
+    TmdbUnreachableError,
+    TmdbUnreadableError,
+)
+from movie_assets.settings import DEFAULT_TMDB_BASE_URL, redact_text
 
 MAX_RETRY_AFTER_S = 60.0
 FAILURE_STREAK = 3  # failed attempts in a row (no success between) after which every thread backs off
@@ -209,12 +215,14 @@ class TmdbHttp:
         """The JSON object of the body; None only for a 404, and only when `allow_404` is set.
 
         A 200 whose body is not a JSON object (cut, HTML, `null`, a list) is read again, then raises
-        `TmdbUnreadableError`.
+        `TmdbUnreadableError`. A connection that never opens (refused, unknown host) is tried once more,
+        then raises `TmdbUnreachableError`: six retries with backoff only delayed the fix for minutes.
         """
         url = self.client.base_url.rstrip("/") + path
         params = dict(params or {})
         if self.client.api_key and not self.client.read_access_token:
             params["api_key"] = self.client.api_key
+        unreachable_before = False
         for attempt in range(self.client.max_retries + 1):
             self.limiter.acquire()
             self.stats.add(requests=1)
@@ -227,6 +235,11 @@ class TmdbHttp:
                 problem = "200 with a body cut short of its Content-Length"
             except (OSError, urllib3.exceptions.HTTPError) as exc:  # requests' errors are OSErrors
                 problem = f"{type(exc).__name__}"
+                unreachable = _unreachable(exc)
+                if unreachable is not None:
+                    if unreachable_before or attempt == self.client.max_retries:
+                        raise self._unreachable_error(unreachable, attempt + 1) from None
+                    unreachable_before = True
             else:
                 if response.status_code == 200:
                     try:
@@ -339,6 +352,16 @@ class TmdbHttp:
                     return response, b"".join(chunks)
                 chunks.append(chunk)
 
+    def _unreachable_error(self, reason: str, attempts: int) -> TmdbUnreachableError:
+        base_url = self._safe(self.client.base_url)
+        return TmdbUnreachableError(
+            self._safe(
+                f"TMDB is unreachable at {base_url} (TMDB_BASE_URL): {reason}, on {attempts} attempts. Fix: set "
+                f"TMDB_BASE_URL to TMDB's API (unset, it is {DEFAULT_TMDB_BASE_URL}) or to a server that speaks "
+                "it, or set TMDB_SOURCE=sample for the offline sample; then re-run the partition."
+            )
+        )
+
     def _succeeded(self) -> None:
         with self._streak_lock:
             self._streak = 0
@@ -366,6 +389,22 @@ class TmdbHttp:
             if secret:
                 text = text.replace(secret, "***")
         return text
+
+
+def _unreachable(exc: BaseException) -> str | None:
+    """Why no connection opened (refused, unknown host, no route), from the error `requests` wraps around
+    urllib3's; None for any other error. A connect timeout is not among them: a slow TMDB heals."""
+    seen: object = exc
+    for _ in range(4):  # requests' ConnectionError -> urllib3's MaxRetryError -> its reason
+        if isinstance(seen, urllib3.exceptions.NewConnectionError):
+            return str(seen).split(": ", 1)[-1]  # without the connection's repr before it
+        if isinstance(seen, urllib3.exceptions.MaxRetryError):
+            seen = seen.reason
+        elif isinstance(seen, BaseException) and seen.args:
+            seen = seen.args[0]
+        else:
+            return None
+    return None
 
 
 def _retry_after(response: requests.Response) -> float | None:

@@ -32,8 +32,28 @@ class TmdbError(RuntimeError):
     """TMDB answered with an error we cannot retry away."""
 
 
-class TmdbAuthError(TmdbError):
+class TmdbSettingsError(TmdbError):
+    """A TMDB setting is wrong (credentials, base URL): every retry fails the same way, so none is made."""
+
+    def step_failure(self) -> dg.Failure:
+        """The step's failure: at once, with no retry of the step, and with the fix as the last thing printed.
+
+        Dagster prints a failure's cause after the failure's own traceback, so the error rides along as
+        the cause without its traceback: the HTTP client's frames say nothing about a wrong setting,
+        and a CLI user reads the fix in the last lines, not above four tracebacks.
+        """
+        failure = dg.Failure(description=str(self), allow_retries=False)
+        failure.__cause__ = self.with_traceback(None)
+        return failure
+
+
+class TmdbAuthError(TmdbSettingsError):
     """401: the key or token is missing or wrong."""
+
+
+class TmdbUnreachableError(TmdbSettingsError):
+    """No connection to TMDB_BASE_URL opens (refused, unknown host, no route): unlike a 5xx or a
+    timeout, that does not heal in the minutes retries wait."""
 
 
 class TmdbUnreadableError(TmdbError):
