@@ -186,6 +186,18 @@ def feature_versions(database, object_store) -> tuple[set, set]:
     return in_parquet, in_table
 
 
+def clean_and_features(resources: dict):
+    """movies_clean and movie_features of the crawled months, from what movies_raw holds now."""
+    return dg.materialize(
+        [movies_raw, movies_clean, movie_features],
+        selection=[movies_clean, movie_features],
+        resources=resources,
+        tags=RANGE_TAGS,
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+
+
 def test_a_sync_racing_movie_features_neither_resurrects_nor_loses_rows(database, object_store, stack_env, server):  # noqa: F811
     """20 rounds: a sync removing 2 movies and changing 3 runs while movie_features builds the same months."""
     resources = crawled_platform(database, object_store, stack_env, server)
@@ -209,14 +221,7 @@ def test_a_sync_racing_movie_features_neither_resurrects_nor_loses_rows(database
 
         racer = threading.Thread(target=run_sync)
         racer.start()
-        features = dg.materialize(
-            [movies_raw, movies_clean, movie_features],
-            selection=[movies_clean, movie_features],
-            resources=resources,
-            tags=RANGE_TAGS,
-            instance=dg.DagsterInstance.ephemeral(),
-            raise_on_error=False,
-        )
+        features = clean_and_features(resources)
         racer.join(timeout=300)
         assert outcomes.get("sync") and features.success, (round_, outcomes, features.success)
         removed += victims
@@ -241,12 +246,5 @@ def test_a_sync_racing_movie_features_neither_resurrects_nor_loses_rows(database
         changed_before = changed
     dg.materialize([online_features], resources=resources, instance=dg.DagsterInstance.ephemeral())
     assert online_ids(resources, stack_env, removed) == set(), "no removed movie is served"
-    again = dg.materialize(
-        [movies_raw, movies_clean, movie_features],
-        selection=[movies_clean, movie_features],
-        resources=resources,
-        tags=RANGE_TAGS,
-        instance=dg.DagsterInstance.ephemeral(),
-    )
-    assert again.success
+    assert clean_and_features(resources).success
     assert not any(where_stored(database, object_store, resources, stack_env, removed).values())
