@@ -10,10 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import Ridge
-from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from movie_assets.domain.feature_engineering import FEATURE_NAMES
 from movie_assets.domain.plots import render_png
@@ -75,6 +71,9 @@ def features_of(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def metrics(truth, predicted, prefix: str = "") -> dict[str, float]:
+    # scikit-learn (like XGBoost) is imported where it is used: the code location imports this module on every load.
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
     return {
         f"{prefix}rmse": float(np.sqrt(mean_squared_error(truth, predicted))),
         f"{prefix}mae": float(mean_absolute_error(truth, predicted)),
@@ -92,6 +91,10 @@ def train_xgboost(train: pd.DataFrame, params: dict):
 
 def baselines(split: Split) -> dict[str, float]:
     """The mean rating (the bar to clear) and a linear model on the same features."""
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     mean = np.full(len(split.holdout), split.train[TARGET].mean())
     fill = features_of(split.train).median()
     linear = make_pipeline(StandardScaler(), Ridge(alpha=1.0))

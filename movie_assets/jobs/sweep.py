@@ -3,7 +3,6 @@
 import itertools
 
 import dagster as dg
-import mlflow
 from pydantic import Field
 
 from movie_assets.domain import clock
@@ -39,6 +38,8 @@ def sweep_movie_rating(
     feast: FeastStore,
     mlflow_tracking: MlflowTracking,
 ) -> None:
+    import mlflow  # here, not at the top: the code location imports this module on every load
+
     clean = database.read_rows("movies_clean", CLEAN_COLUMNS)
     as_of = clock.now()
     data = training_set(feast.store(), labelled_movies(clean, config.min_votes), FEATURE_SERVICE, as_of)
