@@ -6,7 +6,6 @@ import io
 from collections.abc import Callable
 
 
-
 def render_png(
     draw: Callable, title: str, xlabel: str = "", ylabel: str = "", size: tuple[float, float] = (7, 4)
 ) -> bytes:
