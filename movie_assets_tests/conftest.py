@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import uuid
@@ -40,6 +41,18 @@ def _session_environ() -> dict[str, str]:
 
 
 SESSION_ENVIRON = _session_environ()
+
+
+def pytest_configure(config) -> None:
+    """Stop signals reach the processes the tests start, however pytest was started.
+
+    Started with `&` from a non-interactive shell (`make test &`, a CI step in the background),
+    pytest inherits SIGINT ignored, and so would every process it starts: `dagster dev`, the
+    daemon and code servers (which map SIGTERM to their SIGINT handler) then ignore the
+    fixtures' stop signals and sit out each timeout before the SIGKILL (65 s per Airflow test
+    teardown). A handler installed here is reset to the default in each child at exec.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def log_to_pytest(prefix: str):

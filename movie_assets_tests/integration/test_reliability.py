@@ -154,8 +154,10 @@ def test_redis_outage_fails_online_features_clearly_and_the_retry_catches_up(
 
 
 # ---- 3. PostgreSQL unreachable -------------------------------------------------------------------
-def test_unreachable_postgres_fails_the_run_clearly_and_writes_nothing(object_store):
+def test_unreachable_postgres_fails_the_run_clearly_at_once_and_writes_nothing(object_store):
+    """A refused connection does not heal while the retry policy waits (20 s, then 40 s): one attempt, in seconds."""
     dead = PostgresDatabase(url="postgresql://movie:hunter2@127.0.0.1:9/movies")
+    started = time.monotonic()
     result = dg.materialize(
         [movies_raw, movies_raw_backup],
         resources=platform_resources(dead, object_store, TmdbSampleSource()),
@@ -164,6 +166,8 @@ def test_unreachable_postgres_fails_the_run_clearly_and_writes_nothing(object_st
         raise_on_error=False,
     )
     assert not result.success
+    assert time.monotonic() - started < 15
+    assert not [e for e in result.all_events if e.event_type_value in ("STEP_UP_FOR_RETRY", "STEP_RESTARTED")]
     message = failure_message(result)
     assert "PostgreSQL at postgresql://movie:***@127.0.0.1:9/movies is unreachable" in message
     assert "2024-01-01..2024-02-01" in message and "MOVIE_DB_URL" in message and "nothing was written" in message

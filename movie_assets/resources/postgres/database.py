@@ -23,7 +23,7 @@ from pydantic import field_validator
 
 from movie_assets.partitions import month_number, months_in
 from movie_assets.resources.postgres.arrow_copy import arrow_schema, arrow_to_frame, copy_frame
-from movie_assets.resources.postgres.errors import PostgresError
+from movie_assets.resources.postgres.errors import PostgresError, PostgresSettingsError
 from movie_assets.resources.postgres.schema import (
     add_missing_columns,
     ensure_table,
@@ -62,6 +62,25 @@ class WithSideTables:
     side_tables: list[TableRows]
 
 
+# How libpq words a connection that waiting will not open: nothing listens, no such host, the wrong password,
+# user or database. Those fail the step at once (`PostgresSettingsError`). Anything else (a timeout, a server
+# starting up, shutting down or out of connections, a message in the server's own language) stays a
+# `PostgresError` that the retry policy retries: slower when wrong, never a lost retry.
+NOT_HEALING = (
+    "connection refused",
+    "failed to resolve host",
+    "could not translate host name",
+    "no such file or directory",  # a Unix socket path
+    "password authentication failed",
+    "does not exist",
+    "no pg_hba.conf entry",
+)
+
+
+def heals_by_waiting(error: psycopg.Error) -> bool:
+    return not any(words in str(error).lower() for words in NOT_HEALING)
+
+
 class PostgresDatabase(dg.ConfigurableResource):
     """Connections to the data database (`MOVIE_DB_URL`, schema `MOVIE_DB_SCHEMA`)."""
 
@@ -82,7 +101,8 @@ class PostgresDatabase(dg.ConfigurableResource):
             conn = psycopg.connect(self.url, connect_timeout=10)
         except psycopg.Error as exc:
             detail = redact_text(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__
-            raise PostgresError(
+            error = PostgresError if heals_by_waiting(exc) else PostgresSettingsError
+            raise error(
                 f"PostgreSQL at {redact_url(self.url)} is unreachable{' while ' + purpose if purpose else ''}: "
                 f"{detail}. Start it (`movie-platform up`) or fix MOVIE_DB_URL, then re-run; nothing was written."
             ) from None
