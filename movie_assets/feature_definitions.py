@@ -11,13 +11,20 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
-from feast.data_format import ParquetFormat
-from feast.types import Float64, Int64
+import warnings
 
 from movie_assets.domain.feature_engineering import FLOAT_FEATURES, INT_FEATURES
 from movie_assets.object_layout import FEATURES_PREFIX
+
+# Four of Feast's modules run `warnings.simplefilter("once", DeprecationWarning)` on import, which
+# turns on every library's DeprecationWarning in any process that loads this code location: the
+# code server printed Dagster's own deprecations (ScheduleDefinition.environment_vars read by its
+# schedule snapshot, InitResourceContext.dagster_run read by its nested-resource setup) into the
+# `make dev` console and every run's log. catch_warnings puts the filters back as they were.
+with warnings.catch_warnings():
+    from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+    from feast.data_format import ParquetFormat
+    from feast.types import Float64, Int64
 
 # No TTL (Feast: 0 = none): a row holds from its event time until a newer row of the movie replaces it,
 # however old it is. A TTL would silently drop movies that no sync touched for a while.

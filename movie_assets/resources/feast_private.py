@@ -13,13 +13,16 @@ loudly instead of writing keys the Feast SDK cannot read.
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
-import feast
-from feast.infra.online_stores.helpers import _mmh3, _redis_key
-from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig, _versioned_fv_name
-from feast.utils import _convert_arrow_to_proto
 from pydantic import StrictStr
+
+with warnings.catch_warnings():  # without Feast's process-wide warning filter (feature_definitions.py says why)
+    import feast
+    from feast.infra.online_stores.helpers import _mmh3, _redis_key
+    from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig, _versioned_fv_name
+    from feast.utils import _convert_arrow_to_proto
 
 # major.minor of the Feast whose Redis layout (entity key v3, murmur3 field keys, `_ts:<view>`)
 # online_writer was checked against; setup.py pins feast==0.67.* to match.
