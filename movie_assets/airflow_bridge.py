@@ -84,7 +84,7 @@ def map_airflow_tasks(assets: Iterable[_Loaded]) -> list[_Loaded | dg.AssetsDefi
     return [*pipeline, *(a for key, a in by_key.items() if key not in mapped_keys), *others]
 
 
-def legacy_dag_assets() -> list[dg.AssetSpec]:
+def legacy_dag_assets() -> list[dg.AssetsDefinition | dg.AssetSpec]:
     """`partner_ratings`, mapped to the legacy DAG's task that delivers it: only the bridge's sensor records it."""
     from dagster_airlift.core import assets_with_task_mappings
 
