@@ -1,9 +1,10 @@
 """Dagster's half of the Airflow bridge (dagster-airlift): Airflow schedules, Dagster owns the assets.
 
 Always: the assets that `movie_pipeline_monthly`'s tasks stand for carry airlift's
-task mapping, which is how the proxied Airflow tasks find them over GraphQL; and the
-legacy DAG's output is an external asset, `partner_ratings`.
-With AIRFLOW_URL set: the DAGs become assets in our graph and a polling sensor turns
+task mapping, which is how the proxied Airflow tasks find them over GraphQL.
+With AIRFLOW_URL set: the DAGs become assets in our graph, the legacy DAG's output joins
+it as the external asset `partner_ratings` (group `airflow`; nothing of ours depends on
+it, so without the bridge it is not in the graph at all), and a polling sensor turns
 finished Airflow runs into materializations (downstream assets react through their
 automation conditions). Airflow that cannot be used at load (down, refused login, no
 credentials) never costs the code location: it loads without the bridge, logs a
@@ -62,7 +63,7 @@ class AirflowBridgeError(RuntimeError):
 
 
 def map_airflow_tasks(assets: Iterable[_Loaded]) -> list[_Loaded | dg.AssetsDefinition | dg.AssetSpec]:
-    """Our assets with airlift's task mapping on the ones a pipeline task stands for, plus `partner_ratings`.
+    """Our assets with airlift's task mapping on the ones a pipeline task stands for.
 
     Takes what `load_assets_from_modules` returns; only asset definitions and specs can carry a mapping,
     anything else passes through unchanged.
@@ -80,8 +81,14 @@ def map_airflow_tasks(assets: Iterable[_Loaded]) -> list[_Loaded | dg.AssetsDefi
         dag_id=PIPELINE_DAG,
         task_mappings={task: [by_key[key] for key in keys] for task, keys in PIPELINE_TASKS.items()},
     )
-    legacy = assets_with_task_mappings(dag_id=LEGACY_DAG, task_mappings={"receive_ratings_file": [partner_ratings]})
-    return [*pipeline, *legacy, *(a for key, a in by_key.items() if key not in mapped_keys), *others]
+    return [*pipeline, *(a for key, a in by_key.items() if key not in mapped_keys), *others]
+
+
+def legacy_dag_assets() -> list[dg.AssetsDefinition | dg.AssetSpec]:
+    """`partner_ratings`, mapped to the legacy DAG's task that delivers it: only the bridge's sensor records it."""
+    from dagster_airlift.core import assets_with_task_mappings
+
+    return list(assets_with_task_mappings(dag_id=LEGACY_DAG, task_mappings={"receive_ratings_file": [partner_ratings]}))
 
 
 def scheduled_by_airflow(environ: Mapping[str, str] = os.environ) -> set[str]:
@@ -114,7 +121,7 @@ def bridged(defs: dg.Definitions, environ: Mapping[str, str]) -> dg.Definitions:
     try:
         return build_defs_from_airflow_instance(
             airflow_instance=instance,
-            defs=defs,
+            defs=dg.Definitions.merge(defs, dg.Definitions(assets=legacy_dag_assets())),
             event_transformer_fn=partition_by_data_interval,
             sensor_minimum_interval_seconds=sensor_interval(environ),
         )

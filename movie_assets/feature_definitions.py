@@ -15,6 +15,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import warnings
+from types import ModuleType
 
 from movie_assets.domain.feature_engineering import FLOAT_FEATURES, INT_FEATURES
 from movie_assets.object_layout import FEATURES_PREFIX
@@ -31,6 +33,21 @@ def feature_schema() -> list[tuple[str, str]]:
     return [(name, "Float64") for name in FLOAT_FEATURES] + [(name, "Int64") for name in INT_FEATURES]
 
 
+def import_feast() -> ModuleType:
+    """`import feast`, keeping the process's warning filters: every Feast import goes through here first.
+
+    Two of Feast's modules run `warnings.simplefilter("once", DeprecationWarning)` when imported, which
+    turns on every library's DeprecationWarning in the process that imports Feast: Dagster's own
+    deprecations (ScheduleDefinition.environment_vars read by its schedule snapshot,
+    InitResourceContext.dagster_run read by its nested-resource setup) then filled the `make dev`
+    console and run logs. catch_warnings puts the filters back as they were.
+    """
+    with warnings.catch_warnings():
+        import feast
+
+    return feast
+
+
 def features_path(storage_url: str) -> str:
     """The Parquet dataset Feast reads: `s3://bucket/...` as is, a `file://` root as a plain path.
 
@@ -43,6 +60,7 @@ def features_path(storage_url: str) -> str:
 
 
 def build_definitions(storage_url: str, s3_endpoint_url: str | None = None) -> dict:
+    import_feast()
     from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType, types
     from feast.data_format import ParquetFormat
 

@@ -46,20 +46,30 @@ def launch_chromium(playwright, executable: str | None = None):
     return playwright.chromium.launch(executable_path=executable or chromium_path(), args=CHROMIUM_FLAGS)
 
 
+def dev_command(port: int) -> list[str]:
+    """`dg dev` (webserver + daemon) on the `movie_assets` module, on loopback.
+
+    `dg dev`, not `dagster dev`, which Dagster 1.13 marks superseded and warns about at every
+    start. With `-m` it starts the same webserver and daemon on the same instance (DAGSTER_HOME)
+    and code location name (`movie_assets`), in the same process tree, so stopping it is unchanged.
+    """
+    dg = str(Path(sys.executable).with_name("dg"))
+    return [dg, "dev", "-m", "movie_assets", "-h", "127.0.0.1", "-p", str(port)]
+
+
 def start_dagster_ui(
     port: int, env: Mapping[str, str], log_file: Path, command: str = "dev", cwd: Path | None = None
 ) -> subprocess.Popen:
-    """`dagster dev` (webserver + daemon) or `dagster-webserver` on `movie_assets`, in a process group of its own.
+    """`dg dev` (webserver + daemon) or `dagster-webserver` on `movie_assets`, in a process group of its own.
 
     Returns once `/server_info` answers; if the server exits or stays silent, it is stopped
     and the error carries the tail of its log.
     """
-    bin_dir = Path(sys.executable).parent
     if command == "dev":
-        cmd = [str(bin_dir / "dagster"), "dev", "-m", "movie_assets"]
+        cmd = dev_command(port)
     else:
-        cmd = [str(bin_dir / "dagster-webserver"), "-m", "movie_assets"]
-    cmd += ["-h", "127.0.0.1", "-p", str(port)]
+        webserver = str(Path(sys.executable).with_name("dagster-webserver"))
+        cmd = [webserver, "-m", "movie_assets", "-h", "127.0.0.1", "-p", str(port)]
     with open(log_file, "ab") as out:
         proc = subprocess.Popen(
             cmd,

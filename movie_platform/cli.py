@@ -107,26 +107,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    """Embedded stack + `dagster dev`, stopped by Ctrl-C, SIGTERM or `movie-platform down`.
+    """Embedded stack + `dg dev`, stopped by Ctrl-C, SIGTERM or `movie-platform down`.
 
     Started with `&` from a non-interactive shell, we inherit SIGINT ignored, and so would
-    `dagster dev`, which maps SIGTERM to its SIGINT handler: it then ignored both. Handlers we
+    `dg dev`, which maps SIGTERM to its SIGINT handler: it then ignored both. Handlers we
     install here reach us, and reset to the defaults in the child at exec. The child leads its
     own process group, recorded (PID + start time) as `dev` so that `down` stops the whole group.
     """
     import subprocess
-    from pathlib import Path
 
+    from movie_platform.browser import dev_command
     from movie_platform.local_stack import service_entry
 
     stack = Stack()
     # A running `make airflow` turns the bridge on (AIRFLOW_URL & co.), unless the shell says otherwise.
     env = {**os.environ, **stack.up()}
     env.update({k: v for k, v in airflow_runtime().env().items() if k not in os.environ})
-    dagster = str(Path(sys.executable).with_name("dagster"))
-    cmd = [dagster, "dev", "-m", "movie_assets", "-h", "127.0.0.1", "-p", str(args.port)]
+    cmd = dev_command(args.port)
     catch_stop_signals()
-    # In DAGSTER_HOME: `dagster dev` warns about a dagster.yaml in its working directory that is not
+    # In DAGSTER_HOME: `dg dev` warns about a dagster.yaml in its working directory that is not
     # DAGSTER_HOME's, and the repository's own (the template of this one) is one.
     proc = subprocess.Popen(cmd, env=env, cwd=env["DAGSTER_HOME"], start_new_session=True, restore_signals=True)
     url = f"http://127.0.0.1:{args.port}"
@@ -150,7 +149,7 @@ def catch_stop_signals() -> None:
 
 
 def stop_dev(proc) -> int:
-    """SIGINT to `dagster dev`'s group (it stops its webserver and daemon), SIGKILL after 30 s.
+    """SIGINT to `dg dev`'s group (it stops its webserver and daemon), SIGKILL after 30 s.
 
     `proc` is our unreaped child, so its PID (the group's id) cannot belong to anyone else yet.
     """

@@ -246,6 +246,8 @@ def _redis_keys(settings: Settings) -> list[str]:
 def _mlflow_runs(settings: Settings) -> list[str]:
     from mlflow.tracking import MlflowClient
 
+    from movie_assets.resources.mlflow import MlflowTracking
+
     client = MlflowClient(settings.mlflow_tracking_uri)
     where = redact_url(settings.mlflow_tracking_uri)
     experiment = client.get_experiment_by_name("movie_rating")
@@ -256,7 +258,8 @@ def _mlflow_runs(settings: Settings) -> list[str]:
         return [f"mlflow {where}: experiment `movie_rating` has no runs"]
     data = runs[0].data
     metrics = ", ".join(f"{k}={v:.3f}" for k, v in sorted(data.metrics.items()))
-    lines = [f"mlflow {where}: latest run {runs[0].info.run_id}: {metrics}"]
+    run_url = MlflowTracking.from_settings(settings).run_url(experiment.experiment_id, runs[0].info.run_id)
+    lines = [f"mlflow: latest run {run_url} (classic ML view): {metrics}"]
     if {"rmse", "baseline_rmse", "linear_rmse"} <= set(data.metrics):
         rmse, mean, ridge = (data.metrics[k] for k in ("rmse", "baseline_rmse", "linear_rmse"))
         lines.append(

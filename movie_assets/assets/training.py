@@ -203,6 +203,7 @@ def movie_rating_model(
             "champion_rule": CHAMPION_RULE,
             "champion_rmse_on_this_holdout": round(champion_rmse, 4) if champion_rmse is not None else "none",
             "mlflow_run": dg.MetadataValue.url(run_url),
+            "mlflow_model_version": dg.MetadataValue.url(mlflow_tracking.model_version_url(version)),
             "train_rows": len(split.train),
             "labelled_movies": len(labels),  # the base of the retrain sensor's share
             "labels_without_features": len(labels) - len(data),

@@ -14,6 +14,7 @@ import dagster as dg
 import yaml
 from pydantic import Field
 
+from movie_assets.feature_definitions import import_feast
 from movie_assets.settings import dagster_storage_url, database_url
 
 FEATURE_REPO = Path(__file__).resolve().parents[2] / "feature_repo"
@@ -96,6 +97,7 @@ class FeastStore(dg.ConfigurableResource):
         )
 
     def repo_config(self):
+        import_feast()
         from feast.repo_config import RepoConfig
 
         return RepoConfig(
@@ -118,6 +120,7 @@ class FeastStore(dg.ConfigurableResource):
         )
 
     def store(self):
+        import_feast()
         from feast import FeatureStore
 
         return FeatureStore(repo_path=str(FEATURE_REPO), config=self.repo_config())

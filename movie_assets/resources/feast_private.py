@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 from pydantic import StrictStr
 
+from movie_assets.feature_definitions import import_feast
+
 # major.minor of the Feast whose Redis layout (entity key v3, murmur3 field keys, `_ts:<view>`)
 # online_writer was checked against; setup.py pins feast==0.67.* to match.
 FEAST_LAYOUT_VERSION = "0.67"
@@ -62,6 +64,7 @@ def check_feast_version(installed: str | None = None) -> None:
 
 def versioned_view_name(view, config) -> str:
     """The view name Feast uses in field hashes and `_ts:` (with a version suffix when versioning is on)."""
+    import_feast()
     from feast.infra.online_stores.redis import _versioned_fv_name
 
     return _versioned_fv_name(view, config)
@@ -69,6 +72,7 @@ def versioned_view_name(view, config) -> str:
 
 def field_hash(text: str) -> bytes:
     """Feast's hash field name of `view:feature`."""
+    import_feast()
     from feast.infra.online_stores.helpers import _mmh3
 
     return _mmh3(text)
@@ -76,6 +80,7 @@ def field_hash(text: str) -> bytes:
 
 def redis_key(project: str, entity_key, version: int) -> bytes:
     """Feast's Redis key of a serialized EntityKey proto."""
+    import_feast()
     from feast.infra.online_stores.helpers import _redis_key
 
     return _redis_key(project, entity_key, version)
@@ -102,6 +107,7 @@ def __getattr__(name: str) -> Any:
 
 @functools.cache
 def _auth_store_classes() -> dict[str, type]:
+    import_feast()
     from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
 
     class RedisAuthOnlineStoreConfig(RedisOnlineStoreConfig):
@@ -149,6 +155,7 @@ def _auth_kwargs(config) -> dict[str, str]:
 
 def convert_rows(table, view, join_keys: dict) -> list:
     """What stock materialize writes for `table`: (EntityKey, {feature: ValueProto}, event time, created)."""
+    import_feast()
     from feast.utils import _convert_arrow_to_proto
 
     return _convert_arrow_to_proto(table, view, join_keys)

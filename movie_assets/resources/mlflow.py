@@ -136,3 +136,8 @@ class MlflowTracking(dg.ConfigurableResource):
     def run_url(self, experiment_id: str, run_id: str) -> str:
         """The run's page in MLflow's classic ML view (the 3.x UI opens its GenAI view by default)."""
         return f"{redact_url(self.tracking_uri).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{ML_VIEW}"
+
+    def model_version_url(self, version: str) -> str:
+        """The registered model version's page, in the classic ML view like `run_url`."""
+        root = redact_url(self.tracking_uri).rstrip("/")
+        return f"{root}/#/models/{self.registered_model}/versions/{version}?{ML_VIEW}"

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from movie_assets.domain import clock
+from movie_assets.feature_definitions import import_feast
 from movie_assets.resources import feast_private
 from movie_assets.resources.feast_private import FeastLayoutError
 
@@ -118,6 +119,7 @@ class FeastRedisLayout:
     """The byte layout of one feature view of one project, derived from Feast's own helpers."""
 
     def __init__(self, store, view):
+        import_feast()
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
@@ -438,6 +440,7 @@ def decode_values(values: pa.BinaryArray) -> np.ndarray:
 
 def feast_number(raw: bytes) -> float:
     """What Feast's own ValueProto parser reads from `raw`, as a float (NaN for an empty value)."""
+    import_feast()
     from feast.protos.feast.types.Value_pb2 import Value
 
     value = Value.FromString(raw)
@@ -481,6 +484,7 @@ class OnlineReader:
 
     @staticmethod
     def check_decoding() -> None:
+        import_feast()
         from feast.protos.feast.types.Value_pb2 import Value
         from google.protobuf.timestamp_pb2 import Timestamp
 

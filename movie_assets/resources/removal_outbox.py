@@ -20,6 +20,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
+from movie_assets.feature_definitions import import_feast
 from movie_assets.object_layout import FEATURES_OBJECT_PATH
 from movie_assets.resources.feast import FeastStore
 from movie_assets.resources.object_store import ObjectStore, write_atomically
@@ -96,6 +97,7 @@ def drop_from_parquet(object_store: ObjectStore, month: dt.date, movie_ids: set[
 
 def delete_online(feast: FeastStore, movie_ids: list[int]) -> int:
     """Their Redis hashes go; with the feature view never applied, nothing was ever served."""
+    import_feast()
     from feast.errors import FeatureViewNotFoundException
 
     store = feast.store()

@@ -15,6 +15,7 @@ from movie_assets.airflow_bridge import (
     PIPELINE_DAG,
     PIPELINE_TASKS,
     AirflowBridgeError,
+    legacy_dag_assets,
     partition_by_data_interval,
     release_month_of_interval,
     with_airflow,
@@ -74,7 +75,7 @@ def test_sensor_materializations_get_the_month_of_the_data_interval_not_the_logi
     }
 
     class AirflowData:
-        airflow_mapped_asset_specs = {spec.key: spec for spec in defs.resolve_all_asset_specs()}
+        airflow_mapped_asset_specs = {spec.key: spec for spec in bridged_defs().resolve_all_asset_specs()}
 
     mats = [
         dg.AssetMaterialization(key, metadata={"Run Metadata (raw)": dg.MetadataValue.json(run)})
@@ -84,8 +85,13 @@ def test_sensor_materializations_get_the_month_of_the_data_interval_not_the_logi
     assert out == {"movies_raw": "2024-03-01", "partner_ratings": None}
 
 
+def bridged_defs() -> dg.Definitions:
+    """Our definitions plus what the bridge adds before airlift fetches the DAGs (`bridged`)."""
+    return dg.Definitions.merge(defs, dg.Definitions(assets=legacy_dag_assets()))
+
+
 def test_pipeline_tasks_map_to_our_assets_and_the_legacy_dag_to_an_external_one():
-    specs = {spec.key.to_user_string(): spec for spec in defs.resolve_all_asset_specs()}
+    specs = {spec.key.to_user_string(): spec for spec in bridged_defs().resolve_all_asset_specs()}
     for task, keys in PIPELINE_TASKS.items():
         for key in keys:
             assert specs[key].metadata["dagster-airlift/task-mapping"] == [{"dag_id": PIPELINE_DAG, "task_id": task}]
@@ -95,7 +101,7 @@ def test_pipeline_tasks_map_to_our_assets_and_the_legacy_dag_to_an_external_one(
     assert specs["partner_ratings"].metadata["dagster-airlift/task-mapping"] == [
         {"dag_id": LEGACY_DAG, "task_id": "receive_ratings_file"}
     ]
-    assert not defs.resolve_asset_graph().get(dg.AssetKey("partner_ratings")).is_executable, (
+    assert not bridged_defs().resolve_asset_graph().get(dg.AssetKey("partner_ratings")).is_executable, (
         "Airflow produces it; Dagster only observes"
     )
 
@@ -111,7 +117,12 @@ def test_proxied_state_and_dag_files_name_the_mapped_tasks():
 def test_without_airflow_url_the_location_loads_without_the_bridge():
     assert with_airflow(defs, environ={}) is defs
     assert not any("airflow" in s.name for s in defs.sensors or [])
-    assert not any(k.path[0] == "airflow" for k in defs.resolve_asset_graph().get_all_asset_keys())
+    graph = defs.resolve_asset_graph()
+    assert not any(k.path[0] == "airflow" for k in graph.get_all_asset_keys())
+    # No group `airflow` in the lineage while nothing from Airflow can arrive: the legacy DAG's
+    # `partner_ratings` joins only with the bridge (nothing of ours depends on it).
+    groups = {graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert "airflow" not in groups and dg.AssetKey("partner_ratings") not in graph.get_all_asset_keys(), groups
 
 
 BRIDGE_SENSOR = "airflow__airflow_dag_status_sensor"  # airlift's sensor; its stand-in keeps the name

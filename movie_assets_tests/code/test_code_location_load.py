@@ -48,3 +48,15 @@ def test_the_feature_versions_are_those_of_the_built_feast_objects():
         "723f640eab5b",
         "39c53f6c9d58",
     )
+
+
+def test_importing_feast_through_the_platform_keeps_the_warning_filters():
+    """Feast's modules turn on every DeprecationWarning when imported; through `import_feast` they do not."""
+    probe = (
+        "import warnings; from movie_assets.feature_definitions import build_definitions; "
+        "from movie_assets.resources import feast_private; "
+        "build_definitions('file:///x'); feast_private.field_hash('movie_features:x'); import feast; "
+        "print(any(f[0] != 'ignore' and f[2] is DeprecationWarning and f[3] is None for f in warnings.filters))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False", "a filter shows every module's DeprecationWarnings"

@@ -8,10 +8,8 @@ so nothing here touches what the other tests read.
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
@@ -19,6 +17,7 @@ import requests
 from movie_assets.airflow_bridge import PIPELINE_TASKS
 from movie_assets_tests.conftest import log_to_pytest, stop_process_group, wait_for
 from movie_platform.airflow_runtime import AirflowRuntime
+from movie_platform.browser import dev_command
 from movie_platform.local_stack import _alive
 
 AIRFLOW_PORT = 28080
@@ -71,10 +70,9 @@ def dagster_dev(stack_env, airflow, tmp_path_factory):
         "MOVIE_AUTOMATION": "off",
     }
     log_file = home / "dagster-dev.log"
-    dagster = str(Path(sys.executable).with_name("dagster"))
     with open(log_file, "wb") as out:
         proc = subprocess.Popen(
-            [dagster, "dev", "-m", "movie_assets", "-h", "127.0.0.1", "-p", str(DAGSTER_PORT)],
+            dev_command(DAGSTER_PORT),
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

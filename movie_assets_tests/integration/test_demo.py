@@ -55,6 +55,9 @@ def test_demo_is_quiet_and_logs_the_event_stream_to_a_file(demo_run):
     model = next(line for line in console if line.startswith("model: XGBoost holdout rmse "))
     assert "mean baseline " in model and "ridge baseline " in model, model
     assert any(line.startswith("champion: ") for line in console)
+    # The run as a link that opens in MLflow's classic ML view, not its GenAI home.
+    run = next(line for line in console if line.startswith("mlflow: latest run "))
+    assert "/#/experiments/" in run and "/runs/" in run and "?workflowType=machine_learning" in run, run
 
 
 def test_the_first_automation_tick_after_the_demo_carries_its_sync_on(demo_run, stack_env):

@@ -22,7 +22,7 @@ from movie_platform.local_stack import REPO_ROOT, _port_open
 
 @pytest.fixture
 def dev_stack():
-    stack = OwnStack(external_mlflow=True)  # MLflow is never contacted by `dagster dev`: not started
+    stack = OwnStack(external_mlflow=True)  # MLflow is never contacted by `dg dev`: not started
     stack.env = {k: v for k, v in stack.env.items() if not k.startswith("TMDB_")}  # the sample source
     stack.env["MOVIE_SYNC_INTERVAL_SECONDS"] = "off"  # the daemon launches nothing on its own
     yield stack
@@ -65,16 +65,19 @@ def test_backgrounded_dev_stops(dev_stack, stop):
         assert sigign & (1 << 1), "the shell should have started dev with SIGINT ignored (bit 2 of SigIgn)"
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: requests.get(f"{url}/server_info", timeout=5).ok, 240, "the Dagster UI", log)
-        tree = process_tree(dev.pid)  # movie-platform, redis (started by its `up`), dagster dev, webserver, daemon, ...
+        tree = process_tree(dev.pid)  # movie-platform, redis (started by its `up`), dg dev, webserver, daemon, ...
         assert len(tree) >= 4, short(tree)
 
         # The repository's dagster.yaml (the instance's template) is not "ignored": dev runs in DAGSTER_HOME.
         assert "Found a dagster instance configuration" not in log.read_text(), log.read_text()[-2000:]
+        # No warning in the console: `dg dev` (not the superseded `dagster dev`), and the code server,
+        # which has loaded the location by now, shows no Dagster deprecations (Feast turned them on).
+        assert "Warning" not in log.read_text(), log.read_text()[-3000:]
         status = dev_stack.cli("status").stdout
         dev_line = next((line for line in status.splitlines() if line.startswith("dev ")), "")
         assert " running " in dev_line and url in dev_line, status
 
-        if stop == "sigint":  # Ctrl-C stops the UI (movie-platform dev and dagster dev's group), not the stack
+        if stop == "sigint":  # Ctrl-C stops the UI (movie-platform dev and dg dev's group), not the stack
             services = [dev_stack.state()["services"][name]["pid"] for name in ("postgres", "redis")]
             ui = [proc for proc in tree if proc.pid not in services]
             os.kill(dev.pid, signal.SIGINT)

@@ -38,3 +38,10 @@ def test_an_existing_untagged_experiment_is_tagged_and_a_chosen_kind_is_kept(tra
 
 def test_run_links_open_the_machine_learning_view(tracking):
     assert tracking.run_url("3", "abc").endswith("/#/experiments/3/runs/abc?workflowType=machine_learning")
+
+
+def test_model_version_links_open_the_machine_learning_view():
+    tracking = MlflowTracking(tracking_uri="http://127.0.0.1:15000", registered_model="movie_rating_xgb")
+    assert tracking.model_version_url("4") == (
+        "http://127.0.0.1:15000/#/models/movie_rating_xgb/versions/4?workflowType=machine_learning"
+    )

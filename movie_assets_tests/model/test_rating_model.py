@@ -124,6 +124,12 @@ def test_model_beats_the_mean_baseline_and_is_fully_tracked(pipeline, stack_env)
     logged = mlflow.models.get_model_info(f"models:/{tracking.registered_model}/{model_info.version}")
     assert logged.signature is not None and set(logged.signature.inputs.input_names()) == set(FEATURE_NAMES)
     assert "vote_average" not in logged.signature.inputs.input_names(), "the target must not be a feature"
+    # The UI's links land on this run and this version, in MLflow's classic ML view (not its GenAI home).
+    ml_view = "?workflowType=machine_learning"
+    assert metadata["mlflow_run"].value.endswith(f"/runs/{run.info.run_id}{ml_view}")
+    assert metadata["mlflow_model_version"].value.endswith(
+        f"/#/models/{tracking.registered_model}/versions/{version.version}{ml_view}"
+    )
 
 
 def test_champion_moves_only_on_improvement(pipeline, stack_env):
