@@ -259,7 +259,7 @@ def _mlflow_runs(settings: Settings) -> list[str]:
     data = runs[0].data
     metrics = ", ".join(f"{k}={v:.3f}" for k, v in sorted(data.metrics.items()))
     run_url = MlflowTracking.from_settings(settings).run_url(experiment.experiment_id, runs[0].info.run_id)
-    lines = [f"mlflow: latest run {run_url} (classic ML view): {metrics}"]
+    lines = [f"mlflow latest run {run_url} (classic ML view): {metrics}"]
     if {"rmse", "baseline_rmse", "linear_rmse"} <= set(data.metrics):
         rmse, mean, ridge = (data.metrics[k] for k in ("rmse", "baseline_rmse", "linear_rmse"))
         lines.append(

@@ -56,7 +56,7 @@ def test_demo_is_quiet_and_logs_the_event_stream_to_a_file(demo_run):
     assert "mean baseline " in model and "ridge baseline " in model, model
     assert any(line.startswith("champion: ") for line in console)
     # The run as a link that opens in MLflow's classic ML view, not its GenAI home.
-    run = next(line for line in console if line.startswith("mlflow: latest run "))
+    run = next(line for line in console if line.startswith("mlflow latest run "))
     assert "/#/experiments/" in run and "/runs/" in run and "?workflowType=machine_learning" in run, run
 
 
