@@ -88,6 +88,30 @@ def stop_process_group(proc: subprocess.Popen, sig: int, timeout: float = 30) ->
     stop(proc, sig, timeout)
 
 
+def forget_earlier_sessions(db_url: str, log) -> None:
+    """Start from what a fresh clone's test stack holds, wherever the embedded one kept data from earlier sessions.
+
+    - Feast's registry: every test applies a project of its own, and Feast's SQL registry reads
+      every project's objects each time a FeatureStore is built, so the projects of a few hundred
+      earlier sessions made each build take seconds (the simulated year's days took 2.5x longer).
+    - The change sync's ledger and cursor: ids fetched today are not fetched again, so a second
+      session's demo sync changed nothing and the tests of what it touched had nothing to see.
+    """
+    import psycopg
+    from psycopg import sql
+
+    from movie_assets.settings import database_url
+
+    with psycopg.connect(database_url(db_url, "feast"), autocommit=True) as conn:
+        tables = [row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        projects = conn.execute("SELECT count(*) FROM projects").fetchone()[0] if "projects" in tables else 0
+        if tables:
+            conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(map(sql.Identifier, tables))))
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS public.tmdb_sync_fetched, public.tmdb_sync_cursor, public.store_outbox")
+    log(f"test stack reset: {projects} Feast projects of earlier sessions dropped, change-sync ledger cleared")
+
+
 @pytest.fixture(scope="session")
 def test_stack() -> Stack:
     return Stack(TEST_STATE_DIR, environ=SESSION_ENVIRON)
@@ -97,6 +121,8 @@ def test_stack() -> Stack:
 def stack_env(test_stack: Stack):
     """Env of the running test stack, exported into os.environ for the code under test."""
     env = test_stack.up(log=log_to_pytest("stack"))
+    if "MOVIE_DB_URL" not in SESSION_ENVIRON:  # the session's own PostgreSQL, never an external one
+        forget_earlier_sessions(env["MOVIE_DB_URL"], log_to_pytest("stack"))
     os.environ.update(env)
     yield env
     if not os.environ.get("MOVIE_KEEP_TEST_STACK"):
