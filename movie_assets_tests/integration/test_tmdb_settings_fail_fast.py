@@ -2,9 +2,9 @@
 
 A refused connection was retried 7 times per attempt over 3 step attempts (181 s), and the fix sat
 about 65 lines above the end, among four tracebacks. The run (RUN_START to RUN_FAILURE, Dagster's own
-timestamps) must end within 15 s; the CLI around it also loads the code location twice (the command
-and the executor's forkserver), 15-20 s on 2 busy cores whatever the run does, so its wall time gets a
-looser bound.
+timestamps) must end within 15 s, and so must the whole CLI command: it loads the code location twice
+(the command and the executor's forkserver), which took 15-20 s on 2 busy cores while loading it imported
+Feast, scikit-learn and MLflow, and takes about 6 s now that the steps import them.
 """
 
 import datetime as dt
@@ -24,7 +24,7 @@ from movie_assets_tests.tmdb_server import FakeTmdb, TmdbTestServer
 PARTITION = "2024-03-01"
 KEY = "tmdb-key-not-this-one-5c1e"
 RUN_LIMIT_S = 15
-WALL_LIMIT_S = 60
+WALL_LIMIT_S = 15
 EVENT = re.compile(
     r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}) - dagster - \w+ - \S+ - \S+ - \d+ - (?:\S+ - )?([A-Z_]+) - "
 )
