@@ -1,5 +1,9 @@
 """`movie-platform demo` runs headlessly against the stack and prints the summary."""
 
+import pytest
+
+from movie_assets_tests.conftest import run_demo
+
 
 def test_demo_exits_zero_and_prints_summary(demo_run):
     result = demo_run
@@ -89,3 +93,27 @@ def test_the_first_automation_tick_after_the_demo_carries_its_sync_on(demo_run, 
         assert touched <= set(first_tick.get_requested_partitions(dg.AssetKey("movies_clean")))
     finally:
         instance.dispose()
+
+
+# Last in the file: the second run changes the instance the tests above read.
+@pytest.fixture(scope="module")
+def second_demo_run(demo_run, test_stack, stack_env):
+    """`make demo` again on the data of the first, as a user who runs it twice."""
+    assert demo_run.returncode == 0, demo_run.stdout[-3000:] + demo_run.stderr[-3000:]
+    return run_demo(test_stack, stack_env)
+
+
+def test_a_second_demo_changes_nothing_it_does_not_report(second_demo_run):
+    """Issue 29: a second `make demo` put every synced movie back to its pre-sync votes, unreported, and its
+    sync then said "0 changed" (those ids were fetched earlier today). Now its crawl says what it changed, and
+    on the day of the last sync the world has not moved: the crawl changes nothing and neither does the sync."""
+    assert second_demo_run.returncode == 0, second_demo_run.stdout[-3000:] + second_demo_run.stderr[-3000:]
+    out = second_demo_run.stdout.splitlines()
+    crawl = next(line for line in out if line.strip().startswith("movies_raw: "))
+    sync = next(line for line in out if "TMDB change sync:" in line)
+    stored = int(crawl.split("of the ")[1].split(" stored before")[0].replace(",", ""))
+    assert stored > 2_500 and "UNEXPLAINED" not in sync, (crawl, sync)
+    first, last = sync.split(" listed for ")[1].split(":")[0].split("..")
+    if first == last:  # the last sync ran this UTC day: the stored movies are today's documents already
+        assert f"of the {stored:,} stored before, 0 changed and 0 gone; 0 new" in crawl, crawl
+        assert " 0 changed, 0 moved_in, 0 new, 0 removed, " in sync and "; 0 months" in sync, sync
