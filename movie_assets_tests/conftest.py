@@ -267,13 +267,15 @@ def platform_resources(database, object_store, tmdb) -> dict:
     }
 
 
-@pytest.fixture(scope="session")
-def demo_run(test_stack, stack_env):
-    """`movie-platform demo` once per session on the test stack (public schema, default names): the data a user has."""
-    import subprocess
-    import sys
-
+def run_demo(test_stack: Stack, stack_env: dict) -> subprocess.CompletedProcess:
+    """`movie-platform demo` on the test stack (public schema, default names), as a user runs it."""
     env = {**os.environ, **stack_env, "MOVIE_PLATFORM_STATE_DIR": str(test_stack.state_dir)}
     return subprocess.run(
         [sys.executable, "-m", "movie_platform.cli", "demo"], capture_output=True, text=True, env=env, timeout=1800
     )
+
+
+@pytest.fixture(scope="session")
+def demo_run(test_stack, stack_env):
+    """`movie-platform demo` once per session on the test stack: the data a user has."""
+    return run_demo(test_stack, stack_env)

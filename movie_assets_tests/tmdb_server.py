@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from movie_assets.resources.tmdb_sample import SampleMovie
+from movie_assets.resources.tmdb_sample import SampleMovie, current, movies_for_month
 
 DATE_RANGE_ERROR = (20, "Invalid date range: Should be a range no longer than 14 days.")
 ERRORS = {
@@ -394,6 +394,12 @@ def crowded_month(month_start: dt.date, count: int) -> list[SampleMovie]:
         item["genre_ids"] = [18]
         movies.append(SampleMovie(item, details))
     return movies
+
+
+def sample_as_of(months: list[dt.date], day: dt.date) -> list[SampleMovie]:
+    """The sample's movies of these release months as the sample source answers them on `day` (crawl and
+    details alike): a server given these is the same world as the sample at that moment."""
+    return current([m for month in months for m in movies_for_month(month)], day)
 
 
 def months_of_movies(

@@ -45,6 +45,7 @@ def run_demo(settings: Settings, log=print, verbose: bool = False) -> bool:
     graph = defs.resolve_asset_graph()
     ok = True
     for partitioned, keys in run_phases(graph):
+        stored = stored_movies(settings) if dg.AssetKey("movies_raw") in keys else None
         if partitioned:
             start, end = DEMO_PARTITION_RANGE
             log(f"materializing {len(keys)} partitioned assets for {start}...{end} in one run: {names(keys)}")
@@ -53,6 +54,8 @@ def run_demo(settings: Settings, log=print, verbose: bool = False) -> bool:
             log(f"materializing {len(keys)} unpartitioned assets: {names(keys)}")
             tags = {}
         ok = ok and _materialize(defs, instance, keys, log, tags=tags, event_log=event_log, verbose=verbose)
+        if ok and stored is not None:
+            log(f"  movies_raw: {crawl_difference(stored, stored_movies(settings))}")
     if not graph.materializable_asset_keys:
         log("no assets are defined yet: the stack is up and every service answered")
     sync = _sync(defs, instance, log, event_log, verbose) if ok else None
@@ -129,12 +132,66 @@ def _sync(defs: dg.Definitions, instance, log, event_log: Path, verbose: bool) -
     if not result.success:
         return None
     output = next(e for e in result.all_events if e.is_successful_output)
-    metadata = {name: value.value for name, value in output.step_output_data.metadata.items()}
-    counts = ", ".join(f"{metadata[name]} {name}" for name in ("changed", "moved_in", "new", "removed", "rejected"))
+    return sync_line({name: value.value for name, value in output.step_output_data.metadata.items()})
+
+
+# What became of each id the change list named: every one lands in exactly one of these.
+SYNC_OUTCOMES = {
+    "changed": "changed",
+    "moved_in": "moved_in",
+    "new": "new",
+    "removed": "removed",
+    "rejected": "rejected",
+    "unchanged": "already as stored",
+    "fetched_earlier_today": "fetched earlier today",
+    "outside_range": "outside the months",
+    "out_of_scope": "adult or video",
+    "unknown_deleted": "deleted, never stored",
+}
+
+
+def sync_line(metadata: dict) -> str:
+    """The sync's counts, one per outcome, and any listed id none of them explains (there should be none)."""
+    counts = {name: int(metadata.get(name, 0)) for name in SYNC_OUTCOMES}
+    unexplained = int(metadata["changed_ids"]) - sum(counts.values())
+    shown = [f"{n} {SYNC_OUTCOMES[name]}" for name, n in counts.items() if n or list(SYNC_OUTCOMES).index(name) < 5]
+    if unexplained:
+        shown.append(f"{unexplained} UNEXPLAINED")
     return (
-        f"{metadata['changed_ids']} changed movies listed for {metadata['window']}: {counts}; "
+        f"{metadata['changed_ids']} changed movies listed for {metadata['window']}: {', '.join(shown)}; "
         f"{metadata['months_touched']} months re-materialized (the first automation tick of `make dev` carries "
         "them on to Redis and predictions)"
+    )
+
+
+def stored_movies(settings: Settings) -> dict[int, str]:
+    """A digest of each stored movie's typed columns (what a sync compares), by id; empty before the first crawl."""
+    import psycopg
+    from psycopg import sql
+
+    from movie_assets.domain.change_sync import COMPARED_COLUMNS
+
+    with psycopg.connect(configured(settings.db_url, "MOVIE_DB_URL"), connect_timeout=5) as conn:
+        table = conn.execute(
+            "select 1 from information_schema.tables where table_schema = %s and table_name = 'movies_raw'",
+            (settings.db_schema,),
+        ).fetchone()
+        if table is None:
+            return {}
+        columns = sql.SQL(", ").join(sql.Identifier(c) for c in COMPARED_COLUMNS if c != "movie_id")
+        query = sql.SQL("select movie_id, md5(row({})::text) from {}.{}").format(
+            columns, sql.Identifier(settings.db_schema), sql.Identifier("movies_raw")
+        )
+        return dict(conn.execute(query).fetchall())
+
+
+def crawl_difference(before: dict[int, str], after: dict[int, str]) -> str:
+    """What the crawl changed among the movies stored before it: a crawl that moves values says so."""
+    changed = sum(digest != before[movie_id] for movie_id, digest in after.items() if movie_id in before)
+    new, gone = len(after.keys() - before.keys()), len(before.keys() - after.keys())
+    return (
+        f"{len(after):,} movies stored; of the {len(before):,} stored before, {changed} changed and {gone} gone; "
+        f"{new} new"
     )
 
 

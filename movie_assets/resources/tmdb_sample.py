@@ -38,18 +38,26 @@ STATUS = ["Released", "Post Production", "In Production", "Rumored"]
 STATUS_WEIGHTS = [0.95, 0.025, 0.015, 0.01]
 
 MOVIES_PER_MONTH = 130
-# The simulated change feed: from this day on, each movie gains a vote every 7..29 days (its own
-# period), as TMDB's vote counts move daily. Deterministic: the same day gives the same values.
-# Crawls return the catalogue as released; the feed and its details return the values of today.
+# The simulated change feed: from this day on, each movie gains votes every 7..29 days (its own
+# period), as TMDB's vote counts move daily. A movie's document is a function of its id and the
+# platform clock's day: a crawl and the details answer the same document (the one of today), and
+# the feed lists the ids whose document changed on a day up to today. So a re-crawl after a sync
+# returns the synced values, and no answer ever goes back in time.
 FEED_START = dt.date(2025, 1, 1)
 
 
 @dataclass(frozen=True)
 class SampleMovie:
-    """One movie as TMDB would send it: the discover list item and the details document."""
+    """One movie as TMDB would send it: the discover list item and the details document.
+
+    `rating` and `spread` are what its votes converge to and how far its first votes strayed
+    (one standard normal draw): as votes come in, the average moves towards the rating, as on TMDB.
+    """
 
     list_item: dict
     details: dict
+    rating: float | None = None
+    spread: float = 0.0
 
 
 def sample_months() -> list[dt.date]:
@@ -118,7 +126,8 @@ def _draws(rng: np.random.Generator, n: int, days_in_month: int) -> dict[str, np
         + np.where(budget > 50_000_000, 0.15, 0.0)
         + rng.normal(0, 0.55, n)
     )
-    noise = rng.normal(0, 1, n) * 2.0 / np.sqrt(vote_count + 1)
+    spread = rng.normal(0, 1, n)
+    noise = spread * 2.0 / np.sqrt(vote_count + 1)
     word_order = _top_k(rng, n, np.ones(len(WORDS)))[:, :3]
     return {
         "day": rng.integers(0, days_in_month, n),
@@ -139,6 +148,8 @@ def _draws(rng: np.random.Generator, n: int, days_in_month: int) -> dict[str, np
         "has_poster": rng.random(n) > 0.05,
         "status": rng.choice(len(STATUS), size=n, p=STATUS_WEIGHTS),
         "quirk": rng.random(n),
+        "rating": quality,
+        "spread": spread,
     }
 
 
@@ -194,7 +205,7 @@ def _movie(movie_id: int, month_start: dt.date, d: dict[str, list], i: int) -> S
     }
     list_item["genre_ids"] = genres
     _add_quirks(d["quirk"][i], list_item, details)
-    return SampleMovie(list_item, details)
+    return SampleMovie(list_item, details, rating=d["rating"][i], spread=d["spread"][i])
 
 
 def _add_quirks(roll: float, item: dict, details: dict) -> None:
@@ -224,20 +235,42 @@ def vote_edits(movie_ids: np.ndarray, release_dates: np.ndarray, day: dt.date) -
 
 
 def as_of(movie: SampleMovie, day: dt.date) -> SampleMovie:
-    """The movie as TMDB shows it on `day`: more votes, a slightly moved average (quirky values stay as they are)."""
+    """The movie as TMDB shows it on `day`: more votes, an average nearer its rating (quirky values stay)."""
+    return current([movie], day)[0]
+
+
+def current(movies: list[SampleMovie], day: dt.date) -> list[SampleMovie]:
+    """`as_of` for many movies: their edits counted in one vectorized call (a crawl's month, a details batch)."""
+    if not movies:
+        return []
+    ids = np.array([m.details["id"] for m in movies], dtype=np.int64)
+    released = np.array([dt.date.fromisoformat(m.details["release_date"]).toordinal() for m in movies])
+    return [_with_edits(m, edits) for m, edits in zip(movies, vote_edits(ids, released, day).tolist(), strict=True)]
+
+
+def gains_votes(movie: SampleMovie) -> bool:
+    """A movie nobody voted on stays unvoted (its average 0.0 is no rating to move), as do quirky values."""
+    count, average = movie.details.get("vote_count"), movie.details.get("vote_average")
+    return (
+        movie.rating is not None
+        and isinstance(count, int)
+        and count >= 1
+        and isinstance(average, float)
+        and 0 <= average <= 10
+    )
+
+
+def _with_edits(movie: SampleMovie, edits: int) -> SampleMovie:
+    if not edits or movie.rating is None or not gains_votes(movie):
+        return movie
     details = movie.details
-    count, average = details.get("vote_count"), details.get("vote_average")
-    if not isinstance(count, int) or not isinstance(average, float) or not 0 <= average <= 10:
-        return movie
-    release = dt.date.fromisoformat(details["release_date"]).toordinal()
-    edits = int(vote_edits(np.array([details["id"]]), np.array([release]), day)[0])
-    if edits == 0:
-        return movie
-    votes = {
-        "vote_count": count + 3 * edits,
-        "vote_average": round(min(10.0, max(0.0, average + 0.02 * (edits % 5 - 2))), 3),
-    }
-    return SampleMovie(list_item={**movie.list_item, **votes}, details={**details, **votes})
+    votes_now = details["vote_count"] + 3 * edits
+    # The first votes' error shrinks as votes come in: the average converges on the movie's rating.
+    settled = movie.rating + movie.spread * 2.0 / (votes_now + 1) ** 0.5
+    votes = {"vote_count": votes_now, "vote_average": round(min(10.0, max(0.0, settled)), 3)}
+    # The list item keeps its quirk: a count it sends as a string stays a string.
+    item = {k: str(v) if isinstance(movie.list_item.get(k), str) else v for k, v in votes.items()}
+    return SampleMovie({**movie.list_item, **item}, {**details, **votes}, movie.rating, movie.spread)
 
 
 def sample_catalogue(movies_per_month: int = MOVIES_PER_MONTH) -> list[SampleMovie]:
@@ -246,8 +279,9 @@ def sample_catalogue(movies_per_month: int = MOVIES_PER_MONTH) -> list[SampleMov
 
 
 def changed_between(first_day: dt.date, last_day: dt.date, movies_per_month: int = MOVIES_PER_MONTH) -> list[int]:
-    """Ids whose votes changed on a day in [first_day, last_day], like TMDB's /movie/changes."""
-    movies = sample_catalogue(movies_per_month)
+    """Ids whose votes changed on a day in [first_day, last_day], like TMDB's /movie/changes: exactly the
+    movies whose document changed (one whose votes never move is never listed)."""
+    movies = [m for m in sample_catalogue(movies_per_month) if gains_votes(m)]
     if not movies:
         return []
     ids = np.array([m.details["id"] for m in movies], dtype=np.int64)
@@ -277,8 +311,9 @@ class TmdbSampleSource(TmdbSource):
         return f"TMDB sample ({self.movies_per_month} movies/month)"
 
     def crawl(self, window: Window, log: Callable[[str], None] = print) -> Crawl:
+        """Every movie released in the window as it stands today: the values the change feed's details give."""
         start, end = window
-        movies = self._released_in(window)
+        movies = current(self._released_in(window), clock.today())
         pairs: list[Pair] = []
         stats = CrawlStats(windows=1)
         for number, first in enumerate(range(0, len(movies), PAGE_SIZE)):
@@ -315,14 +350,20 @@ class TmdbSampleSource(TmdbSource):
         ]
 
     def changed_ids(self, first_day: dt.date, last_day: dt.date, log: Callable[[str], None] = print) -> Changes:
-        ids = changed_between(first_day, last_day, self.movies_per_month)
+        """The ids changed on [first_day, last_day], up to today: a day to come has no changes yet."""
+        last_day = min(last_day, clock.today())
+        ids = changed_between(first_day, last_day, self.movies_per_month) if first_day <= last_day else []
         log(f"TMDB sample changes {first_day}..{last_day}: {len(ids)} movies (simulated feed)")
         return Changes(ids, CrawlStats(windows=1))
 
     def movie_details(self, movie_ids: list[int], log: Callable[[str], None] = print) -> Details:
-        today = clock.today()
-        movies = {i: movie_by_id(i, self.movies_per_month) for i in movie_ids}
+        months: dict[int, dict[int, SampleMovie]] = {}  # each month built once, however many of its ids are asked
+        for month_index in {int(i) // 1_000_000 for i in movie_ids}:
+            month = add_months(dt.date(2000, 1, 1), month_index)
+            months[month_index] = {m.details["id"]: m for m in movies_for_month(month, self.movies_per_month)}
+        found = {i: m for i in movie_ids if (m := months[int(i) // 1_000_000].get(i))}
+        now = dict(zip(found, current(list(found.values()), clock.today()), strict=True))
         documents: dict[int, dict | None | UnreadableDocument] = {
-            i: as_of(m, today).details if m else None for i, m in movies.items()
+            i: now[i].details if i in now else None for i in movie_ids
         }
         return Details(documents, CrawlStats(details_missing=sum(d is None for d in documents.values())))

@@ -126,15 +126,17 @@ def test_change_windows_are_at_most_14_days_and_cover_every_day_once():
 
 
 def test_the_sample_feed_is_deterministic_and_its_details_carry_the_change():
+    from movie_assets.domain import clock
     from movie_assets.resources.tmdb_sample import TmdbSampleSource, movie_by_id
 
     day = dt.date(2026, 12, 1)
     source = TmdbSampleSource()
-    ids = source.changed_ids(day, day).ids
-    assert ids == source.changed_ids(day, day).ids and 50 < len(ids) < 400
+    with clock.clock_at(dt.datetime.combine(day, dt.time(12), dt.timezone.utc)):  # the feed stops at today
+        ids = source.changed_ids(day, day).ids
+        assert ids == source.changed_ids(day, day).ids and 50 < len(ids) < 400
+        now = source.movie_details(ids[:1]).documents[ids[0]]
     before = movie_by_id(ids[0])
     assert before is not None
-    now = source.movie_details(ids[:1]).documents[ids[0]]
     assert now is not None and now["vote_count"] > before.details["vote_count"]
     assert source.movie_details([999]).documents == {999: None}
 

@@ -21,13 +21,14 @@ from movie_assets.assets.features import feast_definitions, movie_features, onli
 from movie_assets.assets.ingest import movies_raw
 from movie_assets.assets.prepare import movies_clean
 from movie_assets.assets.training import PREDICTION_COLUMNS
+from movie_assets.domain import clock
 from movie_assets.domain.point_in_time import historical_features
 from movie_assets.jobs.sync_tmdb_changes import CURSOR_NAME, CURSOR_TABLE, FETCHED_TABLE, sync_tmdb_changes
 from movie_assets.object_layout import FEATURES_OBJECT_PATH
 from movie_assets.resources.online_writer import FeastRedisLayout
 from movie_assets.resources.postgres import existing_tables
 from movie_assets.resources.tmdb import TmdbApiClient
-from movie_assets.resources.tmdb_sample import movies_for_month
+from movie_assets.resources.tmdb_sample import TmdbSampleSource, movies_for_month
 from movie_assets_tests.conftest import own_feast_project, platform_resources
 from movie_assets_tests.integration.sync_runner import start_sync
 from movie_assets_tests.tmdb_server import FakeTmdb, Faults, TmdbTestServer
@@ -306,3 +307,32 @@ def test_feature_history_gives_the_value_of_its_time_from_data_the_platform_wrot
     assert "log_vote_count" in FEATURE_NAMES
     before, after = joined["log_vote_count"].tolist()
     assert before == pytest.approx(np.log1p(old_votes)) and after == pytest.approx(np.log1p(old_votes + 5000))
+
+
+def test_a_backfill_after_a_sync_of_the_sample_keeps_the_synced_values(database, object_store, stack_env):
+    """Issue 29: after the demo's sync, a backfill of its months put every synced movie back to its older votes.
+
+    The sample source through the real assets and the real sync, the clock moved from the crawl's day to the
+    sync's: the re-crawl stores exactly what the sync stored, and changes nothing.
+    """
+    crawl_day = dt.datetime(2025, 3, 1, 12, tzinfo=dt.timezone.utc)
+    sync_day = crawl_day + dt.timedelta(days=4, hours=3)
+    feast = own_feast_project(stack_env, object_store.storage_url)
+    resources = {**platform_resources(database, object_store, TmdbSampleSource()), "feast": feast}
+    tags = {"dagster/asset_partition_range_start": "2023-04-01", "dagster/asset_partition_range_end": "2023-06-01"}
+    votes = "select movie_id, vote_count, vote_average, release_month from {schema}.movies_raw order by movie_id"
+    with clock.clock_at(crawl_day):
+        dg.materialize([movies_raw], resources=resources, tags=tags, instance=dg.DagsterInstance.ephemeral())
+    crawled = query(database, votes)
+    with clock.clock_at(sync_day):
+        sync = sync_tmdb_changes.execute_in_process(resources=resources, instance=dg.DagsterInstance.ephemeral())
+        synced = query(database, votes)
+        dg.materialize([movies_raw], resources=resources, tags=tags, instance=dg.DagsterInstance.ephemeral())
+    recrawled = query(database, votes)
+    metadata = next(e for e in sync.all_events if e.is_successful_output).step_output_data.metadata
+    stored_before = {row[0] for row in crawled}  # the sync also adds the listed movies of months never crawled
+    moved = {row[0] for row in set(synced) - set(crawled)} & stored_before
+    assert sync.success and metadata["changed"].value == len(moved) > 20, (metadata["changed"], len(moved))
+    went_back = sorted({row[0] for row in set(synced) - set(recrawled)})
+    assert not went_back, f"the backfill put {len(went_back)} synced movies back to older votes: {went_back[:5]}"
+    assert recrawled == synced

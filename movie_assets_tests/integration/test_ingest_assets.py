@@ -23,7 +23,7 @@ from movie_assets.resources.postgres import PostgresError
 from movie_assets.resources.tmdb import TmdbApiClient
 from movie_assets.resources.tmdb_sample import TmdbSampleSource, movies_for_month
 from movie_assets_tests.conftest import platform_resources, with_storage_checks
-from movie_assets_tests.tmdb_server import FakeTmdb, Faults, TmdbTestServer
+from movie_assets_tests.tmdb_server import FakeTmdb, Faults, TmdbTestServer, sample_as_of
 
 RANGE = ("2024-01-01", "2024-03-01")
 RANGE_TAGS = {"dagster/asset_partition_range_start": RANGE[0], "dagster/asset_partition_range_end": RANGE[1]}
@@ -48,6 +48,14 @@ def table_checksum(database, table="movies_raw", exclude=("fetched_at",)) -> tup
     with database.connect() as conn:
         rows = conn.execute(query).fetchall()
     return len(rows), hashlib.sha256(repr(rows).encode()).hexdigest()
+
+
+def fetched_days(database) -> set[dt.date]:
+    """The UTC days on which the stored movies were fetched, by the crawl's clock."""
+    query = sql.SQL("select distinct (fetched_at at time zone 'UTC')::date from {}")
+    query = query.format(database.ident("movies_raw"))
+    with database.connect() as conn:
+        return {row[0] for row in conn.execute(query)}
 
 
 def expected_rows(months: list[str]) -> tuple[set[int], int]:
@@ -282,7 +290,9 @@ def test_cli_materializes_a_range_in_one_run_from_sample_and_local_server(stack_
     assert sample.returncode == 0, sample.stderr[-3000:]
     sample_count = table_checksum(database)
     months = [f"2024-{m:02d}-01" for m in range(1, 4)]
-    movies = [m for key in months for m in movies_for_month(dt.date.fromisoformat(key))]
+    # The local server answers the sample's world on the day the sample crawl ran (its clock's, as stored).
+    (crawl_day,) = fetched_days(database)
+    movies = sample_as_of([dt.date.fromisoformat(key) for key in months], crawl_day)
     with TmdbTestServer(FakeTmdb(movies, api_key=SECRET, faults=Faults(throttle_every=25, retry_after_s=0))) as server:
         api_env = {**base_env, "TMDB_SOURCE": "api", "TMDB_BASE_URL": server.base_url, "TMDB_API_KEY": SECRET}
         api = subprocess.run(command, capture_output=True, text=True, env=api_env, timeout=600)
