@@ -1,11 +1,13 @@
 """Asset checks that read what is stored: the PostgreSQL tables of the partition, after the write.
 
 Checks over the frame an asset was about to write restated the validation that built the
-frame, so they could not fail. These query the tables themselves, per release month (a
-check run covers the months of its asset run), and name the bad movie ids in their
-metadata. The blocking ones stop a bad month from flowing on: the run fails at the check,
-and the assets below it in that run do not execute. Each one can also be run from the
-asset's *Checks* tab.
+frame, so they could not fail. These query the tables themselves and name the bad movie ids
+in their metadata. Each evaluation is of one release month: a run over a range of months logs
+one per month, so each month's status on the *Checks* tab (and the automation's hold) is its
+own. The blocking ones stop a bad month from flowing on: the run fails at the check, and the
+assets below it in that run do not execute. Dagster 1.13's UI cannot run a partitioned check
+alone for a chosen month, so the job `monthly_checks` (`jobs/monthly_checks.py`) does; *Execute
+all* on the *Checks* tab checks every materialized month.
 """
 
 import datetime as dt
@@ -24,7 +26,13 @@ from movie_assets.dagster_private import AssetCheckEvaluationTargetMaterializati
 from movie_assets.domain import clock
 from movie_assets.domain.feature_engineering import FEATURE_NAMES
 from movie_assets.object_layout import FEATURES_PREFIX
-from movie_assets.partitions import add_months, month_window, partition_window, release_month_partitions
+from movie_assets.partitions import (
+    add_months,
+    month_window,
+    months_in,
+    partition_window,
+    release_month_partitions,
+)
 from movie_assets.resources.feast import FeastStore
 from movie_assets.resources.object_store import ObjectStore
 from movie_assets.resources.online_writer import OnlineReader
@@ -329,6 +337,14 @@ class MonthlyCheck:
     blocking: bool = False
 
 
+@dataclass(frozen=True)
+class FailedCheck:
+    """A blocking check that failed on a month: the month is held until it passes."""
+
+    name: str
+    bad_ids: str
+
+
 def evaluate_check(evaluate, database: PostgresDatabase, window: Window) -> dg.AssetCheckResult:
     """`evaluate` over the stored table; a missing table fails the check, saying which."""
     try:
@@ -339,14 +355,87 @@ def evaluate_check(evaluate, database: PostgresDatabase, window: Window) -> dg.A
         )
 
 
-def monthly_check(asset: str, name: str, description: str, evaluate, blocking: bool = False):
-    """A check of `asset` per release-month window: `evaluate(database, window)` over the stored table."""
+def newest_materialization(
+    instance: dg.DagsterInstance, key: dg.AssetKey, partition: str
+) -> AssetCheckEvaluationTargetMaterializationData | None:
+    """The partition's newest materialization, as the target of a check evaluation (None before the first)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+    ).records
+    if not records:
+        return None
+    (record,) = records
+    return AssetCheckEvaluationTargetMaterializationData(
+        storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+    )
+
+
+def evaluate_month(
+    instance: dg.DagsterInstance, database: PostgresDatabase, check: MonthlyCheck, month: dt.date
+) -> dg.AssetCheckEvaluation:
+    """`check` over the stored rows of `month`: an evaluation of that partition, targeting its newest value.
+
+    The partition and the target are what the *Checks* tab and the automation hold
+    (`automation/staleness.py`) read as the check of the month's current value.
+    """
+    key, partition = dg.AssetKey(check.asset), month.isoformat()
+    result = evaluate_check(check.evaluate, database, month_window(month))
+    return dg.AssetCheckEvaluation(
+        asset_key=key,
+        check_name=check.name,
+        passed=result.passed,
+        metadata=result.metadata,
+        severity=result.severity,
+        blocking=check.blocking,
+        description=result.description or check.description,
+        partition=partition,
+        target_materialization_data=newest_materialization(instance, key, partition),
+    )
+
+
+def failed_blocking(evaluation: dg.AssetCheckEvaluation) -> FailedCheck | None:
+    """The failure that holds the month, when `evaluation` is of a blocking check that failed."""
+    if not evaluation.blocking or evaluation.passed:
+        return None
+    examples = evaluation.metadata.get("bad_movie_ids") or evaluation.metadata.get("missing_tables") or ""
+    return FailedCheck(evaluation.check_name, str(getattr(examples, "value", examples)))
+
+
+def months_to_check(context: dg.AssetCheckExecutionContext | dg.OpExecutionContext, asset: str) -> list[dt.date]:
+    """The run's months: its partition, each month of its range, or (a run without one, e.g. the
+    *Checks* tab's *Execute all*) every month of `asset` materialized so far."""
+    if context.has_partition_key or context.has_partition_key_range:
+        return [start for start, _ in months_in(partition_window(context))]
+    materialized = sorted(context.instance.get_materialized_partitions(dg.AssetKey(asset)))
+    if not materialized:
+        raise dg.Failure(
+            description=(
+                f"no month of {asset} is materialized yet, so its monthly checks have nothing to check: "
+                f"materialize {asset} for a month first (its checks run with it)"
+            ),
+            allow_retries=False,
+        )
+    return [dt.date.fromisoformat(month) for month in materialized]
+
+
+def monthly_check(spec: MonthlyCheck):
+    """A Dagster check of `spec.asset`, partitioned by release month: one evaluation per month of its run."""
 
     @dg.asset_check(
-        asset=asset, name=name, description=description, blocking=blocking, partitions_def=release_month_partitions
+        asset=spec.asset,
+        name=spec.name,
+        description=spec.description,
+        blocking=spec.blocking,
+        partitions_def=release_month_partitions,
     )
-    def check(context: dg.AssetCheckExecutionContext, database: PostgresDatabase) -> dg.AssetCheckResult:
-        return evaluate_check(evaluate, database, partition_window(context))
+    def check(context: dg.AssetCheckExecutionContext, database: PostgresDatabase):
+        # An AssetCheckResult is logged without a partition in a range run, whose check Dagster planned
+        # per month: the months then show "Skipped" beside a "Passed" without a month. Dagster fails the
+        # step after the evaluations when a blocking one failed.
+        for month in months_to_check(context, spec.asset):
+            yield evaluate_month(context.instance, database, spec, month)
+        (output,) = context.op_execution_context.selected_output_names
+        yield dg.Output(None, output_name=output)
 
     return check
 
@@ -449,21 +538,13 @@ MONTHLY_CHECKS = [
         blocking=True,
     ),
 ]
-STORAGE_CHECKS = [monthly_check(c.asset, c.name, c.description, c.evaluate, c.blocking) for c in MONTHLY_CHECKS]
+STORAGE_CHECKS = [monthly_check(check) for check in MONTHLY_CHECKS]
 
 # Checks of the online store, runnable from online_features' Checks tab (definitions.py lists them).
 ONLINE_STORE_CHECKS = [online_keys_match_offline_check]
 
 
 # ---- months written by an op job (sync, restore): the same checks, logged by the op ------------
-@dataclass(frozen=True)
-class FailedCheck:
-    """A blocking check that failed on a month the op wrote: the month is held until it passes."""
-
-    name: str
-    bad_ids: str
-
-
 def log_checked_materializations(
     context: dg.OpExecutionContext,
     database: PostgresDatabase,
@@ -479,40 +560,35 @@ def log_checked_materializations(
     the automation hold (`automation/staleness.py`) see it as the check of the current value.
     """
     checks = [check for check in MONTHLY_CHECKS if check.asset == asset]
-    key = dg.AssetKey(asset)
     held: dict[dt.date, list[FailedCheck]] = {}
     for month, metadata in sorted(months.items()):
-        partition = month.isoformat()
         context.log_event(
-            dg.AssetMaterialization(asset_key=key, partition=partition, description=description, metadata=metadata)
-        )
-        (record,) = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
-        ).records
-        target = AssetCheckEvaluationTargetMaterializationData(
-            storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+            dg.AssetMaterialization(
+                asset_key=asset, partition=month.isoformat(), description=description, metadata=metadata
+            )
         )
         for check in checks:
-            result = evaluate_check(check.evaluate, database, month_window(month))
-            evaluation = dg.AssetCheckEvaluation(
-                asset_key=key,
-                check_name=check.name,
-                passed=result.passed,
-                metadata=result.metadata,
-                severity=result.severity,
-                blocking=check.blocking,
-                description=result.description or check.description,
-                partition=partition,
-                target_materialization_data=target,
-            )
-            context.log_event(evaluation)  # type: ignore[arg-type]  # typed for materializations; Dagster logs checks too
-            if check.blocking and not result.passed:
-                examples = result.metadata.get("bad_movie_ids") or result.metadata.get("missing_tables") or ""
-                held.setdefault(month, []).append(FailedCheck(check.name, str(getattr(examples, "value", examples))))
+            failed = log_month_check(context, database, check, month)
+            if failed:
+                held.setdefault(month, []).append(failed)
     return held
 
 
-def held_months_failure(asset: str, held: Mapping[dt.date, list[FailedCheck]], job: str) -> dg.Failure:
+def log_month_check(
+    context: dg.OpExecutionContext, database: PostgresDatabase, check: MonthlyCheck, month: dt.date
+) -> FailedCheck | None:
+    """Log `check`'s evaluation of `month` from an op (which has no check step); its failure if it holds the month."""
+    evaluation = evaluate_month(context.instance, database, check, month)
+    context.log_event(evaluation)  # type: ignore[arg-type]  # typed for materializations; Dagster logs checks too
+    return failed_blocking(evaluation)
+
+
+CHECK_JOB = "monthly_checks"  # jobs/monthly_checks.py: the storage checks of the months one chooses
+
+
+def held_months_failure(
+    asset: str, held: Mapping[dt.date, list[FailedCheck]], job: str, did: str = "stored"
+) -> dg.Failure:
     """The op's failure once every month is logged: which months are held, by which checks, and the way out."""
     lines = [
         f"{month:%Y-%m}: " + "; ".join(f"{f.name} failed (bad ids {f.bad_ids or 'none named'})" for f in failed)
@@ -521,9 +597,10 @@ def held_months_failure(asset: str, held: Mapping[dt.date, list[FailedCheck]], j
     first = min(held).isoformat()
     return dg.Failure(
         description=(
-            f"{job} stored {asset} months that fail blocking storage checks, so automation holds them "
+            f"{job} {did} {asset} months that fail blocking storage checks, so automation holds them "
             f"(nothing below {asset} is built from them) until the checks pass: " + " | ".join(lines) + ". "
-            f"Fix the named rows and rerun the check from {asset}'s Checks tab, or re-crawl the month, e.g. "
+            f"Fix the named rows and run the month's checks again (job {CHECK_JOB}, partition {first}; the results "
+            f"show on {asset}'s Checks tab), or re-crawl the month, e.g. "
             f"`dg launch -m movie_assets --assets {asset} --partition {first}`."
         ),
         metadata={

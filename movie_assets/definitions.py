@@ -12,6 +12,7 @@ from movie_assets.automation.retrain import retrain_sensors
 from movie_assets.automation.schedules import daily_history_pruning, daily_recent_months, refresh_recent_months_job
 from movie_assets.automation.sensors import alert_sensors, tmdb_changes_sensor
 from movie_assets.checks import ONLINE_STORE_CHECKS, STORAGE_CHECKS
+from movie_assets.jobs.monthly_checks import monthly_checks
 from movie_assets.jobs.restore import restore_movies_raw_from_backup
 from movie_assets.jobs.retention import prune_history
 from movie_assets.jobs.sweep import movie_rating_sweep
@@ -30,6 +31,7 @@ defs = with_airflow(
             movie_rating_sweep,
             sync_tmdb_changes,
             prune_history,
+            monthly_checks,
         ],
         schedules=[daily_recent_months, daily_history_pruning],
         sensors=[automation_sensor(), tmdb_changes_sensor, *retrain_sensors(), *alert_sensors()],

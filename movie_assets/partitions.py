@@ -77,7 +77,9 @@ def refuse_reversed_range(start: str, end: str) -> None:
         )
 
 
-def partition_window(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> tuple[dt.date, dt.date]:
+def partition_window(
+    context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext | dg.OpExecutionContext,
+) -> tuple[dt.date, dt.date]:
     """The run's partition window (a month or a backfill range) as dates; a reversed range is refused."""
     tags = context.run.tags
     if RANGE_START_TAG in tags and RANGE_END_TAG in tags:

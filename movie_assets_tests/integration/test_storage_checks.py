@@ -28,8 +28,12 @@ def platform(database, object_store):
     result = dg.materialize(with_storage_checks(*GRAPH), resources=resources, tags=RANGE_TAGS)
     assert result.success
     evaluations = result.get_asset_check_evaluations()
-    assert len(evaluations) == len(STORAGE_CHECKS) and all(e.passed for e in evaluations), [
-        (e.asset_key.to_user_string(), e.check_name) for e in evaluations if not e.passed
+    # One evaluation per check and month of the range run, each passed.
+    assert sorted((e.asset_check_key, e.partition) for e in evaluations) == sorted(
+        (check.check_key, month) for check in STORAGE_CHECKS for month in (MONTH, NEXT)
+    )
+    assert all(e.passed for e in evaluations), [
+        (e.asset_key.to_user_string(), e.check_name, e.partition) for e in evaluations if not e.passed
     ]
     return database, resources
 

@@ -7,7 +7,12 @@ real source: no network, the same catalogue the fake TMDB server serves). The br
 1. finds every asset key of the graph on the global lineage page,
 2. backfills three movies_raw months through the Materialize dialog (click, type the range,
    launch); the daemon runs it and PostgreSQL then holds exactly those months' movies,
-3. opens eda_stats, materialized from those rows, and sees its plots decoded as images.
+3. opens eda_stats, materialized from those rows, and sees its plots decoded as images,
+4. sees every monthly check of movies_raw "Succeeded" on its *Checks* tab after the backfill (a range
+   run used to leave them "Skipped" beside a "Passed"), blanks a title in the middle month, launches
+   the job `monthly_checks` for that month from its *Launchpad* (the tab's *Execute* cannot run a
+   partitioned check), and sees the one check that names the row fail for that month, in the list
+   and the detail pane alike, while movies_clean's checks pass; a screenshot is kept.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from psycopg import sql
 
 from movie_assets.assets.ingest import movies_raw
 from movie_assets.assets.prepare import eda_stats, movies_clean
+from movie_assets.checks import CHECK_JOB, MONTHLY_CHECKS
 from movie_assets.definitions import defs
 from movie_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, release_month_partitions
 from movie_assets.resources.tmdb_sample import TmdbSampleSource, sample_months
@@ -36,6 +42,8 @@ BACKFILL_TIMEOUT_S = 240
 # Wide enough that the lineage's zoom-to-fit draws full asset nodes (full names, not "movie…_predictions").
 VIEWPORT = {"width": 2600, "height": 1400}
 PLOTS = {"vote_average_distribution.png", "movies_per_month.png", "genre_counts.png", "budget_vs_revenue.png"}
+CHECK_ROW = '[class*="AssetChecks_checkRow__"]'  # a check of the Checks tab's list (Dagster 1.13.27's CSS module)
+CHECK_RUN_TIMEOUT_S = 120
 
 
 def three_sample_months() -> list[str]:
@@ -134,7 +142,79 @@ def check_eda_plots(page, ui: dict) -> None:
     assert shown == PLOTS, f"plots shown: {shown}"
 
 
-def test_ui_tour_lineage_backfill_dialog_and_eda_plots_in_chromium(ui, page, database, object_store):
+def monthly_checks_of(asset: str) -> list[str]:
+    return [check.name for check in MONTHLY_CHECKS if check.asset == asset]
+
+
+def listed_check_statuses(page, ui: dict, asset: str) -> dict[str, str]:
+    """The Checks tab's list: check -> the status under its name (a row reads "name\nname\nStatus")."""
+    page.goto(f"{ui['url']}/assets/{asset}?view=checks")
+    rows = page.locator(CHECK_ROW)
+    rows.first.wait_for()
+    return {lines[0]: lines[-1] for lines in (rows.nth(i).inner_text().splitlines() for i in range(rows.count()))}
+
+
+def latest_execution(page, check: str) -> tuple[str, str]:
+    """Select `check` in the list; the detail pane's (evaluation result, partition) of its latest execution."""
+    page.locator(CHECK_ROW).filter(has=page.get_by_text(check, exact=True).first).click()
+    page.wait_for_url(re.compile(f"checkDetail={check}"))
+    result = page.get_by_text("Evaluation result", exact=True).locator("..")
+    partition = page.get_by_text("Partition", exact=True).locator("..")
+    return result.inner_text().splitlines()[-1], partition.inner_text().splitlines()[-1]
+
+
+def launch_monthly_checks(page, ui: dict, month: str) -> str:
+    """Job monthly_checks -> Launchpad -> pick the month -> Launch Run; returns the run's id."""
+    page.goto(f"{ui['url']}/locations/movie_assets/jobs/{CHECK_JOB}/playground")
+    picker, item = page.get_by_placeholder("Partition"), page.get_by_role("menuitem", name=month)
+    for _ in range(3):  # Dagster's welcome dialog, on a timer, closes the picker's menu when it opens
+        picker.click()
+        picker.fill(month)
+        with contextlib.suppress(Exception):
+            item.click(timeout=5_000)
+            break
+    page.get_by_text(f"partition: {month}").or_(page.get_by_text(f"dagster/partition: {month}")).first.wait_for()
+    page.get_by_role("button", name="Launch Run").click()
+    page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}"))
+    return page.url.rsplit("/", 1)[-1].split("?")[0]
+
+
+def check_monthly_checks(page, ui: dict, database, months: list[str], tmp_path) -> None:
+    raw_checks = monthly_checks_of("movies_raw")
+    listed = listed_check_statuses(page, ui, "movies_raw")
+    assert {check: listed.get(check) for check in raw_checks} == dict.fromkeys(raw_checks, "Succeeded"), listed
+    assert latest_execution(page, raw_checks[0]) == ("Passed", months[-1])
+
+    month = months[1]
+    query = sql.SQL(
+        "update {t} set title = ' ' where movie_id = (select min(movie_id) from {t} where release_month = %s) "
+        "returning movie_id"
+    ).format(t=database.ident("movies_raw"))
+    with psycopg.connect(database.url) as conn:
+        (blanked,) = conn.execute(query, (month,)).fetchone()
+    run_id = launch_monthly_checks(page, ui, month)
+    instance = ui["instance"]
+    wait_for(lambda: instance.get_run_by_id(run_id).is_finished, CHECK_RUN_TIMEOUT_S, f"run {run_id}", interval=1)
+    # It fails: the blank title fails a blocking check (and movie_features, never built here, has no table).
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+
+    listed = listed_check_statuses(page, ui, "movies_raw")
+    expected = {check: "Failed" if check == "ids_and_titles_present" else "Succeeded" for check in raw_checks}
+    assert {check: listed.get(check) for check in raw_checks} == expected, listed
+    assert latest_execution(page, "ids_and_titles_present") == ("Failed", month)
+    assert page.get_by_text(f"[{blanked}]", exact=True).is_visible()  # bad_movie_ids, in the detail's metadata
+    screenshot = tmp_path / "monthly-checks.png"
+    page.screenshot(path=str(screenshot))
+    print(f"screenshot: {screenshot}")
+    clean_checks = monthly_checks_of("movies_clean")
+    listed = listed_check_statuses(page, ui, "movies_clean")
+    assert {check: listed.get(check) for check in clean_checks} == dict.fromkeys(clean_checks, "Succeeded"), listed
+    assert latest_execution(page, clean_checks[0]) == ("Passed", month)
+
+
+def test_ui_tour_lineage_backfill_dialog_eda_plots_and_monthly_checks_in_chromium(
+    ui, page, database, object_store, tmp_path
+):
     timings, started = {}, time.monotonic()
     with shown_on_failure(page, ui, "global lineage"):
         check_lineage(page, ui)
@@ -169,4 +249,7 @@ def test_ui_tour_lineage_backfill_dialog_and_eda_plots_in_chromium(ui, page, dat
     with shown_on_failure(page, ui, "eda_stats plots"):
         check_eda_plots(page, ui)
     timings["eda plots"] = time.monotonic() - started
+    with shown_on_failure(page, ui, "monthly checks"):
+        check_monthly_checks(page, ui, database, months, tmp_path)
+    timings["monthly checks"] = time.monotonic() - started
     print("UI tour, seconds since dagster dev answered:", {step: round(t, 1) for step, t in timings.items()})
