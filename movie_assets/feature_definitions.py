@@ -93,7 +93,7 @@ def definitions_version() -> str:
     """A version that changes with a feature, its type, the TTL, the entity or the service, not with the storage root.
 
     It is `feast_definitions`' code version, so automation re-applies the definitions when they change.
-    `code/test_feature_definitions.py` checks it equals the hash of the built Feast objects' spec.
+    `code/test_code_location_load.py` checks it equals the hash of the built Feast objects' spec.
     """
     spec = {
         "view": FEATURE_VIEW,

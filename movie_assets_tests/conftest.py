@@ -55,6 +55,15 @@ def pytest_configure(config) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on right now: bound, read, released."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def log_to_pytest(prefix: str):
     return lambda msg: print(f"[{prefix}] {msg}")
 

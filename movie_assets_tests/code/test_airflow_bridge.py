@@ -21,6 +21,7 @@ from movie_assets.airflow_bridge import (
     with_airflow,
 )
 from movie_assets.definitions import defs
+from movie_assets_tests.conftest import free_port
 from movie_platform.local_stack import REPO_ROOT
 
 UTC = dt.timezone.utc
@@ -129,14 +130,6 @@ BRIDGE_SENSOR = "airflow__airflow_dag_status_sensor"  # airlift's sensor; its st
 PASSWORD = "s3cr3t-pw"
 
 
-def closed_port() -> int:
-    import socket
-
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def bridge_environ(port: int) -> dict[str, str]:
     return {"AIRFLOW_URL": f"http://127.0.0.1:{port}", "AIRFLOW_USERNAME": "admin", "AIRFLOW_PASSWORD": PASSWORD}
 
@@ -198,7 +191,7 @@ class FakeAirflow:
 
 
 def test_an_unreachable_airflow_loads_everything_else_and_the_bridge_sensor_says_why(caplog):
-    port = closed_port()
+    port = free_port()
     with caplog.at_level("WARNING", logger="movie_assets.airflow_bridge"):
         loaded = with_airflow(defs, environ=bridge_environ(port))
     dg.Definitions.validate_loadable(loaded)
@@ -227,7 +220,7 @@ def test_the_definitions_module_loads_with_airflow_down():
         "message, _ = tick_failure(defs)\n"
         "print(json.dumps({'names': {k: sorted(v) for k, v in names(defs).items()}, 'tick': message}))\n"
     )
-    port = closed_port()
+    port = free_port()
     env = {**os.environ, **bridge_environ(port)}
     done = subprocess.run(
         [sys.executable, "-c", script], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
@@ -256,7 +249,7 @@ def test_refused_credentials_name_the_user_not_the_password():
 
 
 def test_missing_credentials_are_named():
-    loaded = with_airflow(defs, environ={"AIRFLOW_URL": f"http://127.0.0.1:{closed_port()}"})
+    loaded = with_airflow(defs, environ={"AIRFLOW_URL": f"http://127.0.0.1:{free_port()}"})
     message, description = tick_failure(loaded)
     assert "AIRFLOW_USERNAME or AIRFLOW_PASSWORD" in message and "AIRFLOW_USERNAME or AIRFLOW_PASSWORD" in description
 

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from movie_assets.resources.feast import feast_env
+from movie_assets_tests.conftest import free_port
 from movie_platform.local_stack import REPO_ROOT
 
 CONTRACT_VARS = {  # the design contract's configuration table
@@ -351,12 +352,6 @@ def test_services_reach_each_other_by_service_name(compose):
             assert host in services, (name, key, host)
         if "FEAST_REDIS_CONNECTION" in service.get("environment", {}):
             assert service["environment"]["FEAST_REDIS_CONNECTION"].split(":")[0] in services, name
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

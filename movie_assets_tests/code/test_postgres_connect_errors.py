@@ -9,6 +9,7 @@ import pytest
 
 from movie_assets.resources.postgres import PostgresDatabase, PostgresError
 from movie_assets.resources.postgres.errors import PostgresSettingsError
+from movie_assets_tests.conftest import free_port
 
 SSL_REQUEST = 80877103
 
@@ -33,12 +34,6 @@ def answer_once(fields: bytes) -> int:
 
     threading.Thread(target=serve, daemon=True).start()
     return sock.getsockname()[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def connect(url: str) -> None:

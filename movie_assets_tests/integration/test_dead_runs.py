@@ -29,7 +29,7 @@ from dagster._grpc.client import DagsterGrpcClient
 
 from movie_assets.automation.run_launcher import CODE_SERVER_ID_TAG, run_worker_health
 from movie_assets.resources.tmdb_sample import movies_for_month
-from movie_assets_tests.conftest import stop_process_group, wait_for
+from movie_assets_tests.conftest import free_port, stop_process_group, wait_for
 from movie_assets_tests.integration.dagster_instance import daemon_env, own_instance_home, start_daemon
 from movie_assets_tests.tmdb_server import FakeTmdb, TmdbTestServer
 from movie_platform.local_stack import REPO_ROOT, tail
@@ -198,14 +198,6 @@ def test_a_run_its_code_server_does_not_run_is_failed_and_one_without_a_code_ser
                 assert reloaded.status == WorkerStatus.RUNNING and "reloaded" in str(reloaded.msg), reloaded
     finally:
         stop_process_group(process, signal.SIGTERM)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_server(client: DagsterGrpcClient) -> None:

@@ -11,7 +11,6 @@ import datetime as dt
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import time
 import pytest
 
 from movie_assets.resources.tmdb_sample import movies_for_month
+from movie_assets_tests.conftest import free_port
 from movie_assets_tests.tmdb_server import FakeTmdb, TmdbTestServer
 
 PARTITION = "2024-03-01"
@@ -28,13 +28,6 @@ WALL_LIMIT_S = 15
 EVENT = re.compile(
     r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}) - dagster - \w+ - \S+ - \S+ - \d+ - (?:\S+ - )?([A-Z_]+) - "
 )
-
-
-def closed_port() -> int:
-    """A port nothing listens on: bound, read, released."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def materialize_with(tmdb_env: dict, stack_env: dict, database, tmp_path) -> tuple[int, str, float]:
@@ -103,7 +96,7 @@ def assert_fails_fast(code: int, stderr: str, took: float) -> None:
 @pytest.mark.parametrize(
     "base_url, reason",
     [
-        (f"http://127.0.0.1:{closed_port()}/3", "Connection refused"),
+        (f"http://127.0.0.1:{free_port()}/3", "Connection refused"),
         ("http://tmdb.invalid/3", "Failed to resolve 'tmdb.invalid'"),
     ],
     ids=["refused", "unknown-host"],

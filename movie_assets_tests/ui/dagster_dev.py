@@ -11,8 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from movie_assets_tests.conftest import stop_process_group
-from movie_assets_tests.integration.test_dead_runs import free_port
+from movie_assets_tests.conftest import free_port, stop_process_group
 from movie_platform.browser import dismiss_welcome, launch_chromium, start_dagster_ui
 from movie_platform.local_stack import tail
 
